@@ -1,0 +1,120 @@
+//! Command-line definitions. Every flag also reads an environment variable (shown in
+//! --help) so hook scripts can keep their settings in an environment file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pg-backup-hooks",
+    version,
+    about = "Consistent, restorable file-level backups of running PostgreSQL clusters from any backup program's pre/post job scripts",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 post: label stored but WAL not archived yet (not restorable; run post again), 4 no such backup in progress."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the backup on every node and leave a helper holding the sessions (pre-job script).
+    Pre(PreArgs),
+    /// Stop the backup, wait for WAL archiving and store the labels in the sidecar (post-job script).
+    Post(PostArgs),
+    /// Stop and discard a backup for a failed job; stores nothing.
+    Abort(AbortArgs),
+    /// Show the running helpers and the health of their nodes.
+    Status(StatusArgs),
+    /// Check a stored sidecar: checksums, labels, manifest.
+    Verify(VerifyArgs),
+    /// Internal: the detached helper started by `pre`.
+    #[command(hide = true)]
+    Helper(HelperArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunDirArg {
+    /// Directory for the helper's socket, lock and log [default: $XDG_RUNTIME_DIR/pg-backup-hooks, /run/pg-backup-hooks for root, else /tmp/pg-backup-hooks-UID]
+    #[arg(long, env = "PGBH_RUN_DIR", value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PreArgs {
+    /// Unique id of this backup (the backup program's job id); becomes the backup label
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// Where post stores the labels (give it several times for several copies)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// A node to back up, as NAME=CONNINFO (libpq key=value string or postgresql:// URI); repeatable. Without it, one node "default" connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
+    #[arg(long = "node", env = "PGBH_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    pub nodes: Vec<String>,
+    /// Ask for an immediate checkpoint instead of a spread one
+    #[arg(long, env = "PGBH_FAST")]
+    pub fast: bool,
+    /// Give up if the backup has not started on every node within this many seconds
+    #[arg(long, env = "PGBH_START_TIMEOUT", value_name = "SECS", default_value_t = 900)]
+    pub start_timeout: u64,
+    /// The helper stops and discards the backup if post has not come within this many seconds
+    #[arg(long, env = "PGBH_MAX_DURATION", value_name = "SECS", default_value_t = 86400)]
+    pub max_duration: u64,
+    /// Seconds between the helper's liveness checks of each session
+    #[arg(long, env = "PGBH_HEARTBEAT", value_name = "SECS", default_value_t = 30, hide = true)]
+    pub heartbeat: u64,
+    #[command(flatten)]
+    pub run: RunDirArg,
+}
+
+#[derive(Args, Debug)]
+pub struct PostArgs {
+    /// The id given to pre
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// How long to wait for the WAL the backup needs to reach the archive
+    #[arg(long, env = "PGBH_ARCHIVE_TIMEOUT", value_name = "SECS", default_value_t = 3600)]
+    pub archive_timeout: u64,
+    #[command(flatten)]
+    pub run: RunDirArg,
+}
+
+#[derive(Args, Debug)]
+pub struct AbortArgs {
+    /// The id given to pre
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    #[command(flatten)]
+    pub run: RunDirArg,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this backup
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunDirArg,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR")]
+    pub sidecar_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HelperArgs {
+    #[arg(long)]
+    pub backup_id: String,
+    #[arg(long)]
+    pub run_dir: PathBuf,
+}

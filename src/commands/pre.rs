@@ -1,0 +1,112 @@
+//! `pre`: check, spawn the helper, wait until every node's backup has started.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::PreArgs;
+use crate::error::{Error, Result};
+use crate::helper::{spawn, HelperConfig};
+use crate::ids;
+use crate::pg::conninfo::ConnInfo;
+use crate::protocol::StartEvent;
+use crate::rundir::RunDir;
+use crate::sidecar;
+
+/// Split `NAME=CONNINFO`; the name becomes a directory in the sidecar.
+pub fn parse_node(spec: &str) -> Result<(String, String)> {
+    let (name, conninfo) = spec
+        .split_once('=')
+        .ok_or_else(|| Error::usage(format!("--node {:?}: expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432'", spec)))?;
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(Error::usage(format!(
+            "--node name {:?}: use 1-63 characters from A-Z a-z 0-9 _ - . starting with a letter or digit",
+            name
+        )));
+    }
+    ConnInfo::parse(conninfo).map_err(|e| Error::usage(format!("--node {}: {}", name, e.msg)))?;
+    Ok((name.to_string(), conninfo.to_string()))
+}
+
+pub fn run(a: PreArgs) -> Result<i32> {
+    ids::validate(&a.backup_id)?;
+    let mut nodes = Vec::new();
+    for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
+        let n = parse_node(spec.trim())?;
+        if nodes.iter().any(|(name, _): &(String, String)| *name == n.0) {
+            return Err(Error::usage(format!("--node {} is given twice", n.0)));
+        }
+        nodes.push(n);
+    }
+    if nodes.is_empty() {
+        nodes.push(("default".to_string(), String::new()));
+    }
+    for dir in &a.sidecar_dir {
+        sidecar::check_writable(dir, &a.backup_id)?;
+    }
+    let run = RunDir::open(a.run.run_dir.clone(), true)?;
+    let id = &a.backup_id;
+    if run.helper_alive(id) {
+        return Err(Error::new(format!(
+            "a backup with id {} is already in progress (see pg-backup-hooks status --backup-id {}); finish it with post or abort, or use a new id",
+            id, id
+        )));
+    }
+    run.clean_stale(id);
+    run.clear_markers(id);
+
+    let cfg = HelperConfig {
+        backup_id: id.clone(),
+        nodes,
+        fast: a.fast,
+        max_duration_secs: a.max_duration,
+        heartbeat_secs: a.heartbeat,
+        sidecar_dirs: a.sidecar_dir.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect(),
+    };
+    let mut child = spawn::spawn(&run, &cfg)?;
+    let deadline = Instant::now() + Duration::from_secs(a.start_timeout);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match child.next(left) {
+            Err(()) => {
+                child.kill();
+                return Err(Error::new(format!(
+                    "the backup did not start on every node within {} s (a spread checkpoint can take minutes: use --fast or a larger --start-timeout); the helper was stopped and its sessions closed, which ends any backup it had started",
+                    a.start_timeout
+                )));
+            }
+            Ok(None) => {
+                let _ = child.child.wait();
+                return Err(Error::new(format!(
+                    "the helper exited before the backup started: see {}",
+                    run.log(id).display()
+                )));
+            }
+            Ok(Some(Err(e))) => {
+                child.kill();
+                return Err(Error::new(format!("unreadable message from the helper ({}): see {}", e, run.log(id).display())));
+            }
+            Ok(Some(Ok(ev))) => match ev {
+                StartEvent::Warning { node, message } => eprintln!("pg-backup-hooks: warning: node {}: {}", node, message),
+                StartEvent::NodeStarted { node, start_lsn, server_version } => {
+                    println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)
+                }
+                StartEvent::Ready { backup } => {
+                    println!(
+                        "backup {} started on {} node(s); helper pid {} holds the sessions until post or abort",
+                        id,
+                        backup.nodes.len(),
+                        backup.helper_pid
+                    );
+                    return Ok(0);
+                }
+                StartEvent::Failed { message } => {
+                    let _ = child.child.wait();
+                    return Err(Error::new(message));
+                }
+            },
+        }
+    }
+}

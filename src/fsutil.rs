@@ -1,0 +1,81 @@
+//! Durable file-system writes: every file we leave behind is written to a temporary name,
+//! fsynced, renamed into place, and its directory fsynced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Result};
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .context(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+/// Write `data` to `path` atomically with the given mode. `owner` (uid, gid) is applied
+/// before the rename, so the file never appears with the wrong owner.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{}.tmp.{}", name, std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(data).context(|| format!("cannot write {}", tmp.display()))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .context(|| format!("cannot set mode of {}", tmp.display()))?;
+        if let Some((uid, gid)) = owner {
+            chown(&tmp, uid, gid)?;
+        }
+        f.sync_all().context(|| format!("cannot fsync {}", tmp.display()))?;
+        fs::rename(&tmp, path).context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .context(|| format!("cannot give {} to uid {} gid {}", path.display(), uid, gid))
+}
+
+/// Create a directory with `mode` (not subject to umask surprises).
+pub fn create_dir_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::create_dir(path).context(|| format!("cannot create directory {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .context(|| format!("cannot set mode of {}", path.display()))
+}
+
+/// A temporary sibling name for staging a directory before it is renamed into place.
+pub fn staging_name(target: &Path, what: &str) -> PathBuf {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    dir.join(format!(".{}.{}.{}", name, what, std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one", 0o600, None).unwrap();
+        write_atomic(&p, b"two", 0o600, None).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,60 @@
+//! Talking to a running helper from post, abort and status.
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+
+use crate::error::{exit, Error, Result};
+use crate::protocol::{self, Reply, Request};
+use crate::rundir::RunDir;
+
+/// Send one request and collect replies; progress lines go to `on_progress` as they come.
+/// Returns Ok(None) when no helper is listening for this id.
+pub fn request(run: &RunDir, id: &str, req: &Request, on_progress: &mut dyn FnMut(&str)) -> Result<Option<Reply>> {
+    let path = run.socket(id)?;
+    let stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(Error::new(format!("cannot connect to the helper at {}: {}", path.display(), e))),
+    };
+    let mut w = stream.try_clone().map_err(|e| Error::new(format!("socket {}: {}", path.display(), e)))?;
+    protocol::write_msg(&mut w, req).map_err(|e| Error::new(format!("cannot send to the helper at {}: {}", path.display(), e)))?;
+    let mut r = BufReader::new(stream);
+    loop {
+        let line = protocol::read_line(&mut r).map_err(|e| Error::new(format!("reading from the helper: {}", e)))?;
+        let Some(line) = line else {
+            return Err(Error::new(format!(
+                "the helper for backup {} closed the connection without an answer: see {}",
+                id,
+                run.log(id).display()
+            )));
+        };
+        let reply: Reply = protocol::decode(&line).map_err(|e| Error::new(format!("helper reply: {}", e)))?;
+        match reply {
+            Reply::Progress { message } => on_progress(&message),
+            other => return Ok(Some(other)),
+        }
+    }
+}
+
+/// The error for "no helper is running for this id", with what the run dir remembers.
+pub fn no_helper_error(run: &RunDir, id: &str) -> Error {
+    use crate::rundir::Marker;
+    match run.marker(id) {
+        Some(Marker::Aborted(why)) => Error::new(format!("backup {} was aborted: {}", id, why.trim())),
+        Some(Marker::Failed(why)) => Error::new(format!("backup {} failed: {}", id, why.trim())),
+        Some(Marker::Done(_)) => Error::with_code(exit::OK, format!("backup {} is already stored", id)),
+        None if run.path(id, "lock").exists() => Error::new(format!(
+            "the helper for backup {} is gone (killed, crashed or the machine restarted; see {}): its sessions ended and with them the backups, so this copy cannot be restored; run the backup job again",
+            id,
+            run.log(id).display()
+        )),
+        None => Error::with_code(
+            exit::NO_BACKUP,
+            format!(
+                "no backup {} is in progress in {} (did pre run with this id and the same --run-dir?)",
+                id,
+                run.dir.display()
+            ),
+        ),
+    }
+}

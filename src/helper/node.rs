@@ -1,0 +1,250 @@
+//! One node's held session: connect and check, start, heartbeat, stop, archive progress.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use postgres::{Client, NoTls};
+
+use crate::error::pg_error;
+use crate::pg::api::{self, ArchiverStats, ServerFacts};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::label::BackupLabel;
+use crate::pg::wal::{self, Lsn};
+use crate::protocol::{NodeStatus, StopResult};
+
+pub struct Node {
+    pub name: String,
+    pub conninfo: String,
+    pub facts: ServerFacts,
+    client: Mutex<Client>,
+    pub state: Mutex<NodeState>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NodeState {
+    pub start_lsn: Option<Lsn>,
+    /// Why this node's backup is lost, if it is.
+    pub failure: Option<String>,
+    pub stop: Option<StopResult>,
+    pub last_heartbeat: Option<Instant>,
+}
+
+/// Warnings found while checking a node; errors end the whole backup.
+pub struct Checked {
+    pub node: Node,
+    pub warnings: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another thread must not make the labels we hold unreachable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    /// Connect, turn off session timeouts, learn the server's facts, and check that the
+    /// node can give a restorable backup at all (version, WAL archiving).
+    pub fn connect(name: &str, info: &ConnInfo, backup_id: &str) -> Result<Checked, String> {
+        let cfg = info.to_config(&format!("pg-backup-hooks {}", backup_id)).map_err(|e| e.msg)?;
+        let mut client = cfg
+            .connect(NoTls)
+            .map_err(|e| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e)))?;
+        let version_num = api::server_version_num(&mut client)?;
+        if version_num < api::MIN_VERSION_NUM {
+            return Err(format!(
+                "server version {} is not supported: pg-backup-hooks needs PostgreSQL 10 or later (non-exclusive backups)",
+                version_num
+            ));
+        }
+        api::prepare_session(&mut client, version_num)?;
+        let facts = api::server_facts(&mut client, version_num)?;
+        let mut warnings = Vec::new();
+        if facts.archive_mode == "off" {
+            return Err(
+                "archive_mode is off: a file-level copy can never be restored without the WAL archive; set archive_mode = on and an archive_command (needs a restart), then run the job again"
+                    .into(),
+            );
+        }
+        let cmd = facts.archive_command.trim();
+        if (cmd.is_empty() || cmd == "(disabled)") && facts.archive_library.trim().is_empty() {
+            return Err(
+                "archive_mode is on but neither archive_command nor archive_library is set: WAL is not archived, so the copy could not be restored; set archive_command"
+                    .into(),
+            );
+        }
+        if facts.in_recovery && facts.archive_mode != "always" {
+            warnings.push(
+                "this is a standby without archive_mode = always: the WAL this backup needs must reach the archive from the primary"
+                    .into(),
+            );
+        }
+        if let Ok(st) = api::archiver_stats(&mut client) {
+            if st.failing {
+                warnings.push(format!(
+                    "WAL archiving is failing: last failure {} at {} (last success {} at {}); post will wait for it",
+                    st.last_failed_wal.as_deref().unwrap_or("-"),
+                    st.last_failed_time.as_deref().unwrap_or("-"),
+                    st.last_archived_wal.as_deref().unwrap_or("-"),
+                    st.last_archived_time.as_deref().unwrap_or("-"),
+                ));
+            }
+        }
+        Ok(Checked {
+            node: Node {
+                name: name.to_string(),
+                conninfo: info.redacted(),
+                facts,
+                client: Mutex::new(client),
+                state: Mutex::new(NodeState::default()),
+            },
+            warnings,
+        })
+    }
+
+    pub fn start(&self, label: &str, fast: bool) -> Result<Lsn, String> {
+        let lsn = api::start_backup(&mut lock(&self.client), self.facts.version_num, label, fast)?;
+        lock(&self.state).start_lsn = Some(lsn);
+        Ok(lsn)
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.state).failure.clone()
+    }
+
+    pub fn fail(&self, why: String) {
+        let mut st = lock(&self.state);
+        if st.failure.is_none() {
+            log::error!("node {}: {}", self.name, why);
+            st.failure = Some(why);
+        }
+    }
+
+    /// Cheap liveness check; notices a lost session and a standby promoted mid-backup.
+    /// Skips a node whose session is busy (a stop or archive check in progress).
+    pub fn heartbeat(&self) {
+        if self.failure().is_some() || lock(&self.state).stop.is_some() {
+            return;
+        }
+        let Ok(mut c) = self.client.try_lock() else { return };
+        match api::heartbeat(&mut c) {
+            Ok(in_recovery) if in_recovery != self.facts.in_recovery => {
+                self.fail("the standby was promoted during the backup: this copy cannot be restored".into())
+            }
+            Ok(_) => lock(&self.state).last_heartbeat = Some(Instant::now()),
+            Err(e) => self.fail(format!("session lost during the backup ({}): the server ended the backup", e)),
+        }
+    }
+
+    /// Stop this node's backup (no server-side archive wait). Idempotent once stopped.
+    pub fn stop(&self) -> Result<StopResult, String> {
+        if let Some(s) = lock(&self.state).stop.clone() {
+            return Ok(s);
+        }
+        if let Some(f) = self.failure() {
+            return Err(f);
+        }
+        let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
+            Ok(o) => o,
+            Err(e) => {
+                let why = if e.contains("promoted") {
+                    format!("the standby was promoted during the backup ({})", e)
+                } else {
+                    format!("stopping the backup failed: {}", e)
+                };
+                self.fail(why.clone());
+                return Err(why);
+            }
+        };
+        let label = BackupLabel::parse(&out.labelfile).map_err(|e| {
+            let why = format!("the server returned a label we cannot read ({}): {:?}", e, out.labelfile);
+            self.fail(why.clone());
+            why
+        })?;
+        let tli = label.start_timeline.or(label.start_file_timeline()).unwrap_or(self.facts.timeline);
+        let seg = self.facts.wal_segment_size;
+        let standby = self.facts.in_recovery;
+        let mut result = StopResult {
+            stop_lsn: out.lsn,
+            stopped_at: chrono::Utc::now().to_rfc3339(),
+            timeline: tli,
+            start_wal_file: label.start_wal_file.clone(),
+            stop_wal_file: wal::stop_segment_name(tli, out.lsn, seg),
+            backup_history_file: (!standby).then(|| wal::backup_history_name(tli, label.start_lsn, seg)),
+            labelfile: out.labelfile,
+            spcmapfile: out.spcmapfile,
+            archived: false,
+            archive_note: None,
+            archiver: None,
+        };
+        if standby && self.facts.archive_mode != "always" {
+            result.archived = true;
+            result.archive_note = Some(format!(
+                "taken from a standby without archive_mode = always: segment {} must reach the archive from the primary; post did not wait for it",
+                result.stop_wal_file
+            ));
+        }
+        lock(&self.state).stop = Some(result.clone());
+        Ok(result)
+    }
+
+    /// Stop and throw away the label (abort). Errors are logged: the session closing ends
+    /// the backup anyway.
+    pub fn discard(&self) {
+        let st = lock(&self.state).clone();
+        if st.stop.is_some() || st.start_lsn.is_none() || st.failure.is_some() {
+            return;
+        }
+        match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
+            Ok(_) => log::info!("node {}: backup stopped and discarded", self.name),
+            Err(e) => log::warn!("node {}: stop while discarding failed ({}); closing the session ends it", self.name, e),
+        }
+    }
+
+    /// Has the WAL this backup needs reached the archive? Updates the node's stop result.
+    pub fn check_archived(&self) -> Result<bool, String> {
+        let Some(stop) = lock(&self.state).stop.clone() else { return Ok(false) };
+        if stop.archived {
+            return Ok(true);
+        }
+        let mut c = lock(&self.client);
+        let mut needed = vec![stop.stop_wal_file.clone()];
+        if let Some(h) = &stop.backup_history_file {
+            needed.push(h.clone());
+        }
+        let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
+        let by_stats = stats
+            .last_archived_wal
+            .as_deref()
+            .is_some_and(|last| last.get(..24).is_some_and(wal::is_segment_name) && needed.iter().all(|n| last >= n.as_str()));
+        let done = by_stats || api::archive_status_done(&mut c, self.facts.version_num, &needed) == Some(true);
+        drop(c);
+        let mut st = lock(&self.state);
+        if let Some(s) = st.stop.as_mut() {
+            s.archiver = Some(stats);
+            s.archived = done;
+        }
+        Ok(done)
+    }
+
+    pub fn archiver(&self) -> Option<ArchiverStats> {
+        lock(&self.state).stop.as_ref().and_then(|s| s.archiver.clone())
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let st = lock(&self.state).clone();
+        NodeStatus {
+            name: self.name.clone(),
+            conninfo: self.conninfo.clone(),
+            server_version_num: self.facts.version_num,
+            server_version: self.facts.version.clone(),
+            system_identifier: self.facts.system_identifier.to_string(),
+            timeline: self.facts.timeline,
+            from_standby: self.facts.in_recovery,
+            data_directory: self.facts.data_directory.clone(),
+            wal_segment_size: self.facts.wal_segment_size,
+            start_lsn: st.start_lsn,
+            health: st.failure.clone().unwrap_or_else(|| "ok".into()),
+            failed: st.failure.is_some(),
+            stop: st.stop,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Starting the helper from `pre`: the same binary, detached into its own session, with
+//! its configuration on stdin and its start events on stdout.
+
+use std::io::{BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::error::{Context, Error, Result};
+use crate::protocol::{self, StartEvent};
+use crate::rundir::RunDir;
+
+use super::HelperConfig;
+
+pub struct Spawned {
+    pub child: Child,
+    pub events: mpsc::Receiver<std::result::Result<StartEvent, String>>,
+}
+
+pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
+    let exe = std::env::current_exe().context(|| "cannot find our own executable to start the helper")?;
+    let log_path = run.log(&cfg.backup_id);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .context(|| format!("cannot open helper log {}", log_path.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("helper")
+        .arg("--backup-id")
+        .arg(&cfg.backup_id)
+        .arg("--run-dir")
+        .arg(&run.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .current_dir("/");
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    // SAFETY: setsid is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context(|| "cannot start the helper process")?;
+    let config = serde_json::to_vec(cfg).context(|| "cannot encode helper configuration")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&config).context(|| "cannot hand the configuration to the helper")?;
+    }
+    let stdout = child.stdout.take().ok_or_else(|| Error::new("helper has no stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        loop {
+            match protocol::read_line(&mut r) {
+                Ok(Some(line)) => {
+                    if tx.send(protocol::decode::<StartEvent>(&line)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Spawned { child, events: rx })
+}
+
+impl Spawned {
+    pub fn next(&self, timeout: Duration) -> std::result::Result<Option<std::result::Result<StartEvent, String>>, ()> {
+        match self.events.recv_timeout(timeout) {
+            Ok(ev) => Ok(Some(ev)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(()),
+        }
+    }
+
+    /// End the helper hard: its sessions close and the server ends their backups.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,453 @@
+//! libpq-style connection settings: `key=value` strings, `postgresql://` URIs, the PG*
+//! environment variables and the password file, resolved the way psql would resolve them.
+//!
+//! We parse into a plain key/value map first so that we can fill defaults, look up
+//! ~/.pgpass, print the settings without the password, and derive a worker's settings
+//! from the coordinator's (same user and database, other host and port).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Keys we understand; anything else is refused with a clear message rather than ignored.
+const KNOWN_KEYS: &[&str] = &[
+    "host", "hostaddr", "port", "user", "password", "dbname", "passfile", "sslmode",
+    "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
+    "target_session_attrs", "channel_binding", "tcp_user_timeout",
+];
+
+/// Default Unix-socket directory of Debian's libpq, then the upstream default.
+const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnInfo {
+    params: BTreeMap<String, String>,
+}
+
+impl ConnInfo {
+    /// Parse a libpq connection string (`key=value ...`) or URI (`postgresql://...`).
+    pub fn parse(s: &str) -> Result<ConnInfo> {
+        let s = s.trim();
+        let params = if s.starts_with("postgresql://") || s.starts_with("postgres://") {
+            parse_uri(s)?
+        } else {
+            parse_keyvalue(s)?
+        };
+        for k in params.keys() {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                return Err(Error::usage(format!(
+                    "unsupported connection parameter \"{}\" (supported: {})",
+                    k,
+                    KNOWN_KEYS.join(", ")
+                )));
+            }
+        }
+        Ok(ConnInfo { params })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.params.insert(key.to_string(), value.into());
+    }
+
+    /// Fill what the string left out from the environment, as libpq does.
+    pub fn with_env_defaults(mut self) -> ConnInfo {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let pairs = [
+            ("host", "PGHOST"),
+            ("hostaddr", "PGHOSTADDR"),
+            ("port", "PGPORT"),
+            ("user", "PGUSER"),
+            ("dbname", "PGDATABASE"),
+            ("password", "PGPASSWORD"),
+            ("passfile", "PGPASSFILE"),
+            ("sslmode", "PGSSLMODE"),
+            ("connect_timeout", "PGCONNECT_TIMEOUT"),
+            ("options", "PGOPTIONS"),
+            ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+        ];
+        for (key, var) in pairs {
+            if self.get(key).is_none() {
+                if let Some(v) = env(var) {
+                    self.set(key, v);
+                }
+            }
+        }
+        if self.get("host").is_none() && self.get("hostaddr").is_none() {
+            let dir = SOCKET_DIRS.iter().find(|d| Path::new(d).is_dir()).unwrap_or(&"/tmp");
+            self.set("host", *dir);
+        }
+        if self.get("port").is_none() {
+            self.set("port", "5432");
+        }
+        if self.get("user").is_none() {
+            if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+                self.set("user", u.name);
+            }
+        }
+        if self.get("dbname").is_none() {
+            if let Some(u) = self.get("user").map(str::to_string) {
+                self.set("dbname", u);
+            }
+        }
+        self
+    }
+
+    /// The settings as a libpq string without the password: safe for logs and manifests.
+    pub fn redacted(&self) -> String {
+        self.params
+            .iter()
+            .filter(|(k, v)| k.as_str() != "password" && !v.is_empty())
+            .map(|(k, v)| format!("{}={}", k, quote_value(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A short "host:port" for messages.
+    pub fn endpoint(&self) -> String {
+        let host = self.get("hostaddr").or(self.get("host")).unwrap_or("?");
+        format!("{}:{}", host, self.get("port").unwrap_or("5432"))
+    }
+
+    /// Build the driver's configuration. The password comes from the string, PGPASSWORD,
+    /// or the password file; it never appears in any message.
+    pub fn to_config(&self, application_name: &str) -> Result<postgres::Config> {
+        let mut cfg = postgres::Config::new();
+        let hosts: Vec<&str> = self.get("host").map(|h| h.split(',').collect()).unwrap_or_default();
+        let ports: Vec<&str> = self.get("port").map(|p| p.split(',').collect()).unwrap_or_default();
+        for h in &hosts {
+            cfg.host(h);
+        }
+        if let Some(addrs) = self.get("hostaddr") {
+            for a in addrs.split(',') {
+                let ip = a.parse().map_err(|_| Error::usage(format!("hostaddr \"{}\" is not an IP address", a)))?;
+                cfg.hostaddr(ip);
+            }
+        }
+        for p in &ports {
+            let port: u16 = p.parse().map_err(|_| Error::usage(format!("port \"{}\" is not a number", p)))?;
+            cfg.port(port);
+        }
+        if let Some(u) = self.get("user") {
+            cfg.user(u);
+        }
+        if let Some(d) = self.get("dbname") {
+            cfg.dbname(d);
+        }
+        if let Some(o) = self.get("options") {
+            cfg.options(o);
+        }
+        match self.get("sslmode").unwrap_or("prefer") {
+            "disable" | "allow" => {
+                cfg.ssl_mode(postgres::config::SslMode::Disable);
+            }
+            "prefer" => {
+                cfg.ssl_mode(postgres::config::SslMode::Prefer);
+            }
+            other => {
+                return Err(Error::usage(format!(
+                    "sslmode={} needs TLS, which this build does not support yet; use a Unix socket or sslmode=prefer/disable",
+                    other
+                )))
+            }
+        }
+        let timeout = match self.get("connect_timeout") {
+            Some(t) => t.parse::<u64>().map_err(|_| Error::usage(format!("connect_timeout \"{}\" is not a number of seconds", t)))?,
+            None => 10,
+        };
+        cfg.connect_timeout(Duration::from_secs(timeout.max(1)));
+        cfg.keepalives(self.get("keepalives") != Some("0"));
+        let idle = self.get("keepalives_idle").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30);
+        cfg.keepalives_idle(Duration::from_secs(idle.max(1)));
+        cfg.keepalives_interval(Duration::from_secs(10));
+        cfg.keepalives_retries(3);
+        if let Some(t) = self.get("tcp_user_timeout").and_then(|v| v.parse::<u64>().ok()) {
+            cfg.tcp_user_timeout(Duration::from_millis(t));
+        }
+        cfg.application_name(self.get("application_name").unwrap_or(application_name));
+        if let Some(pw) = self.password(&hosts, &ports) {
+            cfg.password(pw);
+        }
+        Ok(cfg)
+    }
+
+    fn password(&self, hosts: &[&str], ports: &[&str]) -> Option<String> {
+        if let Some(pw) = self.params.get("password") {
+            return Some(pw.clone());
+        }
+        let file = match self.get("passfile") {
+            Some(f) => PathBuf::from(f),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
+        };
+        let host = hosts.first().copied().unwrap_or("localhost");
+        let port = ports.first().copied().unwrap_or("5432");
+        lookup_pgpass(&file, host, port, self.get("dbname").unwrap_or(""), self.get("user").unwrap_or(""))
+    }
+}
+
+/// Look a password up in a libpq password file (`host:port:db:user:password`, `*` wildcards,
+/// `\:` and `\\` escapes). Like libpq, a file readable by group or others is ignored.
+pub fn lookup_pgpass(file: &Path, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        log::warn!("password file {} has group or world access; ignoring it (chmod 0600 it)", file.display());
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let host = if host.starts_with('/') { "localhost" } else { host };
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass_line(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        let m = |pat: &str, v: &str| pat == "*" || pat == v;
+        if m(&fields[0], host) && m(&fields[1], port) && m(&fields[2], db) && m(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+fn split_pgpass_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    fields.last_mut().map(|f| f.push(n));
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            _ => {
+                fields.last_mut().map(|f| f.push(c));
+            }
+        }
+    }
+    fields
+}
+
+fn quote_value(v: &str) -> String {
+    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return v.to_string();
+    }
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = it.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            it.next();
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.next() != Some('=') {
+            return Err(Error::usage(format!(
+                "connection string: expected \"=\" after \"{}\" (use key=value pairs or a postgresql:// URI)",
+                key
+            )));
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        let mut val = String::new();
+        if it.peek() == Some(&'\'') {
+            it.next();
+            let mut closed = false;
+            while let Some(c) = it.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = it.next() {
+                            val.push(n);
+                        }
+                    }
+                    '\'' => {
+                        closed = true;
+                        break;
+                    }
+                    _ => val.push(c),
+                }
+            }
+            if !closed {
+                return Err(Error::usage(format!("connection string: unterminated quoted value for \"{}\"", key)));
+            }
+        } else {
+            while let Some(&c) = it.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                it.next();
+                if c == '\\' {
+                    if let Some(n) = it.next() {
+                        val.push(n);
+                    }
+                } else {
+                    val.push(c);
+                }
+            }
+        }
+        out.insert(key, val);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => return Err(Error::usage("connection URI: invalid percent-encoding")),
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Error::usage("connection URI: percent-encoding is not UTF-8"))
+}
+
+fn parse_uri(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let rest = s.split_once("://").map(|(_, r)| r).unwrap_or("");
+    let (rest, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (rest, None),
+    };
+    let hostpart = match authority.rsplit_once('@') {
+        Some((userinfo, h)) => {
+            let (u, p) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !u.is_empty() {
+                out.insert("user".into(), percent_decode(u)?);
+            }
+            if let Some(p) = p {
+                out.insert("password".into(), percent_decode(p)?);
+            }
+            h
+        }
+        None => authority,
+    };
+    if !hostpart.is_empty() {
+        let mut hosts = Vec::new();
+        let mut ports = Vec::new();
+        for hp in hostpart.split(',') {
+            let (h, p) = if let Some(stripped) = hp.strip_prefix('[') {
+                match stripped.split_once(']') {
+                    Some((h, rest)) => (h.to_string(), rest.strip_prefix(':').map(str::to_string)),
+                    None => return Err(Error::usage("connection URI: unterminated [ in host")),
+                }
+            } else {
+                match hp.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                    None => (hp.to_string(), None),
+                }
+            };
+            hosts.push(percent_decode(&h)?);
+            if let Some(p) = p {
+                ports.push(p);
+            }
+        }
+        if hosts.iter().any(|h| !h.is_empty()) {
+            out.insert("host".into(), hosts.join(","));
+        }
+        if !ports.is_empty() {
+            out.insert("port".into(), ports.join(","));
+        }
+    }
+    if let Some(p) = path.filter(|p| !p.is_empty()) {
+        out.insert("dbname".into(), percent_decode(p)?);
+    }
+    if let Some(q) = query {
+        for kv in q.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or_else(|| Error::usage(format!("connection URI: parameter \"{}\" has no value", kv)))?;
+            out.insert(percent_decode(k)?, percent_decode(v)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyvalue_with_quotes() {
+        let c = ConnInfo::parse("host=/tmp port=5433 user='a b' password='x\\'y' dbname=db").unwrap();
+        assert_eq!(c.get("user"), Some("a b"));
+        assert_eq!(c.get("password"), Some("x'y"));
+        assert!(!c.redacted().contains("x'y"));
+        assert!(c.redacted().contains("user='a b'"));
+    }
+
+    #[test]
+    fn uri_forms() {
+        let c = ConnInfo::parse("postgresql://bob:s%40cret@db1.example:6543/sales?sslmode=disable&application_name=x").unwrap();
+        assert_eq!(c.get("host"), Some("db1.example"));
+        assert_eq!(c.get("port"), Some("6543"));
+        assert_eq!(c.get("user"), Some("bob"));
+        assert_eq!(c.get("password"), Some("s@cret"));
+        assert_eq!(c.get("dbname"), Some("sales"));
+        assert!(!c.redacted().contains("cret"));
+        let c = ConnInfo::parse("postgresql://%2Fvar%2Frun%2Fpostgresql/db").unwrap();
+        assert_eq!(c.get("host"), Some("/var/run/postgresql"));
+        let c = ConnInfo::parse("postgresql:///db?host=/tmp&port=5499").unwrap();
+        assert_eq!(c.get("host"), Some("/tmp"));
+        assert_eq!(c.get("port"), Some("5499"));
+    }
+
+    #[test]
+    fn bad_strings_are_refused() {
+        assert!(ConnInfo::parse("host").is_err());
+        assert!(ConnInfo::parse("host='x").is_err());
+        assert!(ConnInfo::parse("nosuchkey=1").unwrap_err().msg.contains("nosuchkey"));
+    }
+
+    #[test]
+    fn pgpass_lookup() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pgpass");
+        std::fs::write(&f, "# comment\nother:5432:*:*:no\nlocalhost:5433:*:bob:pa\\:ss\n*:*:*:*:fallback\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(lookup_pgpass(&f, "/tmp", "5433", "db", "bob").as_deref(), Some("pa:ss"));
+        assert_eq!(lookup_pgpass(&f, "h", "1", "db", "x").as_deref(), Some("fallback"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(lookup_pgpass(&f, "h", "1", "db", "x"), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! Everything that knows PostgreSQL: connection settings, the version-aware backup API,
+//! WAL names and the backup label.
+
+pub mod api;
+pub mod conninfo;
+pub mod label;
+pub mod wal;

@@ -1,0 +1,174 @@
+//! Messages between the commands (pre's child pipe, post, abort, status) and the helper.
+//! Newline-delimited JSON; every message carries the protocol version `v`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pg::api::ArchiverStats;
+use crate::pg::wal::Lsn;
+
+pub const VERSION: u32 = 1;
+/// A request or reply line longer than this is refused (labels are a few hundred bytes).
+pub const MAX_LINE: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Stop every node (if not yet stopped) and wait for archiving, up to the timeout.
+    Stop { archive_timeout_secs: u64 },
+    /// The sidecar is durably written: the helper may forget the labels and exit.
+    Stored,
+    /// Stop and discard every node's backup.
+    Abort,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Progress { message: String },
+    Status { backup: BackupStatus },
+    /// The backups are stopped; `archived` says whether every node's WAL reached the archive.
+    Stopped { backup: BackupStatus, archived: bool, message: Option<String> },
+    Ok { message: String },
+    Error { message: String, backup: Option<BackupStatus> },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Envelope<T> {
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// What the helper knows about the backup; also what `status --json` prints.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct BackupStatus {
+    pub backup_id: String,
+    pub helper_pid: u32,
+    pub started_at: String,
+    pub phase: Phase,
+    pub sidecar_dirs: Vec<PathBuf>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Stopping,
+    /// Stopped, waiting for (or having given up waiting for) WAL archiving.
+    Stopped,
+    Failed,
+    Aborted,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct NodeStatus {
+    pub name: String,
+    pub conninfo: String,
+    pub server_version_num: i32,
+    pub server_version: String,
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub from_standby: bool,
+    pub data_directory: Option<String>,
+    pub wal_segment_size: u64,
+    pub start_lsn: Option<Lsn>,
+    /// "ok", or what went wrong with this node's session.
+    pub health: String,
+    pub failed: bool,
+    pub stop: Option<StopResult>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct StopResult {
+    pub stop_lsn: Lsn,
+    pub stopped_at: String,
+    pub timeline: u32,
+    pub labelfile: String,
+    pub spcmapfile: String,
+    pub start_wal_file: String,
+    pub stop_wal_file: String,
+    pub backup_history_file: Option<String>,
+    /// The WAL files this backup needs were archived (or no wait applies, see archive_note).
+    pub archived: bool,
+    pub archive_note: Option<String>,
+    pub archiver: Option<ArchiverStats>,
+}
+
+/// Pre's child pipe: what the helper tells `pre` while it starts.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StartEvent {
+    Warning { node: String, message: String },
+    NodeStarted { node: String, start_lsn: Lsn, server_version: String },
+    Ready { backup: BackupStatus },
+    Failed { message: String },
+}
+
+/// Read one line, bounded; Ok(None) at end of stream.
+pub fn read_line<R: BufRead>(r: &mut R) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let n = std::io::Read::take(r, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_LINE {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "message too long"));
+    }
+    String::from_utf8(buf)
+        .map(|s| Some(s.trim_end_matches('\n').to_string()))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "message is not UTF-8"))
+}
+
+pub fn write_msg<W: Write, T: Serialize>(w: &mut W, body: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body })?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    w.flush()
+}
+
+/// Decode one line, checking the version first so an unknown version gets its own message.
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed message: {}", e))?;
+    match value.get("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == VERSION as u64 => {}
+        Some(v) => return Err(format!("unsupported protocol version {} (this build speaks {})", v, VERSION)),
+        None => return Err("message has no protocol version".into()),
+    }
+    serde_json::from_value(value).map_err(|e| format!("malformed message: {}", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &Request::Stop { archive_timeout_secs: 5 }).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        assert!(line.starts_with("{\"v\":1,"));
+        let r: Request = decode(line.trim_end()).unwrap();
+        assert_eq!(r, Request::Stop { archive_timeout_secs: 5 });
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        assert!(decode::<Request>("{").unwrap_err().contains("malformed"));
+        assert!(decode::<Request>("{\"op\":\"status\"}").unwrap_err().contains("no protocol version"));
+        assert!(decode::<Request>("{\"v\":99,\"op\":\"status\"}").unwrap_err().contains("version 99"));
+        assert!(decode::<Request>("{\"v\":1,\"op\":\"drop_database\"}").is_err());
+    }
+
+    #[test]
+    fn oversized_line_is_refused() {
+        let big = vec![b'a'; MAX_LINE + 10];
+        let mut r = std::io::BufReader::new(&big[..]);
+        assert!(read_line(&mut r).is_err());
+    }
+}

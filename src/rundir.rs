@@ -1,0 +1,173 @@
+//! The run directory: where helpers keep their lock, socket, log and outcome markers.
+//!
+//! Layout, per backup id: `ID.lock` (held by the live helper), `ID.sock` (its socket),
+//! `ID.log` (its log), and after the helper ends one marker: `ID.done` (post stored the
+//! sidecar), `ID.aborted` or `ID.failed` (with the reason inside).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use fs2::FileExt;
+
+use crate::error::{Context, Error, Result};
+
+/// Unix socket paths are limited to 107 bytes.
+const MAX_SOCKET_PATH: usize = 107;
+
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pg-backup-hooks");
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        PathBuf::from("/run/pg-backup-hooks")
+    } else {
+        PathBuf::from(format!("/tmp/pg-backup-hooks-{}", uid))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Marker {
+    Done(String),
+    Aborted(String),
+    Failed(String),
+}
+
+impl RunDir {
+    /// Open the run directory, creating it (0700) if missing, and refuse one that another
+    /// user could tamper with.
+    pub fn open(dir: Option<PathBuf>, create: bool) -> Result<RunDir> {
+        let dir = dir.unwrap_or_else(default_dir);
+        if !dir.exists() && create {
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent).context(|| format!("cannot create run directory parent {}", parent.display()))?;
+            }
+            crate::fsutil::create_dir_mode(&dir, 0o700)?;
+        }
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(_) if !create => return Ok(RunDir { dir }),
+            Err(e) => return Err(Error::new(format!("run directory {}: {}", dir.display(), e))),
+        };
+        if !meta.is_dir() {
+            return Err(Error::new(format!("run directory {} is not a directory", dir.display())));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(Error::new(format!(
+                "run directory {} is owned by uid {}, not by us (uid {}): refusing to trust it; use --run-dir with a directory of your own",
+                dir.display(),
+                meta.uid(),
+                me
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(Error::new(format!(
+                "run directory {} is writable by group or others (mode {:o}): refusing to trust it; chmod 0700 it",
+                dir.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        Ok(RunDir { dir })
+    }
+
+    pub fn path(&self, id: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{}", id, ext))
+    }
+
+    pub fn socket(&self, id: &str) -> Result<PathBuf> {
+        let p = self.path(id, "sock");
+        if p.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::usage(format!(
+                "socket path {} is longer than {} bytes: use a shorter --run-dir",
+                p.display(),
+                MAX_SOCKET_PATH
+            )));
+        }
+        Ok(p)
+    }
+
+    pub fn log(&self, id: &str) -> PathBuf {
+        self.path(id, "log")
+    }
+
+    /// Try to take the per-id lock. Ok(None) when another live process holds it.
+    pub fn try_lock(&self, id: &str) -> Result<Option<File>> {
+        let p = self.path(id, "lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .context(|| format!("cannot open lock file {}", p.display()))?;
+        match f.try_lock_exclusive() {
+            Ok(()) => Ok(Some(f)),
+            Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => Ok(None),
+            Err(e) => Err(Error::new(format!("cannot lock {}: {}", p.display(), e))),
+        }
+    }
+
+    /// Is a live helper holding this id's lock?
+    pub fn helper_alive(&self, id: &str) -> bool {
+        if !self.path(id, "lock").exists() {
+            return false;
+        }
+        matches!(self.try_lock(id), Ok(None))
+    }
+
+    pub fn marker(&self, id: &str) -> Option<Marker> {
+        let read = |ext: &str| fs::read_to_string(self.path(id, ext)).ok();
+        if let Some(s) = read("done") {
+            return Some(Marker::Done(s));
+        }
+        if let Some(s) = read("aborted") {
+            return Some(Marker::Aborted(s));
+        }
+        read("failed").map(Marker::Failed)
+    }
+
+    pub fn set_marker(&self, id: &str, marker: &Marker) -> Result<()> {
+        let (ext, text) = match marker {
+            Marker::Done(t) => ("done", t),
+            Marker::Aborted(t) => ("aborted", t),
+            Marker::Failed(t) => ("failed", t),
+        };
+        crate::fsutil::write_atomic(&self.path(id, ext), text.as_bytes(), 0o600, None)
+    }
+
+    pub fn clear_markers(&self, id: &str) {
+        for ext in ["done", "aborted", "failed"] {
+            let _ = fs::remove_file(self.path(id, ext));
+        }
+    }
+
+    /// Backup ids that have a lock or socket here (live or stale).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".lock").or(name.strip_suffix(".sock")).map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Remove what a dead helper left behind (never while a helper holds the lock).
+    pub fn clean_stale(&self, id: &str) {
+        if !self.helper_alive(id) {
+            let _ = fs::remove_file(self.path(id, "sock"));
+        }
+    }
+}

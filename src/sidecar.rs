@@ -1,0 +1,243 @@
+//! The sidecar: what `post` stores so that a copy can be restored.
+//!
+//! ```text
+//! DIR/ID/manifest.json
+//! DIR/ID/NODE/backup_label
+//! DIR/ID/NODE/tablespace_map      (always present, empty without tablespaces)
+//! ```
+//! Files are 0600, directories 0700. A sidecar is staged in a hidden sibling directory,
+//! every file and directory fsynced, then renamed into place: a reader sees all or nothing.
+//! A complete sidecar is never replaced.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::pg::label::BackupLabel;
+use crate::pg::wal::Lsn;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const LABEL_FILE: &str = "backup_label";
+pub const SPCMAP_FILE: &str = "tablespace_map";
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Every node stopped and its WAL is archived: restorable.
+    Complete,
+    /// Labels are stored but archiving had not caught up: NOT restorable yet; run post again.
+    ArchivePending,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct NodeEntry {
+    pub name: String,
+    pub conninfo: String,
+    pub server_version_num: i32,
+    pub server_version: String,
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub start_wal_file: String,
+    pub stop_wal_file: String,
+    pub backup_history_file: Option<String>,
+    pub from_standby: bool,
+    pub data_directory: Option<String>,
+    pub wal_segment_size: u64,
+    pub archived: bool,
+    pub archive_note: Option<String>,
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RestorePoint {
+    pub name: String,
+    /// "cluster" (citus_create_restore_point) or "per-node" (pg_create_restore_point).
+    pub scope: String,
+    pub lsns: BTreeMap<String, Lsn>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub tool_version: String,
+    pub backup_id: String,
+    pub status: Status,
+    pub started_at: String,
+    pub stopped_at: String,
+    pub written_at: String,
+    pub nodes: Vec<NodeEntry>,
+    pub restore_point: Option<RestorePoint>,
+}
+
+/// One node's files as they go into the sidecar.
+pub struct NodeFiles {
+    pub name: String,
+    pub labelfile: String,
+    pub spcmapfile: String,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{:02x}", b)).collect()
+}
+
+pub fn file_entry(data: &[u8]) -> FileEntry {
+    FileEntry { sha256: sha256_hex(data), size: data.len() as u64 }
+}
+
+pub fn backup_dir(sidecar: &Path, id: &str) -> PathBuf {
+    sidecar.join(id)
+}
+
+/// Read a stored manifest; Ok(None) when there is none.
+pub fn read_manifest(sidecar: &Path, id: &str) -> Result<Option<Manifest>> {
+    let p = backup_dir(sidecar, id).join(MANIFEST);
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::new(format!("cannot read {}: {}", p.display(), e))),
+    };
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("{} is not a valid manifest ({}): the sidecar is damaged", p.display(), e)))?;
+    if m.format_version != FORMAT_VERSION {
+        return Err(Error::new(format!(
+            "{} has format version {}, this build reads {}: use a matching pg-backup-hooks",
+            p.display(),
+            m.format_version,
+            FORMAT_VERSION
+        )));
+    }
+    Ok(Some(m))
+}
+
+/// Check that a sidecar directory can take a backup before the backup starts.
+pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
+    let meta = fs::metadata(sidecar).map_err(|e| {
+        Error::new(format!(
+            "sidecar directory {}: {} (create it, or check that its file system is mounted)",
+            sidecar.display(),
+            e
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::new(format!("sidecar directory {} is not a directory", sidecar.display())));
+    }
+    if let Some(m) = read_manifest(sidecar, id)? {
+        if m.status == Status::Complete {
+            return Err(Error::usage(format!(
+                "backup {} is already stored complete in {}: every backup needs a new id",
+                id,
+                sidecar.display()
+            )));
+        }
+    }
+    let probe = sidecar.join(format!(".pg-backup-hooks-probe.{}", std::process::id()));
+    fsutil::write_atomic(&probe, b"", 0o600, None)
+        .map_err(|e| Error::new(format!("sidecar directory {} is not writable: {}", sidecar.display(), e.msg)))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Write the sidecar for one directory, atomically. Refuses to replace a complete one
+/// (returns Ok(false) when a complete one is already there).
+pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result<bool> {
+    let id = &manifest.backup_id;
+    let target = backup_dir(sidecar, id);
+    if let Some(existing) = read_manifest(sidecar, id).ok().flatten() {
+        if existing.status == Status::Complete {
+            return Ok(false);
+        }
+    }
+    let stage = fsutil::staging_name(&target, "tmp");
+    let _ = fs::remove_dir_all(&stage);
+    let result = (|| {
+        fsutil::create_dir_mode(&stage, 0o700)?;
+        for f in files {
+            let nd = stage.join(&f.name);
+            fsutil::create_dir_mode(&nd, 0o700)?;
+            fsutil::write_atomic(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600, None)?;
+            fsutil::write_atomic(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600, None)?;
+            fsutil::fsync_dir(&nd)?;
+        }
+        let json = serde_json::to_vec_pretty(manifest).context(|| "cannot encode manifest")?;
+        fsutil::write_atomic(&stage.join(MANIFEST), &json, 0o600, None)?;
+        fsutil::fsync_dir(&stage)?;
+        // An earlier, incomplete sidecar (archive pending) is moved aside, then removed.
+        let old = fsutil::staging_name(&target, "old");
+        let had_old = target.exists();
+        if had_old {
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&target, &old).context(|| format!("cannot move aside {}", target.display()))?;
+        }
+        fs::rename(&stage, &target).context(|| format!("cannot rename {} to {}", stage.display(), target.display()))?;
+        fsutil::fsync_dir(sidecar)?;
+        if had_old {
+            let _ = fs::remove_dir_all(&old);
+        }
+        Ok(true)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&stage);
+    }
+    result
+}
+
+/// Everything wrong with a stored sidecar, as one-line findings; empty when it is sound.
+pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
+    let dir = backup_dir(sidecar, id);
+    let m = read_manifest(sidecar, id)?
+        .ok_or_else(|| Error::new(format!("no sidecar for backup {} in {} ({} is missing)", id, sidecar.display(), dir.join(MANIFEST).display())))?;
+    let mut problems = Vec::new();
+    if m.backup_id != id {
+        problems.push(format!("manifest names backup {:?}, not {:?}", m.backup_id, id));
+    }
+    if m.status != Status::Complete {
+        problems.push("backup is not complete (archiving had not finished when post last ran): run post again".into());
+    }
+    if m.nodes.is_empty() {
+        problems.push("manifest lists no nodes".into());
+    }
+    for n in &m.nodes {
+        for fname in [LABEL_FILE, SPCMAP_FILE] {
+            let p = dir.join(&n.name).join(fname);
+            let Some(entry) = n.files.get(fname) else {
+                problems.push(format!("node {}: manifest has no checksum for {}", n.name, fname));
+                continue;
+            };
+            match fs::read(&p) {
+                Err(e) => problems.push(format!("node {}: cannot read {}: {}", n.name, p.display(), e)),
+                Ok(data) => {
+                    if sha256_hex(&data) != entry.sha256 {
+                        problems.push(format!("node {}: {} does not match its sha256 in the manifest (edited or damaged)", n.name, p.display()));
+                    } else if fname == LABEL_FILE {
+                        match BackupLabel::parse(&String::from_utf8_lossy(&data)) {
+                            Err(e) => problems.push(format!("node {}: {} is not a backup label: {}", n.name, p.display(), e)),
+                            Ok(l) => {
+                                if l.label != id {
+                                    problems.push(format!("node {}: {} has LABEL {:?}, not the backup id", n.name, p.display(), l.label));
+                                }
+                                if l.start_lsn != n.start_lsn {
+                                    problems.push(format!("node {}: label starts at {}, manifest says {}", n.name, l.start_lsn, n.start_lsn));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((m, problems))
+}
