@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::{Gid, Uid, User};
 
+pub mod tool;
+
 /// Environment variables that could make PostgreSQL programs connect to,
 /// or operate on, something other than what the harness asked for.
 const PG_ENV_VARS: &[&str] = &[
