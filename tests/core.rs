@@ -301,3 +301,60 @@ fn status_lists_running_backups() {
     assert_eq!(j[0]["nodes"][0]["health"], "ok");
     t.abort("st").ok();
 }
+
+#[test]
+fn every_sidecar_directory_gets_a_copy() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let second = dir.path().join("nfs-copy");
+    std::fs::create_dir(&second).expect("mkdir");
+    t.pre("copies", &[("default", pg.conninfo())], &["--sidecar-dir", &second.display().to_string()]).ok();
+    t.post("copies").ok();
+    let a = std::fs::read(t.backup_dir("copies").join("default/backup_label")).expect("first copy");
+    let b = std::fs::read(second.join("copies/default/backup_label")).expect("second copy");
+    assert_eq!(a, b);
+    // A missing sidecar directory (an NFS share not mounted) is refused before anything starts.
+    let missing = dir.path().join("not-mounted").display().to_string();
+    t.pre("copies2", &[("default", pg.conninfo())], &["--sidecar-dir", &missing]).fails(1, "not-mounted");
+    assert_eq!(sessions(&pg, "copies2"), 0);
+}
+
+#[test]
+fn the_helper_survives_the_hook_process_group_being_killed() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    // A hook shell in its own process group runs pre, then lingers; the backup program
+    // then kills the whole group (as some do when a script times out).
+    let script = format!(
+        "{} pre --backup-id pgkill --fast --sidecar-dir {} --run-dir {} --node 'default={}' && echo started && sleep 60",
+        common::bin().display(),
+        t.sidecar.display(),
+        t.run_dir.display(),
+        pg.conninfo()
+    );
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hook shell");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut out, &mut line).expect("read") == 0 {
+            panic!("hook shell ended early: {}", seen);
+        }
+        seen.push_str(&line);
+    }
+    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).expect("kill process group");
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sessions(&pg, "pgkill"), 1, "the helper still holds the backup");
+    t.post("pgkill").ok();
+}
