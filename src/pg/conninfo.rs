@@ -224,12 +224,12 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
         match c {
             '\\' => {
                 if let Some(n) = chars.next() {
-                    fields.last_mut().map(|f| f.push(n));
+                    if let Some(f) = fields.last_mut() { f.push(n) }
                 }
             }
             ':' if fields.len() < 5 => fields.push(String::new()),
             _ => {
-                fields.last_mut().map(|f| f.push(c));
+                if let Some(f) = fields.last_mut() { f.push(c) }
             }
         }
     }
