@@ -52,6 +52,12 @@ pub struct PreArgs {
     /// A node to back up, as NAME=CONNINFO (libpq key=value string or postgresql:// URI); repeatable. Without it, one node "default" connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
     #[arg(long = "node", env = "PGBH_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
     pub nodes: Vec<String>,
+    /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`)
+    #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
+    pub discover: Option<String>,
+    /// With --discover: back up each worker group's primary, or its standby (backup from standby)
+    #[arg(long, env = "PGBH_DISCOVER_ROLE", value_name = "ROLE", value_enum, default_value = "primary")]
+    pub discover_role: crate::pg::discovery::Role,
     /// Ask for an immediate checkpoint instead of a spread one
     #[arg(long, env = "PGBH_FAST")]
     pub fast: bool,

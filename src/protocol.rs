@@ -52,6 +52,9 @@ pub struct BackupStatus {
     pub phase: Phase,
     pub sidecar_dirs: Vec<PathBuf>,
     pub nodes: Vec<NodeStatus>,
+    pub restore_point: Option<RestorePointInfo>,
+    /// Why there is no restore point, when creating one failed.
+    pub restore_point_note: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +101,19 @@ pub struct StopResult {
     pub archived: bool,
     pub archive_note: Option<String>,
     pub archiver: Option<ArchiverStats>,
+    /// Where this node's copy of the backup's restore point was written, if it was.
+    pub restore_point_lsn: Option<Lsn>,
+    /// The segment holding it, which must be archived too.
+    pub restore_point_wal_file: Option<String>,
+}
+
+/// The restore point post creates after every node stopped.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RestorePointInfo {
+    pub name: String,
+    /// "cluster" (citus_create_restore_point: one instant for all nodes), "per-node"
+    /// (pg_create_restore_point on each node: close in time, not one instant) or "node".
+    pub scope: String,
 }
 
 /// Pre's child pipe: what the helper tells `pre` while it starts.

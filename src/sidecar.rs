@@ -81,6 +81,9 @@ pub struct Manifest {
     pub written_at: String,
     pub nodes: Vec<NodeEntry>,
     pub restore_point: Option<RestorePoint>,
+    /// Why there is no restore point, when post could not create one.
+    #[serde(default)]
+    pub restore_point_note: Option<String>,
 }
 
 /// One node's files as they go into the sidecar.

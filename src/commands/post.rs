@@ -82,8 +82,17 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
         started_at: backup.started_at.clone(),
         stopped_at,
         written_at: chrono::Utc::now().to_rfc3339(),
+        restore_point: backup.restore_point.as_ref().map(|rp| sidecar::RestorePoint {
+            name: rp.name.clone(),
+            scope: rp.scope.clone(),
+            lsns: backup
+                .nodes
+                .iter()
+                .filter_map(|n| n.stop.as_ref().and_then(|s| s.restore_point_lsn).map(|l| (n.name.clone(), l)))
+                .collect(),
+        }),
+        restore_point_note: backup.restore_point_note.clone(),
         nodes,
-        restore_point: None,
     };
     Ok((m, files))
 }
@@ -114,6 +123,12 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     }
     for n in &m.nodes {
         println!("node {}: backup stopped at {} (start {}, WAL {}..{})", n.name, n.stop_lsn, n.start_lsn, n.start_wal_file, n.stop_wal_file);
+    }
+    if let Some(rp) = &m.restore_point {
+        println!("restore point {:?} ({}) on {} node(s)", rp.name, rp.scope, rp.lsns.len());
+    }
+    if let Some(note) = &m.restore_point_note {
+        eprintln!("pg-backup-hooks: warning: {}", note);
     }
     if !archived {
         return Err(Error::with_code(

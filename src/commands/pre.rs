@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::helper::{spawn, HelperConfig};
 use crate::ids;
 use crate::pg::conninfo::ConnInfo;
+use crate::pg::discovery;
 use crate::protocol::StartEvent;
 use crate::rundir::RunDir;
 use crate::sidecar;
@@ -32,13 +33,32 @@ pub fn parse_node(spec: &str) -> Result<(String, String)> {
 
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<(String, String)> = Vec::new();
     for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
         let n = parse_node(spec.trim())?;
-        if nodes.iter().any(|(name, _): &(String, String)| *name == n.0) {
+        if nodes.iter().any(|(name, _)| *name == n.0) {
             return Err(Error::usage(format!("--node {} is given twice", n.0)));
         }
         nodes.push(n);
+    }
+    if a.discover.is_some() {
+        if nodes.len() > 1 {
+            return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
+        }
+        let coordinator = match nodes.first() {
+            Some((_, ci)) => ConnInfo::parse(ci)?,
+            None => ConnInfo::default(),
+        }
+        .with_env_defaults();
+        nodes = discovery::citus(&coordinator, a.discover_role)?
+            .into_iter()
+            .map(|(name, ci)| (name, ci.to_secret_string()))
+            .collect();
+        for (name, ci) in &nodes {
+            if let Ok(c) = ConnInfo::parse(ci) {
+                println!("discovered node {}: {}", name, c.redacted());
+            }
+        }
     }
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));

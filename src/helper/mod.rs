@@ -55,6 +55,7 @@ pub struct Shared {
     pub op_lock: Mutex<()>,
     pub exit: mpsc::Sender<Exit>,
     pub exiting: AtomicBool,
+    pub restore_point: Mutex<(Option<protocol::RestorePointInfo>, Option<String>)>,
 }
 
 impl Shared {
@@ -65,7 +66,10 @@ impl Shared {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
     }
     pub fn status(&self) -> BackupStatus {
+        let (restore_point, restore_point_note) = self.restore_point.lock().unwrap_or_else(|p| p.into_inner()).clone();
         BackupStatus {
+            restore_point,
+            restore_point_note,
             backup_id: self.cfg.backup_id.clone(),
             helper_pid: std::process::id(),
             started_at: self.started_at.clone(),
@@ -127,12 +131,24 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     let sigs = signal_set();
     sigs.thread_block().map_err(|e| Error::new(format!("cannot block signals: {}", e)))?;
 
-    let nodes = connect_all(&cfg, rep)?;
     let socket_path = run.socket(&id)?;
-    let _ = std::fs::remove_file(&socket_path);
-    let listener = server::bind(&socket_path)?;
-
-    start_all(&cfg, &nodes)?;
+    let started = (|| -> Result<(Vec<Node>, std::os::unix::net::UnixListener)> {
+        let nodes = connect_all(&cfg, rep)?;
+        let _ = std::fs::remove_file(&socket_path);
+        let listener = server::bind(&socket_path)?;
+        start_all(&cfg, &nodes)?;
+        Ok((nodes, listener))
+    })();
+    let (nodes, listener) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            // Leave the reason for a later post, and nothing else.
+            let _ = run.set_marker(&id, &Marker::Failed(format!("pre failed: {}", e.msg)));
+            let _ = std::fs::remove_file(&socket_path);
+            let _ = std::fs::remove_file(run.path(&id, "lock"));
+            return Err(e);
+        }
+    };
     for n in &nodes {
         let st = n.status();
         if let Some(lsn) = st.start_lsn {
@@ -150,6 +166,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
         op_lock: Mutex::new(()),
         exit: tx.clone(),
         exiting: AtomicBool::new(false),
+        restore_point: Mutex::new((None, None)),
     });
     log::info!("all {} node(s) started; serving {}", shared.nodes.len(), socket_path.display());
     rep.send(&StartEvent::Ready { backup: shared.status() });

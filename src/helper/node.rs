@@ -174,6 +174,8 @@ impl Node {
             archived: false,
             archive_note: None,
             archiver: None,
+            restore_point_lsn: None,
+            restore_point_wal_file: None,
         };
         if standby && self.facts.archive_mode != "always" {
             result.archived = true;
@@ -207,9 +209,8 @@ impl Node {
         }
         let mut c = lock(&self.client);
         let mut needed = vec![stop.stop_wal_file.clone()];
-        if let Some(h) = &stop.backup_history_file {
-            needed.push(h.clone());
-        }
+        needed.extend(stop.backup_history_file.iter().cloned());
+        needed.extend(stop.restore_point_wal_file.iter().cloned());
         let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
         let by_stats = stats
             .last_archived_wal
@@ -223,6 +224,25 @@ impl Node {
             s.archived = done;
         }
         Ok(done)
+    }
+
+    /// Run `f` on this node's session (restore points, WAL switch).
+    pub fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, String>) -> Result<T, String> {
+        f(&mut lock(&self.client))
+    }
+
+    /// Record where the restore point landed on this node; the archive wait then also
+    /// waits for the segment holding it. `after` is a location at or after the record.
+    pub fn set_restore_point(&self, after: Lsn) {
+        let seg = self.facts.wal_segment_size;
+        let mut st = lock(&self.state);
+        if let Some(s) = st.stop.as_mut() {
+            s.restore_point_lsn = Some(after);
+            s.restore_point_wal_file = Some(wal::stop_segment_name(s.timeline, after, seg));
+            if s.archive_note.is_none() {
+                s.archived = false;
+            }
+        }
     }
 
     pub fn archiver(&self) -> Option<ArchiverStats> {

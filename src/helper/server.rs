@@ -121,6 +121,7 @@ fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply
             return;
         }
         sh.set_phase(Phase::Stopped);
+        create_restore_point(sh);
     }
     if sh.phase() != Phase::Stopped {
         send(&Reply::Error { message: format!("backup is {:?}, cannot stop it", sh.phase()), backup: Some(sh.status()) });
@@ -137,6 +138,64 @@ fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply
         format!("WAL archiving did not finish within {} s: {}", archive_timeout.as_secs(), stalled.join("; "))
     });
     send(&Reply::Stopped { backup: sh.status(), archived, message });
+}
+
+/// After every node stopped: one named restore point for the whole backup, then a WAL
+/// switch on each node so the segment holding it can be archived. With Citus the
+/// coordinator creates it on every node at one instant; otherwise each node gets its own.
+fn create_restore_point(sh: &Arc<Shared>) {
+    use crate::pg::api;
+    use crate::protocol::RestorePointInfo;
+    let name = sh.cfg.backup_id.clone();
+    let primaries: Vec<&Arc<super::node::Node>> = sh.nodes.iter().filter(|n| !n.facts.in_recovery).collect();
+    let set = |rp: Option<RestorePointInfo>, note: Option<String>| {
+        if let Some(n) = &note {
+            log::warn!("{}", n);
+        }
+        *sh.restore_point.lock().unwrap_or_else(|p| p.into_inner()) = (rp, note);
+    };
+    let Some(first) = primaries.first() else {
+        set(None, Some("no restore point: every node is a standby, and restore points can only be created on a primary".into()));
+        return;
+    };
+    let coord = sh.nodes.iter().find(|n| n.name == "coordinator" && !n.facts.in_recovery).unwrap_or(first);
+    let citus = sh.nodes.len() > 1 && coord.with_client(api::has_citus).unwrap_or(false);
+    if citus {
+        if let Err(e) = coord.with_client(|c| api::citus_create_restore_point(c, &name)) {
+            set(None, Some(format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e)));
+            return;
+        }
+    }
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = primaries
+            .iter()
+            .map(|n| {
+                let name = &name;
+                s.spawn(move || {
+                    let r = n.with_client(|c| {
+                        let at = if citus { api::current_wal_lsn(c)? } else { api::create_restore_point(c, name)? };
+                        api::switch_wal(c)?;
+                        Ok(at)
+                    });
+                    match r {
+                        Ok(at) => {
+                            n.set_restore_point(at);
+                            None
+                        }
+                        Err(e) => Some(format!("node {}: {}", n.name, e)),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().unwrap_or(Some("restore point thread panicked".into()))).collect()
+    });
+    if !errors.is_empty() {
+        set(None, Some(format!("no restore point: {}", errors.join("; "))));
+        return;
+    }
+    let scope = if citus { "cluster" } else if sh.nodes.len() > 1 { "per-node" } else { "node" };
+    log::info!("restore point {:?} created ({})", name, scope);
+    set(Some(RestorePointInfo { name, scope: scope.into() }), None);
 }
 
 fn describe_archiver(

@@ -168,3 +168,30 @@ pub fn archive_status_done(c: &mut Client, version_num: i32, files: &[String]) -
         names.contains(&done) || !names.contains(&ready)
     }))
 }
+
+/// Is the citus extension installed in the database we are connected to?
+pub fn has_citus(c: &mut Client) -> Result<bool, String> {
+    Ok(q1(c, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")?.get(0))
+}
+
+/// A named restore point on this server; returns its WAL location.
+pub fn create_restore_point(c: &mut Client, name: &str) -> Result<Lsn, String> {
+    let row = c.query_one("SELECT pg_create_restore_point($1)::text", &[&name]).map_err(|e| pg_error(&e))?;
+    row.get::<_, String>(0).parse()
+}
+
+/// Citus: one restore point on the coordinator and every worker, with distributed
+/// commits blocked for that instant. Returns the coordinator's location.
+pub fn citus_create_restore_point(c: &mut Client, name: &str) -> Result<Lsn, String> {
+    let row = c.query_one("SELECT citus_create_restore_point($1)::text", &[&name]).map_err(|e| pg_error(&e))?;
+    row.get::<_, String>(0).parse()
+}
+
+pub fn current_wal_lsn(c: &mut Client) -> Result<Lsn, String> {
+    q1(c, "SELECT pg_current_wal_lsn()::text")?.get::<_, String>(0).parse()
+}
+
+/// Close the current WAL segment so the archiver can take it.
+pub fn switch_wal(c: &mut Client) -> Result<Lsn, String> {
+    q1(c, "SELECT pg_switch_wal()::text")?.get::<_, String>(0).parse()
+}

@@ -108,6 +108,17 @@ impl ConnInfo {
             .join(" ")
     }
 
+    /// The full settings as a libpq string, password included: only for handing to the
+    /// helper over its stdin pipe, never for printing.
+    pub fn to_secret_string(&self) -> String {
+        self.params
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{}={}", k, quote_value(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// A short "host:port" for messages.
     pub fn endpoint(&self) -> String {
         let host = self.get("hostaddr").or(self.get("host")).unwrap_or("?");
@@ -413,6 +424,7 @@ mod tests {
         assert_eq!(c.get("password"), Some("x'y"));
         assert!(!c.redacted().contains("x'y"));
         assert!(c.redacted().contains("user='a b'"));
+        assert_eq!(ConnInfo::parse(&c.to_secret_string()).unwrap(), c);
     }
 
     #[test]

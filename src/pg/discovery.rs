@@ -1,0 +1,79 @@
+//! Citus topology: which servers make up the cluster, read from the coordinator's
+//! pg_dist_node. The query lives here and only here.
+
+use postgres::{Client, NoTls};
+
+use crate::error::{pg_error, Error, Result};
+use crate::pg::conninfo::ConnInfo;
+
+/// One active node per worker group with the wanted role; the coordinator (group 0) is
+/// the server we are connected to and is not listed. Names are resolved through the
+/// search path (Citus keeps pg_dist_node and the noderole type in pg_catalog, which is
+/// searched first), so a test can stand in a table of the same shape.
+pub const DIST_NODE_QUERY: &str = "SELECT DISTINCT ON (groupid) groupid, nodename, nodeport
+       FROM pg_dist_node
+      WHERE isactive AND noderole = $1::text::noderole AND groupid <> 0
+      ORDER BY groupid, nodeid";
+
+/// Groups that have an active node of any role (to name the ones missing the wanted role).
+pub const DIST_GROUPS_QUERY: &str =
+    "SELECT DISTINCT groupid FROM pg_dist_node WHERE isactive AND groupid <> 0 ORDER BY groupid";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+/// The nodes to back up: `coordinator` with the given settings, and `group-<id>` for each
+/// worker group, reached with the coordinator's settings but the worker's host and port.
+pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
+    let cfg = coordinator.to_config("pg-backup-hooks discovery")?;
+    let mut c: Client = cfg.connect(NoTls).map_err(|e| {
+        Error::new(format!("--discover citus: cannot connect to the coordinator {}: {}", coordinator.endpoint(), pg_error(&e)))
+    })?;
+    let rows = c.query(DIST_NODE_QUERY, &[&role.as_str()]).map_err(|e| {
+        Error::new(format!(
+            "--discover citus: cannot read pg_dist_node on {} ({}): is this the Citus coordinator?",
+            coordinator.endpoint(),
+            pg_error(&e)
+        ))
+    })?;
+    let groups: Vec<i32> = c
+        .query(DIST_GROUPS_QUERY, &[])
+        .map_err(|e| Error::new(format!("--discover citus: {}", pg_error(&e))))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let found: Vec<i32> = rows.iter().map(|r| r.get::<_, i32>(0)).collect();
+    let missing: Vec<String> = groups.iter().filter(|g| !found.contains(g)).map(|g| g.to_string()).collect();
+    if !missing.is_empty() {
+        return Err(Error::new(format!(
+            "--discover citus: worker group(s) {} have no active {} node; add one, or back up with --discover-role {}",
+            missing.join(", "),
+            role.as_str(),
+            if role == Role::Primary { "secondary" } else { "primary" }
+        )));
+    }
+    let mut nodes = vec![("coordinator".to_string(), coordinator.clone())];
+    for r in rows {
+        let group: i32 = r.get(0);
+        let host: String = r.get(1);
+        let port: i32 = r.get(2);
+        let mut ci = coordinator.clone();
+        ci.set("host", host);
+        ci.set("hostaddr", "");
+        ci.set("port", port.to_string());
+        nodes.push((format!("group-{}", group), ci));
+    }
+    Ok(nodes)
+}
