@@ -634,3 +634,42 @@ fn create_unique_dir(base: &Path, name: &str) -> (String, PathBuf) {
         base.display()
     );
 }
+
+/// A streaming standby of `primary` under `<base>/<name>`, made with pg_basebackup -R and
+/// started. It keeps the primary's settings but its own port, socket directory and
+/// archive directory (archive_mode = on: a standby then archives nothing itself).
+pub fn standby_of(primary: &Cluster, base: &Path, name: &str) -> Cluster {
+    let (name, root) = create_unique_dir(base, name);
+    let datadir = root.join("data");
+    let archive_dir = root.join("archive");
+    let socket_dir = root.join("sock");
+    let log_file = root.join("server.log");
+    for dir in [&archive_dir, &socket_dir] {
+        fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    }
+    chown_to_server_user(&root);
+    let own = bindir().join("pg_basebackup");
+    let basebackup = if own.exists() { own } else { PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup") };
+    run_checked(
+        server_command(&basebackup)
+            .arg("-D")
+            .arg(&datadir)
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-R", "-c", "fast", "-X", "stream", "-p"])
+            .arg(primary.port.to_string()),
+    );
+    let mut standby = Cluster { name, root, datadir, archive_dir, port: 0, socket_dir, log_file, opts: primary.opts.clone() };
+    let conf_path = standby.datadir.join("postgresql.conf");
+    let base_conf = fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
+    for attempt in 1..=5 {
+        standby.port = free_port();
+        fs::write(&conf_path, format!("{base_conf}\n{}", standby.harness_conf()))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
+        match standby.start() {
+            Ok(()) => break,
+            Err(log) if attempt < 5 && log.contains("could not bind") => continue,
+            Err(log) => panic!("starting standby {} failed:\n{log}", standby.root.display()),
+        }
+    }
+    drop(standby.client());
+    standby
+}
