@@ -63,7 +63,7 @@ fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
     assert_eq!(m["restore_point"]["scope"], "node");
     let rp = m["restore_point"]["lsns"]["default"].as_str().expect("restore point lsn");
     let rp_seg = pg.query_scalar(&format!("select pg_walfile_name('{}'::pg_lsn - 1)", rp));
-    assert!(archived.iter().any(|f| *f == rp_seg), "{} not in {:?}", rp_seg, archived);
+    assert!(archived.contains(&rp_seg), "{} not in {:?}", rp_seg, archived);
     assert_eq!(pg.query_scalar(&format!("select '{}'::pg_lsn > '{}'::pg_lsn", rp, n["stop_lsn"].as_str().unwrap_or(""))), "t");
 
     wait_no_sessions(&pg, "job-1");
