@@ -366,3 +366,24 @@ fn the_helper_survives_the_hook_process_group_being_killed() {
     assert_eq!(sessions(&pg, "pgkill"), 1, "the helper still holds the backup");
     t.post("pgkill").ok();
 }
+
+#[test]
+fn a_least_privileged_backup_role_is_enough() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    // The grants docs/security.md gives (PostgreSQL 15+ function names).
+    pg.execute(
+        "create role backup login;
+         grant execute on function pg_backup_start(text, boolean), pg_backup_stop(boolean),
+               pg_create_restore_point(text), pg_switch_wal() to backup;
+         grant pg_monitor to backup;",
+    );
+    let ci = format!("host=127.0.0.1 port={} user=backup dbname=postgres", pg.port);
+    t.pre("leastpriv", &[("default", ci)], &[]).ok();
+    let post = t.post("leastpriv").ok();
+    assert!(!post.stderr.contains("warning"), "{}", post.stderr);
+    let m = t.manifest("leastpriv");
+    assert_eq!(m["restore_point"]["name"], "leastpriv");
+    assert!(m["nodes"][0]["data_directory"].is_string());
+}
