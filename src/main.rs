@@ -19,6 +19,7 @@ fn main() {
     let is_helper = matches!(cli.command, cli::Command::Helper(_));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if is_helper { "info" } else { "warn" }))
         .format_target(false)
+        .format_timestamp_millis()
         .init();
     let result = match cli.command {
         cli::Command::Pre(a) => commands::pre::run(a),
