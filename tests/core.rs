@@ -387,3 +387,27 @@ fn a_least_privileged_backup_role_is_enough() {
     assert_eq!(m["restore_point"]["name"], "leastpriv");
     assert!(m["nodes"][0]["data_directory"].is_string());
 }
+
+#[test]
+fn start_timeout_gives_up_and_leaves_no_helper() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    // A "server" that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let hold = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(conns);
+    });
+    let mute = format!("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=30", port);
+    let t0 = std::time::Instant::now();
+    t.pre("slow", &[("ok", pg.conninfo()), ("mute", mute)], &["--start-timeout", "2"]).fails(1, "within 2 s");
+    assert!(t0.elapsed() < Duration::from_secs(10), "pre gave up on time: {:?}", t0.elapsed());
+    common::wait_until(Duration::from_secs(10), "no helper left", || {
+        t.status_json("slow")[0]["phase"] == "not-running"
+    });
+    wait_no_sessions(&pg, "slow");
+    drop(hold);
+}
