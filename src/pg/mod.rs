@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod conninfo;
+pub mod control;
 pub mod label;
 pub mod wal;
