@@ -69,7 +69,7 @@ fn line_value(line: &str) -> Option<String> {
 /// The value the last line for `key` sets in `text`, if any.
 pub fn get(text: &str, key: &str) -> Option<String> {
     let key = key.to_ascii_lowercase();
-    text.lines().filter(|l| line_key(l).as_deref() == Some(key.as_str())).filter_map(line_value).last()
+    text.lines().filter(|l| line_key(l).as_deref() == Some(key.as_str())).filter_map(line_value).next_back()
 }
 
 /// The marker line of the block `set` appends.

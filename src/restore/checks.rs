@@ -83,7 +83,20 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
     if !alive {
         return Ok(true);
     }
-    // The pid may have been reused by an unrelated process since the copy was made.
+    // The pid may have been reused since the copy was made (by anything, or by a server of
+    // another cluster on this host): every server process runs in its data directory.
+    if let Ok(cwd) = fs::read_link(format!("/proc/{}/cwd", pid)) {
+        let here = fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
+        if cwd != here {
+            warnings.push(format!(
+                "{} names pid {}, which is running in {}, not in this directory: treated as stale and removed",
+                p.display(),
+                pid,
+                cwd.display()
+            ));
+            return Ok(true);
+        }
+    }
     if let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", pid)) {
         let comm = comm.trim();
         if !(comm.starts_with("postgres") || comm.starts_with("postmaster")) {
