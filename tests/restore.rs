@@ -396,6 +396,7 @@ fn dry_run_changes_nothing_and_second_run_is_a_no_op() {
     assert_eq!(tree(d), before, "--dry-run changed the data directory");
 
     let out = ok(&f.env.exe, &f.env.prep_args("b1", d, &f.pg.archive_dir));
+    println!("{out}");
     assert!(out.contains("removed postmaster.pid"), "{out}");
     assert!(d.join("recovery.signal").exists());
     let segments: Vec<String> = fs::read_dir(d.join("pg_wal"))

@@ -73,40 +73,18 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
         warnings.push(format!("{} holds no process id: treated as stale and removed", p.display()));
         return Ok(true);
     };
-    use nix::errno::Errno;
-    use nix::sys::signal::kill;
-    use nix::unistd::Pid;
-    let alive = match kill(Pid::from_raw(pid), None) {
-        Ok(()) | Err(Errno::EPERM) => true,
-        Err(_) => false,
-    };
-    if !alive {
-        return Ok(true);
-    }
-    // The pid may have been reused since the copy was made (by anything, or by a server of
-    // another cluster on this host): every server process runs in its data directory.
-    if let Ok(cwd) = fs::read_link(format!("/proc/{}/cwd", pid)) {
-        let here = fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
-        if cwd != here {
-            warnings.push(format!(
-                "{} names pid {}, which is running in {}, not in this directory: treated as stale and removed",
-                p.display(),
-                pid,
-                cwd.display()
-            ));
-            return Ok(true);
-        }
-    }
-    if let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", pid)) {
-        let comm = comm.trim();
-        if !(comm.starts_with("postgres") || comm.starts_with("postmaster")) {
-            warnings.push(format!(
-                "{} names pid {}, which is running {:?}, not PostgreSQL: treated as stale and removed",
-                p.display(),
-                pid,
-                comm
-            ));
-            return Ok(true);
+    // A server that was just stopped can still be exiting (its pid file already gone from
+    // the original directory): give a live-looking process a few seconds to disappear.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match pid_owner(pid, pgdata) {
+            PidState::Gone => return Ok(true),
+            PidState::Other(what) => {
+                warnings.push(format!("{} names pid {}, which is {}: treated as stale and removed", p.display(), pid, what));
+                return Ok(true);
+            }
+            PidState::Server if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(100)),
+            PidState::Server => break,
         }
     }
     Err(Error::new(format!(
@@ -114,6 +92,45 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
         pid,
         pgdata.display()
     )))
+}
+
+enum PidState {
+    Gone,
+    Other(String),
+    Server,
+}
+
+/// Is `pid` a server on this data directory? The pid may have been reused since the copy was
+/// made, by anything or by a server of another cluster: every server process runs in its
+/// data directory (/proc/PID/cwd), and a zombie is no server.
+fn pid_owner(pid: i32, pgdata: &Path) -> PidState {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return PidState::Gone,
+    }
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", pid)) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z') | Some('X')) {
+            return PidState::Gone;
+        }
+    }
+    if let Ok(cwd) = fs::read_link(format!("/proc/{}/cwd", pid)) {
+        let here = fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
+        if cwd != here {
+            return PidState::Other(format!("running in {}, not in this directory", cwd.display()));
+        }
+    }
+    if let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", pid)) {
+        let comm = comm.trim();
+        if !(comm.starts_with("postgres") || comm.starts_with("postmaster")) {
+            return PidState::Other(format!("running {:?}, not PostgreSQL", comm));
+        }
+    }
+    PidState::Server
 }
 
 /// The first sidecar directory that holds this backup (a sound one is preferred).

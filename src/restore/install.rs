@@ -137,7 +137,7 @@ pub fn write_all(writes: &[FileWrite], owner: (u32, u32)) -> Result<Vec<PathBuf>
 }
 
 pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
-    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "backup_label".into() }
+    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "the label from the sidecar".into() }
 }
 
 #[cfg(test)]

@@ -78,10 +78,10 @@ fn start_command(pgdata: &Path, owner: u32) -> String {
     let me = nix::unistd::Uid::effective().as_raw();
     if me != owner {
         if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner)) {
-            return format!("runuser -u {} -- pg_ctl -D {} -l {}/restore.log start", u.name, d, d);
+            return format!("runuser -u {} -- pg_ctl -D {} start", u.name, d);
         }
     }
-    format!("pg_ctl -D {} -l {}/restore.log start", d, d)
+    format!("pg_ctl -D {} start", d)
 }
 
 /// Check everything and compute the changes. Touches nothing.
@@ -154,7 +154,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
 
     let mut files = Vec::new();
     if !map.is_empty() {
-        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: "tablespace_map".into() });
+        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() } });
     }
     files.push(install::label_write(&pgdata, &c.label_text));
     files.extend(rec.writes);

@@ -175,7 +175,7 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
         for (k, v) in &recovery {
             text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.conf"), data: text.into_bytes(), what: "recovery.conf (PostgreSQL 10/11)".into() });
+        writes.push(FileWrite { path: pgdata.join("recovery.conf"), data: text.into_bytes(), what: "recovery settings; starts archive recovery".into() });
     } else {
         for f in ["standby.signal", "recovery.conf"] {
             let p = pgdata.join(f);
@@ -183,7 +183,7 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
                 removes.push(p);
             }
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.signal"), data: Vec::new(), what: "recovery.signal (start in archive recovery)".into() });
+        writes.push(FileWrite { path: pgdata.join("recovery.signal"), data: Vec::new(), what: "starts archive recovery".into() });
     }
     Ok(RecoveryPlan { writes, removes })
 }
