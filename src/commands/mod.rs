@@ -3,5 +3,7 @@
 pub mod abort;
 pub mod post;
 pub mod pre;
+pub mod restore_prep;
 pub mod status;
 pub mod verify;
+pub mod wal_restore;
