@@ -108,6 +108,12 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
 
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
+    if c.manifest.nodes.len() > 1 && matches!(target, Target::Latest) {
+        warnings.push(format!(
+            "target latest on a {}-node backup replays each node to the end of its own archive: the nodes end at different moments; use --target restore-point for a consistent cluster",
+            c.manifest.nodes.len()
+        ));
+    }
     if c.major < 13 && !matches!(target, Target::Latest) {
         warnings.push(format!(
             "PostgreSQL {} promotes silently at the end of WAL when the target is never reached: check the server log for \"recovery stopping\"",
