@@ -158,7 +158,7 @@ pub fn archiver_stats(c: &mut Client) -> Result<ArchiverStats, String> {
 /// Some(true) means every file is archived: `.done` exists, or no `.ready` is left.
 pub fn archive_status_done(c: &mut Client, version_num: i32, files: &[String]) -> Option<bool> {
     if version_num < 120000 {
-        return None;
+        return archive_status_done_stat_file(c, files);
     }
     let rows = c.query("SELECT name FROM pg_ls_archive_statusdir()", &[]).ok()?;
     let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -167,4 +167,21 @@ pub fn archive_status_done(c: &mut Client, version_num: i32, files: &[String]) -
         let ready = format!("{}.ready", f);
         names.contains(&done) || !names.contains(&ready)
     }))
+}
+
+/// 10 and 11 have no pg_ls_archive_statusdir(): look at the status files with pg_stat_file()
+/// (superuser on 10; superuser or GRANT EXECUTE on 11). None when we may not.
+/// pg_stat_archiver alone cannot tell on these versions: the archiver can copy the stop
+/// segment before the history file appears and then the history file, whose name sorts
+/// lower, so last_archived_wal stays below the stop segment until the next segment is done.
+fn archive_status_done_stat_file(c: &mut Client, files: &[String]) -> Option<bool> {
+    let sql = "SELECT (pg_stat_file('pg_wal/archive_status/' || $1 || '.done', true)).size IS NOT NULL,
+                      (pg_stat_file('pg_wal/archive_status/' || $1 || '.ready', true)).size IS NOT NULL";
+    let mut all = true;
+    for f in files {
+        let row = c.query_one(sql, &[f]).ok()?;
+        let (done, ready): (bool, bool) = (row.get(0), row.get(1));
+        all &= done || !ready;
+    }
+    Some(all)
 }
