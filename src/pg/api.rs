@@ -9,6 +9,17 @@ use crate::pg::wal::Lsn;
 /// Oldest major we support: the non-exclusive API with wait_for_archive arrived in 10.
 pub const MIN_VERSION_NUM: i32 = 100000;
 
+/// Refuse servers older than [`MIN_VERSION_NUM`] with a message that says why.
+pub fn check_supported(version_num: i32) -> Result<(), String> {
+    if version_num < MIN_VERSION_NUM {
+        return Err(format!(
+            "server version {} is not supported: pg-backup-hooks needs PostgreSQL 10 or later (non-exclusive backups)",
+            version_num
+        ));
+    }
+    Ok(())
+}
+
 /// What we learn about a node once, right after connecting.
 #[derive(Clone, Debug)]
 pub struct ServerFacts {
@@ -184,4 +195,20 @@ fn archive_status_done_stat_file(c: &mut Client, files: &[String]) -> Option<boo
         all &= done || !ready;
     }
     Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_96_and_older_clearly() {
+        for v in [90624, 90500, 80400] {
+            let e = check_supported(v).unwrap_err();
+            assert!(e.contains(&v.to_string()) && e.contains("PostgreSQL 10 or later"), "{e}");
+        }
+        for v in [100000, 100023, 110022, 150018, 180004] {
+            assert!(check_supported(v).is_ok(), "{v}");
+        }
+    }
 }
