@@ -73,7 +73,8 @@ fn switched_wal_segment_is_archived() {
         || pg.archived_files().contains(&segment),
     );
     let segment_size: u64 = pg
-        .query_scalar("select setting from pg_settings where name = 'wal_segment_size'")
+        // On 10 pg_settings gives it in 8kB pages; pg_size_bytes of the text form works on 10+.
+        .query_scalar("select pg_size_bytes(current_setting('wal_segment_size'))")
         .parse()
         .expect("wal_segment_size is a number");
     // cp may still be writing when the name appears; wait for the full size.

@@ -49,12 +49,7 @@ impl Node {
             .connect(NoTls)
             .map_err(|e| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e)))?;
         let version_num = api::server_version_num(&mut client)?;
-        if version_num < api::MIN_VERSION_NUM {
-            return Err(format!(
-                "server version {} is not supported: pg-backup-hooks needs PostgreSQL 10 or later (non-exclusive backups)",
-                version_num
-            ));
-        }
+        api::check_supported(version_num)?;
         api::prepare_session(&mut client, version_num)?;
         let facts = api::server_facts(&mut client, version_num)?;
         let mut warnings = Vec::new();

@@ -9,6 +9,17 @@ use crate::pg::wal::Lsn;
 /// Oldest major we support: the non-exclusive API with wait_for_archive arrived in 10.
 pub const MIN_VERSION_NUM: i32 = 100000;
 
+/// Refuse servers older than [`MIN_VERSION_NUM`] with a message that says why.
+pub fn check_supported(version_num: i32) -> Result<(), String> {
+    if version_num < MIN_VERSION_NUM {
+        return Err(format!(
+            "server version {} is not supported: pg-backup-hooks needs PostgreSQL 10 or later (non-exclusive backups)",
+            version_num
+        ));
+    }
+    Ok(())
+}
+
 /// What we learn about a node once, right after connecting.
 #[derive(Clone, Debug)]
 pub struct ServerFacts {
@@ -158,7 +169,7 @@ pub fn archiver_stats(c: &mut Client) -> Result<ArchiverStats, String> {
 /// Some(true) means every file is archived: `.done` exists, or no `.ready` is left.
 pub fn archive_status_done(c: &mut Client, version_num: i32, files: &[String]) -> Option<bool> {
     if version_num < 120000 {
-        return None;
+        return archive_status_done_stat_file(c, files);
     }
     let rows = c.query("SELECT name FROM pg_ls_archive_statusdir()", &[]).ok()?;
     let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -194,4 +205,37 @@ pub fn current_wal_lsn(c: &mut Client) -> Result<Lsn, String> {
 /// Close the current WAL segment so the archiver can take it.
 pub fn switch_wal(c: &mut Client) -> Result<Lsn, String> {
     q1(c, "SELECT pg_switch_wal()::text")?.get::<_, String>(0).parse()
+}
+
+/// 10 and 11 have no pg_ls_archive_statusdir(): look at the status files with pg_stat_file()
+/// (superuser on 10; superuser or GRANT EXECUTE on 11). None when we may not.
+/// pg_stat_archiver alone cannot tell on these versions: the archiver can copy the stop
+/// segment before the history file appears and then the history file, whose name sorts
+/// lower, so last_archived_wal stays below the stop segment until the next segment is done.
+fn archive_status_done_stat_file(c: &mut Client, files: &[String]) -> Option<bool> {
+    let sql = "SELECT (pg_stat_file('pg_wal/archive_status/' || $1 || '.done', true)).size IS NOT NULL,
+                      (pg_stat_file('pg_wal/archive_status/' || $1 || '.ready', true)).size IS NOT NULL";
+    let mut all = true;
+    for f in files {
+        let row = c.query_one(sql, &[f]).ok()?;
+        let (done, ready): (bool, bool) = (row.get(0), row.get(1));
+        all &= done || !ready;
+    }
+    Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_96_and_older_clearly() {
+        for v in [90624, 90500, 80400] {
+            let e = check_supported(v).unwrap_err();
+            assert!(e.contains(&v.to_string()) && e.contains("PostgreSQL 10 or later"), "{e}");
+        }
+        for v in [100000, 100023, 110022, 150018, 180004] {
+            assert!(check_supported(v).is_ok(), "{v}");
+        }
+    }
 }
