@@ -44,6 +44,7 @@ for m in "${majors[@]}"; do
     fi
 done
 
+echo "matrix: $(( ${#majors[@]} - ${#failed[@]} )) passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "test-matrix: FAILED on PostgreSQL ${failed[*]}" >&2
     exit 1

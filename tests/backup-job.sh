@@ -24,7 +24,7 @@ if [ -z "${PGBH_BIN:-}" ]; then
 fi
 
 work=$(mktemp -d /tmp/pgbh-demo.XXXXXX)
-chmod 0755 "$work"
+chmod 0755 "$work"; [ "$(id -u)" = 0 ] && chown "$pguser" "$work"
 as_server() { if [ "$(id -u)" = 0 ]; then runuser -u "$pguser" -- "$@"; else "$@"; fi; }
 psql_() { "$pgbin/psql" -X -q -At -h "$work/sock" -U postgres -d postgres "$@" 2>/dev/null || /usr/bin/psql -X -q -At -h "$work/sock" -U postgres -d postgres "$@"; }
 cleanup() {
