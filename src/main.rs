@@ -1,17 +1,7 @@
 //! pg-backup-hooks: consistent, restorable file-level backups of running PostgreSQL
 //! clusters, driven from any backup program's pre/post job scripts.
 
-mod cli;
-mod commands;
-mod error;
-mod fsutil;
-mod helper;
-mod ids;
-mod pg;
-mod protocol;
-mod restore;
-mod rundir;
-mod sidecar;
+use pg_backup_hooks::{cli, commands, error, helper};
 
 use clap::Parser;
 

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::cli::PreArgs;
 use crate::error::{Error, Result};
-use crate::helper::{spawn, HelperConfig};
+use crate::helper::spawn::{self, Next};
+use crate::helper::HelperConfig;
 use crate::ids;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::discovery;
@@ -90,25 +91,25 @@ pub fn run(a: PreArgs) -> Result<i32> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match child.next(left) {
-            Err(()) => {
+            Next::TimedOut => {
                 child.kill();
                 return Err(Error::new(format!(
                     "the backup did not start on every node within {} s (a spread checkpoint can take minutes: use --fast or a larger --start-timeout); the helper was stopped and its sessions closed, which ends any backup it had started",
                     a.start_timeout
                 )));
             }
-            Ok(None) => {
+            Next::Closed => {
                 let _ = child.child.wait();
                 return Err(Error::new(format!(
                     "the helper exited before the backup started: see {}",
                     run.log(id).display()
                 )));
             }
-            Ok(Some(Err(e))) => {
+            Next::Garbled(e) => {
                 child.kill();
                 return Err(Error::new(format!("unreadable message from the helper ({}): see {}", e, run.log(id).display())));
             }
-            Ok(Some(Ok(ev))) => match ev {
+            Next::Event(ev) => match ev {
                 StartEvent::Warning { node, message } => eprintln!("pg-backup-hooks: warning: node {}: {}", node, message),
                 StartEvent::NodeStarted { node, start_lsn, server_version } => {
                     println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)

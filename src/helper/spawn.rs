@@ -70,12 +70,23 @@ pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
     Ok(Spawned { child, events: rx })
 }
 
+/// What pre hears next from the helper it started.
+pub enum Next {
+    Event(StartEvent),
+    /// A line that is not a start event.
+    Garbled(String),
+    /// The helper closed its stdout (it exited).
+    Closed,
+    TimedOut,
+}
+
 impl Spawned {
-    pub fn next(&self, timeout: Duration) -> std::result::Result<Option<std::result::Result<StartEvent, String>>, ()> {
+    pub fn next(&self, timeout: Duration) -> Next {
         match self.events.recv_timeout(timeout) {
-            Ok(ev) => Ok(Some(ev)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(()),
+            Ok(Ok(ev)) => Next::Event(ev),
+            Ok(Err(e)) => Next::Garbled(e),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+            Err(mpsc::RecvTimeoutError::Timeout) => Next::TimedOut,
         }
     }
 

@@ -48,6 +48,9 @@ pub fn parse_target(spec: Option<&str>, m: &Manifest) -> Result<Target> {
         None => "latest".to_string(),
     };
     let bad = |why: String| Error::usage(format!("--target {:?}: {}", spec, why));
+    if spec.contains(|c: char| c.is_control()) {
+        return Err(bad("contains a line break or control character".into()));
+    }
     let t = match spec.split_once(':') {
         _ if spec == "latest" => Target::Latest,
         _ if spec == "backup-end" => Target::BackupEnd,
@@ -88,6 +91,12 @@ pub fn wal_restore_command(exe: &Path, archive: &Path, sysid: &str) -> String {
 }
 
 pub fn check_restore_command(cmd: &str) -> Result<()> {
+    if cmd.contains(|c: char| c.is_control()) {
+        return Err(Error::usage(format!(
+            "--restore-command {:?} contains a line break or control character: a configuration value must be one line",
+            cmd
+        )));
+    }
     if !(cmd.contains("%f") && cmd.contains("%p")) {
         return Err(Error::usage(format!(
             "--restore-command {:?} must contain %f (the file PostgreSQL wants) and %p (where to put it), e.g. 'cp /archive/%f %p'",
@@ -208,6 +217,12 @@ pub fn effective_archive_command(pgdata: &Path, archive_mode_off: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_would_break_the_config_file_are_refused() {
+        assert!(check_restore_command("cp /a/%f %p\nrecovery_target = 'immediate'").is_err());
+        assert!(check_restore_command("cp /a/%f %p").is_ok());
+    }
 
     #[test]
     fn blanks_come_before_the_target() {

@@ -1,0 +1,14 @@
+//! pg-backup-hooks as a library: the binary (src/main.rs) is a thin front end, and the
+//! fuzz targets (fuzz/) reach the parsers through here.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod fsutil;
+pub mod helper;
+pub mod ids;
+pub mod pg;
+pub mod protocol;
+pub mod restore;
+pub mod rundir;
+pub mod sidecar;
