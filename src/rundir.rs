@@ -98,20 +98,31 @@ impl RunDir {
     }
 
     /// Try to take the per-id lock. Ok(None) when another live process holds it.
+    /// A helper removes its lock file on the way out; if we locked a file that was
+    /// removed meanwhile, the lock means nothing, so we check the path still names the
+    /// file we hold, and try again if not.
     pub fn try_lock(&self, id: &str) -> Result<Option<File>> {
         let p = self.path(id, "lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .context(|| format!("cannot open lock file {}", p.display()))?;
-        match f.try_lock_exclusive() {
-            Ok(()) => Ok(Some(f)),
-            Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => Ok(None),
-            Err(e) => Err(Error::new(format!("cannot lock {}: {}", p.display(), e))),
+        for _ in 0..5 {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&p)
+                .context(|| format!("cannot open lock file {}", p.display()))?;
+            match f.try_lock_exclusive() {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => return Ok(None),
+                Err(e) => return Err(Error::new(format!("cannot lock {}: {}", p.display(), e))),
+            }
+            let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+            let named = fs::metadata(&p).map(|m| (m.dev(), m.ino())).ok();
+            if held.is_some() && held == named {
+                return Ok(Some(f));
+            }
         }
+        Err(Error::new(format!("cannot lock {}: it keeps being replaced", p.display())))
     }
 
     /// Is a live helper holding this id's lock?
