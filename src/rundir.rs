@@ -175,6 +175,21 @@ impl RunDir {
         ids
     }
 
+    /// Forget outcome markers and logs of backups older than `days` (never a live helper's).
+    pub fn prune(&self, days: u64) {
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some((id, ext)) = name.rsplit_once('.') else { continue };
+            if !matches!(ext, "done" | "aborted" | "failed" | "log") || self.helper_alive(id) {
+                continue;
+            }
+            if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Remove what a dead helper left behind (never while a helper holds the lock).
     pub fn clean_stale(&self, id: &str) {
         if !self.helper_alive(id) {

@@ -77,6 +77,7 @@ pub fn run(a: PreArgs) -> Result<i32> {
     }
     run.clean_stale(id);
     run.clear_markers(id);
+    run.prune(30);
 
     let cfg = HelperConfig {
         backup_id: id.clone(),
