@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod error;
+mod exclude;
 mod fsutil;
 mod helper;
 mod ids;
@@ -27,6 +28,7 @@ fn main() {
         cli::Command::Abort(a) => commands::abort::run(a),
         cli::Command::Status(a) => commands::status::run(a),
         cli::Command::Verify(a) => commands::verify::run(a),
+        cli::Command::ExcludeList(a) => commands::exclude_list::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
     match result {
