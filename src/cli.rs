@@ -31,6 +31,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print what a file set must leave out of a copy of a running cluster, in the backup program's syntax.
     ExcludeList(ExcludeListArgs),
+    /// After the backup program restored a data directory: check it against the sidecar and prepare recovery (before the first start).
+    RestorePrep(RestorePrepArgs),
+    /// restore_command for a plain archive directory: copy one archived WAL file into place.
+    WalRestore(WalRestoreArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -135,4 +139,64 @@ pub struct HelperArgs {
     pub backup_id: String,
     #[arg(long)]
     pub run_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("wal_source").required(true).args(["archive_dir", "restore_command"])))]
+pub struct RestorePrepArgs {
+    /// The backup whose copy was restored into --pgdata
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// Where post stored the sidecar (several, separated by ':', are tried in order)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// The restored data directory (the server must not be running)
+    #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Which node of the backup this data directory is (may be omitted for a one-node backup)
+    #[arg(long, env = "PGBH_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// A plain directory of archived WAL; restore_command becomes `pg-backup-hooks wal-restore`
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
+    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD")]
+    pub restore_command: Option<String>,
+    /// Where recovery stops: latest, backup-end, restore-point, time:TS, lsn:LSN, xid:XID, name:NAME [default: latest for one node, restore-point for several]
+    #[arg(long, env = "PGBH_TARGET", value_name = "T")]
+    pub target: Option<String>,
+    /// What the server does at the target
+    #[arg(long, env = "PGBH_TARGET_ACTION", value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: String,
+    /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable
+    #[arg(long, env = "PGBH_TABLESPACE_MAP", value_name = "OLD=NEW", value_delimiter = ';')]
+    pub tablespace_map: Vec<String>,
+    /// `off` sets archive_mode = 'off' in postgresql.auto.conf (test restores that must not archive into production); `keep` leaves it
+    #[arg(long, env = "PGBH_ARCHIVE_MODE", value_name = "MODE", default_value = "keep", value_parser = ["keep", "off"])]
+    pub archive_mode: String,
+    /// Print the checks and the plan; change nothing
+    #[arg(long, env = "PGBH_DRY_RUN")]
+    pub dry_run: bool,
+    /// Replace a backup_label already in the data directory that is not this backup's
+    #[arg(long, env = "PGBH_FORCE")]
+    pub force: bool,
+    /// Machine-readable output
+    #[arg(long, env = "PGBH_JSON")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WalRestoreArgs {
+    /// The plain directory archive_command copies WAL into
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: PathBuf,
+    /// Refuse WAL segments whose header names another system identifier
+    #[arg(long, env = "PGBH_SYSTEM_IDENTIFIER", value_name = "SYSID")]
+    pub system_identifier: Option<u64>,
+    /// The file PostgreSQL asks for (%f)
+    #[arg(value_name = "FILE")]
+    pub file: String,
+    /// Where to put it (%p, relative to the data directory)
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
 }

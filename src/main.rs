@@ -10,6 +10,7 @@ mod helper;
 mod ids;
 mod pg;
 mod protocol;
+mod restore;
 mod rundir;
 mod sidecar;
 
@@ -29,6 +30,8 @@ fn main() {
         cli::Command::Status(a) => commands::status::run(a),
         cli::Command::Verify(a) => commands::verify::run(a),
         cli::Command::ExcludeList(a) => commands::exclude_list::run(a),
+        cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
+        cli::Command::WalRestore(a) => commands::wal_restore::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
     match result {

@@ -4,5 +4,7 @@ pub mod abort;
 pub mod exclude_list;
 pub mod post;
 pub mod pre;
+pub mod restore_prep;
 pub mod status;
 pub mod verify;
+pub mod wal_restore;

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod conninfo;
+pub mod control;
 pub mod discovery;
 pub mod label;
 pub mod wal;

@@ -1,0 +1,81 @@
+//! `restore-prep`: check a restored data directory against its sidecar, then install the
+//! label and the recovery configuration. See docs/restore.md.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::RestorePrepArgs;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::restore::{self, Options, WalSource};
+
+fn rel(p: &Path, base: &Path) -> String {
+    p.strip_prefix(base).map(|r| r.display().to_string()).unwrap_or_else(|_| p.display().to_string())
+}
+
+pub fn run(a: RestorePrepArgs) -> Result<i32> {
+    ids::validate(&a.backup_id)?;
+    let source = match (a.archive_dir, a.restore_command) {
+        (Some(d), None) => WalSource::ArchiveDir(d),
+        (None, Some(c)) => WalSource::Command(c),
+        _ => return Err(Error::usage("give exactly one of --archive-dir and --restore-command")),
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's own path: {}", e)))?;
+    let pgdata = std::fs::canonicalize(&a.pgdata).unwrap_or_else(|_| a.pgdata.clone());
+    let o = Options {
+        backup_id: a.backup_id,
+        sidecar_dirs: a.sidecar_dir,
+        pgdata,
+        node: a.node,
+        source,
+        target: a.target,
+        target_action: a.target_action,
+        tablespace_map: a.tablespace_map.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+        archive_mode_off: a.archive_mode == "off",
+        force: a.force,
+        exe,
+    };
+    let plan = restore::prepare(&o)?;
+    let written: Vec<PathBuf> = if a.dry_run { Vec::new() } else { restore::apply(&plan)? };
+
+    if a.json {
+        let v = serde_json::json!({
+            "dry_run": a.dry_run,
+            "plan": &plan,
+            "written": written,
+            "removed": if a.dry_run { Vec::new() } else { plan.removes.clone() },
+        });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::new(e.to_string()))?);
+        return Ok(0);
+    }
+    for w in &plan.warnings {
+        eprintln!("pg-backup-hooks: warning: {}", w);
+    }
+    let d = &plan.pgdata;
+    println!("backup {}, node {} -> {} (PostgreSQL {})", plan.backup_id, plan.node, d.display(), plan.server_major);
+    for c in &plan.checks {
+        println!("  ok: {}", c);
+    }
+    let (rm, wr) = if a.dry_run { ("would remove", "would write") } else { ("removed", "wrote") };
+    for p in &plan.removes {
+        println!("{} {}", rm, rel(p, d));
+    }
+    for w in &plan.writes {
+        if w.unchanged {
+            println!("already in place: {} ({})", rel(&w.path, d), w.what);
+        } else {
+            println!("{} {} ({})", wr, rel(&w.path, d), w.what);
+        }
+    }
+    println!("recovery target: {}, then {}", plan.target, plan.target_action);
+    println!("restore_command: {}", plan.restore_command);
+    if a.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(0);
+    }
+    if plan.removes.is_empty() && written.is_empty() {
+        println!("already prepared: nothing to do");
+    }
+    println!("start the server (as the data directory's owner), then wait until SELECT pg_is_in_recovery() is false:");
+    println!("  {}", plan.start_command);
+    Ok(0)
+}

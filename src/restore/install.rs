@@ -1,0 +1,174 @@
+//! Putting the label, the tablespace map and the recovery files in place, and the
+//! tablespace_map format (with its version-dependent escaping).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::restore::recovery::FileWrite;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tablespace {
+    pub oid: String,
+    pub path: String,
+}
+
+/// Parse tablespace_map as the server of `major` reads it. Up to 13 a backslash escapes only
+/// a following \n or \r; from 14 it escapes any character.
+pub fn parse_map(text: &str, major: u32) -> std::result::Result<Vec<Tablespace>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    let mut lines = Vec::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if major >= 14 => match chars.next() {
+                Some(n) => cur.push(n),
+                None => return Err("ends in a lone backslash".into()),
+            },
+            '\\' if matches!(chars.peek(), Some('\n') | Some('\r')) => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '\n' | '\r' => {
+                if !cur.is_empty() {
+                    lines.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    for l in lines {
+        let (oid, path) = l.split_once(' ').ok_or_else(|| format!("line {:?} is not \"OID PATH\"", l))?;
+        if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) || path.is_empty() {
+            return Err(format!("line {:?} is not \"OID PATH\"", l));
+        }
+        out.push(Tablespace { oid: oid.to_string(), path: path.to_string() });
+    }
+    Ok(out)
+}
+
+pub fn render_map(map: &[Tablespace], major: u32) -> String {
+    let mut s = String::new();
+    for t in map {
+        s.push_str(&t.oid);
+        s.push(' ');
+        for c in t.path.chars() {
+            if c == '\n' || c == '\r' || (major >= 14 && c == '\\') {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Apply `--tablespace-map OLD=NEW` (OLD is the path in the map, or the tablespace's OID).
+/// Returns the final map's text: the sidecar's bytes unchanged when nothing was remapped.
+pub fn remap(original: &str, major: u32, specs: &[String]) -> Result<(String, Vec<Tablespace>)> {
+    let mut map = parse_map(original, major)
+        .map_err(|e| Error::new(format!("the sidecar's tablespace_map cannot be read ({}): the sidecar is damaged", e)))?;
+    if specs.is_empty() {
+        return Ok((original.to_string(), map));
+    }
+    for spec in specs {
+        let (old, new) = spec
+            .split_once('=')
+            .filter(|(o, n)| !o.is_empty() && !n.is_empty())
+            .ok_or_else(|| Error::usage(format!("--tablespace-map {:?}: expected OLD=NEW (OLD the path in the backup or the tablespace OID)", spec)))?;
+        if !new.starts_with('/') {
+            return Err(Error::usage(format!("--tablespace-map {:?}: the new path must be absolute", spec)));
+        }
+        let old_trim = old.trim_end_matches('/');
+        let hit = map.iter_mut().find(|t| t.path.trim_end_matches('/') == old_trim || t.oid == old);
+        match hit {
+            Some(t) => t.path = new.to_string(),
+            None => {
+                return Err(Error::usage(format!(
+                    "--tablespace-map {:?}: the backup has no tablespace at {:?}; its tablespaces are: {}",
+                    spec,
+                    old,
+                    if map.is_empty() { "none".to_string() } else { map.iter().map(|t| format!("{} {}", t.oid, t.path)).collect::<Vec<_>>().join(", ") }
+                )))
+            }
+        }
+    }
+    Ok((render_map(&map, major), map))
+}
+
+/// Every tablespace path in the final map must be an existing directory.
+pub fn check_tablespaces(map: &[Tablespace]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for t in map {
+        let p = PathBuf::from(&t.path);
+        if !p.is_dir() {
+            return Err(Error::new(format!(
+                "tablespace {} must be restored to {}, which is not a directory: restore the tablespace's files there too, or move them with --tablespace-map {}=NEW_PATH",
+                t.oid, t.path, t.path
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Is this file already there with exactly this content?
+pub fn unchanged(w: &FileWrite) -> bool {
+    fs::read(&w.path).map(|b| b == w.data).unwrap_or(false)
+}
+
+/// Write each file atomically (0600, owned by the data directory's owner), in order.
+pub fn write_all(writes: &[FileWrite], owner: (u32, u32)) -> Result<Vec<PathBuf>> {
+    let mut done = Vec::new();
+    for w in writes {
+        if unchanged(w) {
+            continue;
+        }
+        fsutil::write_atomic(&w.path, &w.data, 0o600, Some(owner))?;
+        done.push(w.path.clone());
+    }
+    Ok(done)
+}
+
+pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
+    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "the label from the sidecar".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_follows_the_version() {
+        let map = vec![
+            Tablespace { oid: "16384".into(), path: "/ts/a b".into() },
+            Tablespace { oid: "16385".into(), path: "/ts/new\nline\\x".into() },
+        ];
+        let v15 = render_map(&map, 15);
+        assert_eq!(v15, "16384 /ts/a b\n16385 /ts/new\\\nline\\\\x\n");
+        assert_eq!(parse_map(&v15, 15).unwrap(), map);
+        let v13 = render_map(&map, 13);
+        assert_eq!(v13, "16384 /ts/a b\n16385 /ts/new\\\nline\\x\n");
+        assert_eq!(parse_map(&v13, 13).unwrap(), map);
+        assert!(parse_map("", 15).unwrap().is_empty());
+    }
+
+    #[test]
+    fn remap_by_path_or_oid() {
+        let text = "16384 /old/ts1\n16390 /old/ts2\n";
+        let (same, _) = remap(text, 15, &[]).unwrap();
+        assert_eq!(same, text);
+        let (out, map) = remap(text, 15, &["/old/ts1/=/new/one".into(), "16390=/new/two".into()]).unwrap();
+        assert_eq!(out, "16384 /new/one\n16390 /new/two\n");
+        assert_eq!(map.len(), 2);
+        let e = remap(text, 15, &["/nowhere=/x".into()]).unwrap_err();
+        assert!(e.msg.contains("no tablespace at"), "{}", e.msg);
+        assert!(remap(text, 15, &["/old/ts1=relative".into()]).is_err());
+    }
+}
