@@ -318,14 +318,29 @@ Messages {{
         let rid: u32 = self.sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", before)).parse().unwrap_or(0);
         assert!(rid > 0, "no restore job started:\n{}", out);
         let status = self.wait_job(rid, Duration::from_secs(120));
-        assert_eq!(status, "T", "restore of job {} failed:\n{}", jobid, self.job_log(rid));
+        let log = self.job_log(rid);
+        if status == "T" {
+            return;
+        }
+        // A file that grew while the backup read it is saved with its size from before the
+        // read and its data from the read, and Bacula's restore reports the difference as
+        // an error (attribs.c "File size of restored file ... not correct"). The data is
+        // what was read, which is all WAL replay needs; any other error fails the test.
+        let other: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Error:"))
+            .filter(|l| !(l.contains("File size of restored file") && l.contains("not correct")))
+            .filter(|l| !l.contains(": Error: Bacula "))
+            .collect();
+        assert!(status == "E" && other.is_empty() && log.contains("File size of restored file"), "restore of job {} failed ({}):\n{}", jobid, status, log);
+        eprintln!("restore of job {}: Bacula reports size changes of files that grew during the backup (expected for a live cluster):\n{}", jobid, log.lines().filter(|l| l.contains("not correct")).collect::<Vec<_>>().join("\n"));
     }
 }
 
 /// The FileSet and jobs for one cluster: `pgdata` (data directory, our hooks, then the
 /// sidecar job queued from the director) and `sidecar`.
 fn job_resources(hooks: &Path, env_file: &Path, bconsole_conf: &Path, queue_log: &Path, datadir: &Path, sidecar: &Path, exclude_block: &str) -> String {
-    let hook = hooks.join("bacula");
+    let hook = hooks.join("bacula").display().to_string();
     let env = format!("/usr/bin/env PGBH_ENV_FILE={}", env_file.display());
     format!(
         r#"
@@ -380,6 +395,37 @@ Job {{
   Pool = Default
   Messages = Standard
 }}
+# The data directory plus a FIFO nobody writes to: the file daemon blocks reading it, so
+# the job is still transferring when the test cancels it.
+FileSet {{
+  Name = "pgdata-fifo"
+  Include {{
+    Options {{
+      signature = MD5
+      readfifo = yes
+    }}
+    File = "{fifo}"
+  }}
+}}
+Job {{
+  Name = "pgdata-cancelled"
+  Type = Backup
+  Level = Full
+  Client = {FD_NAME}
+  FileSet = "pgdata-fifo"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  ClientRunBeforeJob = "{env} {hook} before %j"
+  ClientRunAfterJob = "{env} {hook} after %j"
+  RunScript {{
+    RunsWhen = After
+    RunsOnSuccess = no
+    RunsOnFailure = yes
+    RunsOnClient = yes
+    Command = "{env} {hook} failed %j"
+  }}
+}}
 # The same job whose client work fails after pre succeeded.
 Job {{
   Name = "pgdata-fails-late"
@@ -406,6 +452,7 @@ Job {{
         sidecar = sidecar.display(),
         bconsole = bconsole_conf.display(),
         queue_log = queue_log.display(),
+        fifo = env_file.with_file_name("blocking.fifo").display(),
     )
 }
 
@@ -474,7 +521,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     let status = bacula.wait_job(jobid, Duration::from_secs(180));
     let log = bacula.job_log(jobid);
     assert_eq!(status, "T", "the data job failed:\n{}\n--- director log ---\n{}", log, bacula.dir_log());
-    eprintln!("data job {} done in {:?}", jobid, t_job.elapsed());
+    eprintln!("data job {} done in {:?}\n--- its log ---\n{}", jobid, t_job.elapsed(), log);
     stop.store(true, Ordering::Relaxed);
     let committed = inserter.join().expect("inserter");
     assert!(committed.len() > 50, "the inserter should have been busy during the backup ({} rows)", committed.len());
@@ -590,20 +637,52 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bacula.sql("select count(*) from Job where Name = 'sidecar'"), "0");
 
-    // pre succeeds, then the client's next run-before script fails: the job fails and the
-    // failure script aborts the backup that pre started.
+    // pre succeeds, then the client's next run-before script fails: the job fails, and
+    // Bacula 9.6 runs no client-side failure script for a job that failed in its
+    // run-before stage, so the backup stays in progress...
     b.start().expect("starting b again");
-    let jobid = bacula.run_job("pgdata-fails-late");
-    let status = bacula.wait_job(jobid, Duration::from_secs(120));
-    let log = bacula.job_log(jobid);
-    let id = bacula.unique_name(jobid);
+    let first = bacula.run_job("pgdata-fails-late");
+    let status = bacula.wait_job(first, Duration::from_secs(120));
+    let log = bacula.job_log(first);
+    let first_id = bacula.unique_name(first);
     assert_ne!(status, "T", "the job should have failed:\n{}", log);
     assert!(log.contains("pg-backup-hooks bacula: pre succeeded"), "{}", log);
-    assert!(log.contains("pg-backup-hooks bacula: abort succeeded"), "the failure script should have aborted the backup:\n{}", log);
-    for pg in [&a, &b] {
-        common::wait_until(Duration::from_secs(15), "no backup session left", || sessions(pg, &id) == 0);
+    let ran_failure_script = log.contains("pg-backup-hooks bacula: abort succeeded");
+    eprintln!("failed in the run-before stage; client failure script ran: {}", ran_failure_script);
+    assert!(!t.backup_dir(&first_id).exists(), "a failed job must store no sidecar");
+    // ...until the next run of the same job discards it before it starts its own.
+    let second = bacula.run_job("pgdata-fails-late");
+    bacula.wait_job(second, Duration::from_secs(120));
+    let log2 = bacula.job_log(second);
+    let second_id = bacula.unique_name(second);
+    if !ran_failure_script {
+        assert!(log2.contains(&format!("aborting leftover backup {}", first_id)), "the next run should discard the leftover:\n{}", log2);
     }
-    assert!(!t.backup_dir(&id).exists(), "a failed job must store no sidecar");
-    let st = t.with_run("status", &id, &[]);
-    assert_eq!(st.code, 4, "no backup may be left in progress: {} {}", st.stdout, st.stderr);
+    for pg in [&a, &b] {
+        common::wait_until(Duration::from_secs(15), "no session of the first run left", || sessions(pg, &first_id) == 0);
+    }
+    assert_eq!(t.with_run("status", &first_id, &[]).code, 4, "the first run's backup must be gone");
+    t.abort(&second_id).ok();
+
+    // A job cancelled while the file daemon is transferring.
+    let fifo = env_file.with_file_name("blocking.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let jobid = bacula.run_job("pgdata-cancelled");
+    let id = bacula.unique_name(jobid);
+    common::wait_until(Duration::from_secs(60), "pre to have run in the cancelled job", || bacula.job_log(jobid).contains("pre succeeded"));
+    std::thread::sleep(Duration::from_secs(1));
+    bacula.console(&format!("cancel jobid={} yes", jobid));
+    let status = bacula.wait_job(jobid, Duration::from_secs(120));
+    let log = bacula.job_log(jobid);
+    assert_eq!(status, "A", "the job should have been cancelled:\n{}", log);
+    // The client's failure script does run for a cancelled job, but what it prints after
+    // the cancel no longer reaches the job log: judge by the helper's own record.
+    common::wait_until(Duration::from_secs(30), "the cancelled job's failure script to abort the backup", || {
+        let st = t.with_run("status", &id, &[]);
+        st.code == 4 && st.stdout.contains("aborted on request")
+    });
+    for pg in [&a, &b] {
+        common::wait_until(Duration::from_secs(15), "no session left after the cancelled job", || sessions(pg, &id) == 0);
+    }
+    assert!(!t.backup_dir(&id).exists(), "a cancelled job must store no sidecar");
 }
