@@ -531,7 +531,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     // The hook's output is in the job log, and it said what happened.
     assert!(log.contains("pg-backup-hooks bacula: pre succeeded"), "job log lacks pre's outcome:\n{}", log);
     assert!(log.contains("pg-backup-hooks bacula: post succeeded"), "job log lacks post's outcome:\n{}", log);
-    assert!(log.contains(&format!("node default: backup started at")), "job log lacks pre's output:\n{}", log);
+    assert!(log.contains("node default: backup started at"), "job log lacks pre's output:\n{}", log);
     assert!(!log.contains("abort --backup-id"), "a successful job must not abort:\n{}", log);
     assert!(t.backup_dir(&id).join("manifest.json").exists(), "post stored no sidecar for {}", id);
     assert_eq!(t.manifest(&id)["status"], "complete");
