@@ -29,6 +29,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Check a stored sidecar: checksums, labels, manifest.
     Verify(VerifyArgs),
+    /// Print what a file set must leave out of a copy of a running cluster, in the backup program's syntax.
+    ExcludeList(ExcludeListArgs),
     /// After the backup program restored a data directory: check it against the sidecar and prepare recovery (before the first start).
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
@@ -119,6 +121,16 @@ pub struct VerifyArgs {
     pub sidecar_dir: PathBuf,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExcludeListArgs {
+    /// Output syntax
+    #[arg(long, value_enum, default_value = "plain")]
+    pub format: crate::exclude::Format,
+    /// The data directory: print absolute paths under it (else paths relative to it)
+    #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

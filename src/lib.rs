@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod exclude;
 pub mod fsutil;
 pub mod helper;
 pub mod ids;

@@ -1,0 +1,688 @@
+//! The real thing: Debian's Bacula (director, storage daemon, file daemon, bconsole), set up
+//! privately on 127.0.0.1 under a temp directory, backs up a live cluster with hooks/bacula
+//! as the job's client run-before/after scripts and a second job for the sidecar; then the
+//! cluster is destroyed, both jobs are restored with bconsole, restore-prep puts the copy
+//! back together and the server recovers with every committed row.
+//!
+//! Skips (and passes) when the Bacula programs are missing, unless PGBH_REQUIRE_BACULA is
+//! set (CI sets it; .ci/install-bacula.sh installs them).
+
+mod common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::tool::Tool;
+use common::{Cluster, TestDir};
+
+const PASSWORD: &str = "pgbh-test-secret";
+const DIR_NAME: &str = "pgbh-dir";
+const FD_NAME: &str = "pgbh-fd";
+const MAKE_TABLES: &str = "/usr/share/bacula-director/make_sqlite3_tables";
+const PROGRAMS: &[&str] = &["/usr/sbin/bacula-dir", "/usr/sbin/bacula-sd", "/usr/sbin/bacula-fd", "/usr/sbin/bconsole", "/usr/bin/sqlite3", MAKE_TABLES];
+
+/// True when Bacula is installed; false (with a note) when it is not and may be skipped;
+/// panics when it is not but PGBH_REQUIRE_BACULA is set.
+fn bacula_available() -> bool {
+    let missing: Vec<&str> = PROGRAMS.iter().copied().filter(|p| !Path::new(p).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("PGBH_REQUIRE_BACULA").is_some() {
+        panic!("PGBH_REQUIRE_BACULA is set but Bacula is not installed (missing {:?}): run .ci/install-bacula.sh", missing);
+    }
+    eprintln!("SKIPPED: Bacula is not installed (missing {:?}); run .ci/install-bacula.sh, set PGBH_REQUIRE_BACULA=1 to make this a failure", missing);
+    false
+}
+
+fn hooks_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks")
+}
+
+/// Runs `cmd` with a time limit, returning (exit code, stdout+stderr).
+fn run_limited(cmd: &mut Command, limit: Duration) -> (i32, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {:?}: {}", cmd, e));
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!("{:?} did not finish within {:?}:\n{}{}", cmd, limit, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            }
+            Err(e) => panic!("waiting for {:?}: {}", cmd, e),
+        }
+    }
+    let out = child.wait_with_output().expect("output");
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A private Bacula installation: three daemons on their own ports and a sqlite catalog.
+struct Bacula {
+    root: PathBuf,
+    bconsole_conf: PathBuf,
+    catalog: PathBuf,
+    daemons: Vec<(String, Child)>,
+}
+
+impl Drop for Bacula {
+    fn drop(&mut self) {
+        for (_, child) in self.daemons.iter_mut() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (_, child) in self.daemons.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Bacula {
+    /// Writes the configuration (`resources` are extra director resources: file sets and
+    /// jobs), creates the catalog, starts the daemons and waits until they listen.
+    fn start(base: &Path, resources: &str) -> Bacula {
+        let root = base.join("bacula");
+        for d in ["dir", "sd", "fd", "volumes"] {
+            fs::create_dir_all(root.join(d)).expect("mkdir bacula");
+        }
+        let (dport, sport, fport) = (common::free_port(), common::free_port(), common::free_port());
+        let w = |d: &str| root.join(d).display().to_string();
+
+        // The catalog, per FACTS.md: Debian's script with its directory and name rewritten.
+        let script = fs::read_to_string(MAKE_TABLES).expect("reading make_sqlite3_tables");
+        let script = script.replace("cd /var/lib/bacula", &format!("cd '{}'", w("dir"))).replace("XXX_DBNAME_XXX", "bacula");
+        let script_path = root.join("make_tables.sh");
+        fs::write(&script_path, script).expect("writing make_tables.sh");
+        common::run_checked(Command::new("sh").arg(&script_path));
+        let catalog = root.join("dir/bacula.db");
+        assert!(catalog.exists(), "the catalog was not created");
+
+        let dir_conf = format!(
+            r#"
+Director {{
+  Name = {DIR_NAME}
+  DIRport = {dport}
+  DirAddress = 127.0.0.1
+  QueryFile = "/etc/bacula/scripts/query.sql"
+  WorkingDirectory = "{wd}"
+  PidDirectory = "{wd}"
+  Maximum Concurrent Jobs = 5
+  Password = "{PASSWORD}"
+  Messages = Daemon
+}}
+Catalog {{
+  Name = MyCatalog
+  dbname = "bacula"; dbuser = ""; dbpassword = ""
+}}
+Storage {{
+  Name = File
+  Address = 127.0.0.1
+  SDPort = {sport}
+  Password = "{PASSWORD}"
+  Device = FileStorage
+  Media Type = File
+}}
+Client {{
+  Name = {FD_NAME}
+  Address = 127.0.0.1
+  FDPort = {fport}
+  Catalog = MyCatalog
+  Password = "{PASSWORD}"
+  File Retention = 30 days
+  Job Retention = 6 months
+  AutoPrune = no
+}}
+Pool {{
+  Name = Default
+  Pool Type = Backup
+  Label Format = "pgbh-"
+  Maximum Volume Jobs = 1
+  Recycle = no
+  AutoPrune = no
+  Volume Retention = 365 days
+}}
+Messages {{
+  Name = Standard
+  catalog = all, !skipped, !saved
+  append = "{wd}/log" = all, !skipped
+}}
+Messages {{
+  Name = Daemon
+  append = "{wd}/log" = all, !skipped
+}}
+FileSet {{
+  Name = "RestoreDummy"
+  Include {{ File = /nonexistent }}
+}}
+Job {{
+  Name = "RestoreFiles"
+  Type = Restore
+  Client = {FD_NAME}
+  FileSet = "RestoreDummy"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  Where = "{root}/restore-default"
+}}
+{resources}
+"#,
+            wd = w("dir"),
+            root = root.display()
+        );
+        let sd_conf = format!(
+            r#"
+Storage {{
+  Name = pgbh-sd
+  SDPort = {sport}
+  SDAddress = 127.0.0.1
+  WorkingDirectory = "{wd}"
+  PidDirectory = "{wd}"
+}}
+Director {{
+  Name = {DIR_NAME}
+  Password = "{PASSWORD}"
+}}
+Device {{
+  Name = FileStorage
+  Media Type = File
+  Archive Device = "{vol}"
+  LabelMedia = yes
+  Random Access = yes
+  AutomaticMount = yes
+  RemovableMedia = no
+  AlwaysOpen = no
+}}
+Messages {{
+  Name = Standard
+  director = {DIR_NAME} = all
+}}
+"#,
+            wd = w("sd"),
+            vol = w("volumes")
+        );
+        let fd_conf = format!(
+            r#"
+FileDaemon {{
+  Name = {FD_NAME}
+  FDport = {fport}
+  FDAddress = 127.0.0.1
+  WorkingDirectory = "{wd}"
+  Pid Directory = "{wd}"
+}}
+Director {{
+  Name = {DIR_NAME}
+  Password = "{PASSWORD}"
+}}
+Messages {{
+  Name = Standard
+  director = {DIR_NAME} = all, !skipped, !restored
+}}
+"#,
+            wd = w("fd")
+        );
+        let con_conf = format!("Director {{\n  Name = {DIR_NAME}\n  DIRport = {dport}\n  address = 127.0.0.1\n  Password = \"{PASSWORD}\"\n}}\n");
+        let files = [("bacula-dir.conf", dir_conf), ("bacula-sd.conf", sd_conf), ("bacula-fd.conf", fd_conf), ("bconsole.conf", con_conf)];
+        for (name, text) in &files {
+            fs::write(root.join(name), text).expect("writing a bacula config");
+        }
+        let mut b = Bacula { bconsole_conf: root.join("bconsole.conf"), catalog, root: root.clone(), daemons: Vec::new() };
+        for (prog, conf, port) in [("bacula-sd", "bacula-sd.conf", sport), ("bacula-fd", "bacula-fd.conf", fport), ("bacula-dir", "bacula-dir.conf", dport)] {
+            let conf = root.join(conf);
+            let (code, out) = run_limited(Command::new(format!("/usr/sbin/{}", prog)).arg("-t").arg("-c").arg(&conf), Duration::from_secs(30));
+            assert_eq!(code, 0, "{} -t rejects {}:\n{}", prog, conf.display(), out);
+            let log = fs::File::create(root.join(format!("{}.out", prog))).expect("daemon log");
+            let child = Command::new(format!("/usr/sbin/{}", prog))
+                .arg("-f")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {}", prog, e));
+            b.daemons.push((prog.to_string(), child));
+            common::wait_until(Duration::from_secs(30), &format!("{} to listen on port {}", prog, port), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        }
+        b
+    }
+
+    /// Sends commands to the director with bconsole; returns what it printed.
+    fn console(&self, commands: &str) -> String {
+        let input = self.root.join("bconsole.in");
+        fs::write(&input, format!("{}\nquit\n", commands)).expect("writing bconsole input");
+        let (code, out) = run_limited(Command::new("sh").arg("-c").arg(format!("/usr/sbin/bconsole -n -c '{}' < '{}'", self.bconsole_conf.display(), input.display())), Duration::from_secs(60));
+        assert_eq!(code, 0, "bconsole failed:\n{}", out);
+        out
+    }
+
+    /// One value from the catalog (sqlite3, read-only); empty when there is no row.
+    fn sql(&self, query: &str) -> String {
+        let (code, out) = run_limited(Command::new("/usr/bin/sqlite3").arg("-readonly").arg("-cmd").arg(".timeout 5000").arg(&self.catalog).arg(query), Duration::from_secs(30));
+        assert_eq!(code, 0, "sqlite3 {}: {}", query, out);
+        out.trim().to_string()
+    }
+
+    /// Starts a job with bconsole and returns its JobId.
+    fn run_job(&self, job: &str) -> u32 {
+        let out = self.console(&format!("run job={} yes", job));
+        out.split("JobId=").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("run job={} gave no JobId:\n{}", job, out))
+    }
+
+    /// Waits until the job has ended; returns its JobStatus (T ok, f/E failed, ...).
+    fn wait_job(&self, jobid: u32, limit: Duration) -> String {
+        let mut status = String::new();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            status = self.sql(&format!("select JobStatus from Job where JobId = {}", jobid));
+            if ["T", "E", "e", "f", "A", "W"].contains(&status.as_str()) {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("job {} did not end within {:?} (status {:?}); log:\n{}\n--- director log ---\n{}", jobid, limit, status, self.job_log(jobid), self.dir_log());
+    }
+
+    /// The job's messages as the catalog keeps them (what `list joblog` shows).
+    fn job_log(&self, jobid: u32) -> String {
+        self.sql(&format!("select LogText from Log where JobId = {} order by LogId", jobid))
+    }
+
+    fn dir_log(&self) -> String {
+        fs::read_to_string(self.root.join("dir/log")).unwrap_or_default()
+    }
+
+    /// The unique job name (%j) of a job.
+    fn unique_name(&self, jobid: u32) -> String {
+        self.sql(&format!("select Job from Job where JobId = {}", jobid))
+    }
+
+    /// Restores everything job `jobid` saved under `where_`; returns when the restore job
+    /// has ended successfully.
+    fn restore(&self, jobid: u32, where_: &Path) {
+        let before = self.sql("select coalesce(max(JobId), 0) from Job");
+        let out = self.console(&format!("restore jobid={} client={} where={} all done yes", jobid, FD_NAME, where_.display()));
+        let rid: u32 = self.sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", before)).parse().unwrap_or(0);
+        assert!(rid > 0, "no restore job started:\n{}", out);
+        let status = self.wait_job(rid, Duration::from_secs(120));
+        let log = self.job_log(rid);
+        if status == "T" {
+            return;
+        }
+        // A file that grew while the backup read it is saved with its size from before the
+        // read and its data from the read, and Bacula's restore reports the difference as
+        // an error (attribs.c "File size of restored file ... not correct"). The data is
+        // what was read, which is all WAL replay needs; any other error fails the test.
+        let other: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Error:"))
+            .filter(|l| !(l.contains("File size of restored file") && l.contains("not correct")))
+            .filter(|l| !l.contains(": Error: Bacula "))
+            .collect();
+        assert!(status == "E" && other.is_empty() && log.contains("File size of restored file"), "restore of job {} failed ({}):\n{}", jobid, status, log);
+        eprintln!("restore of job {}: Bacula reports size changes of files that grew during the backup (expected for a live cluster):\n{}", jobid, log.lines().filter(|l| l.contains("not correct")).collect::<Vec<_>>().join("\n"));
+    }
+}
+
+/// The FileSet and jobs for one cluster: `pgdata` (data directory, our hooks, then the
+/// sidecar job queued from the director) and `sidecar`.
+fn job_resources(hooks: &Path, env_file: &Path, bconsole_conf: &Path, queue_log: &Path, datadir: &Path, sidecar: &Path, exclude_block: &str) -> String {
+    let hook = hooks.join("bacula").display().to_string();
+    let env = format!("/usr/bin/env PGBH_ENV_FILE={}", env_file.display());
+    format!(
+        r#"
+FileSet {{
+  Name = "pgdata"
+  Include {{
+{exclude_block}
+    Options {{
+      signature = MD5
+    }}
+    File = "{datadir}"
+  }}
+}}
+FileSet {{
+  Name = "sidecar"
+  Include {{
+    Options {{ signature = MD5 }}
+    File = "{sidecar}"
+  }}
+}}
+Job {{
+  Name = "pgdata"
+  Type = Backup
+  Level = Full
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  ClientRunBeforeJob = "{env} {hook} before %j"
+  ClientRunAfterJob = "{env} {hook} after %j"
+  RunScript {{
+    RunsWhen = After
+    RunsOnSuccess = no
+    RunsOnFailure = yes
+    RunsOnClient = yes
+    Command = "{env} {hook} failed %j"
+  }}
+  RunScript {{
+    RunsWhen = After
+    RunsOnClient = no
+    Command = "{env} PGBH_BCONSOLE=/usr/sbin/bconsole PGBH_BCONSOLE_CONF={bconsole} PGBH_QUEUE_LOG={queue_log} {hook} queue-job sidecar"
+  }}
+}}
+Job {{
+  Name = "sidecar"
+  Type = Backup
+  Level = Full
+  Client = {FD_NAME}
+  FileSet = "sidecar"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+}}
+# The data directory plus a FIFO nobody writes to: the file daemon blocks reading it, so
+# the job is still transferring when the test cancels it.
+FileSet {{
+  Name = "pgdata-fifo"
+  Include {{
+    Options {{
+      signature = MD5
+      readfifo = yes
+    }}
+    File = "{fifo}"
+  }}
+}}
+Job {{
+  Name = "pgdata-cancelled"
+  Type = Backup
+  Level = Full
+  Client = {FD_NAME}
+  FileSet = "pgdata-fifo"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  ClientRunBeforeJob = "{env} {hook} before %j"
+  ClientRunAfterJob = "{env} {hook} after %j"
+  RunScript {{
+    RunsWhen = After
+    RunsOnSuccess = no
+    RunsOnFailure = yes
+    RunsOnClient = yes
+    Command = "{env} {hook} failed %j"
+  }}
+}}
+# The same job whose client work fails after pre succeeded.
+Job {{
+  Name = "pgdata-fails-late"
+  Type = Backup
+  Level = Full
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  ClientRunBeforeJob = "{env} {hook} before %j"
+  ClientRunBeforeJob = "/bin/false"
+  ClientRunAfterJob = "{env} {hook} after %j"
+  RunScript {{
+    RunsWhen = After
+    RunsOnSuccess = no
+    RunsOnFailure = yes
+    RunsOnClient = yes
+    Command = "{env} {hook} failed %j"
+  }}
+}}
+"#,
+        datadir = datadir.display(),
+        sidecar = sidecar.display(),
+        bconsole = bconsole_conf.display(),
+        queue_log = queue_log.display(),
+        fifo = env_file.with_file_name("blocking.fifo").display(),
+    )
+}
+
+/// The environment file the hooks read.
+fn write_env(path: &Path, t: &Tool, nodes: &str) {
+    let text = format!(
+        "# written by tests/bacula.rs\nPGBH_BIN='{}'\nPGBH_SIDECAR_DIR='{}'\nPGBH_RUN_DIR='{}'\nPGBH_NODES='{}'\nPGBH_FAST=true\nPGBH_START_TIMEOUT=60\nPGBH_ARCHIVE_TIMEOUT=60\n",
+        common::bin().display(),
+        t.sidecar.display(),
+        t.run_dir.display(),
+        nodes
+    );
+    fs::write(path, text).expect("writing env file");
+}
+
+fn exclude_block(pgdata: &Path) -> String {
+    let out = Command::new(common::bin()).args(["exclude-list", "--format", "bacula", "--pgdata"]).arg(pgdata).output().expect("exclude-list");
+    assert!(out.status.success(), "exclude-list: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sessions(pg: &Cluster, id: &str) -> i64 {
+    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id)).parse().unwrap_or(-1)
+}
+
+/// A client that keeps inserting one row per transaction; returns the ids it saw committed.
+fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
+    let mut client = pg.client();
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match client.query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[]) {
+                Ok(row) => ids.push(row.get::<_, i64>(0)),
+                Err(e) => panic!("inserter: {}", common::pg_error_text(&e)),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ids
+    })
+}
+
+#[test]
+fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row() {
+    if !bacula_available() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    pg.execute("create table t(id bigserial primary key, at timestamptz not null, pad text); insert into t(at, pad) select clock_timestamp(), repeat('y', 500) from generate_series(1, 20000)");
+    let env_file = dir.path().join("pgbh.env");
+    write_env(&env_file, &t, &format!("default={}", pg.conninfo()));
+    let queue_log = dir.path().join("queue.log");
+    let bconsole_conf = dir.path().join("bacula/bconsole.conf");
+    let resources = job_resources(&hooks_dir(), &env_file, &bconsole_conf, &queue_log, &pg.datadir, &t.sidecar, &exclude_block(&pg.datadir));
+    let bacula = Bacula::start(dir.path(), &resources);
+    eprintln!("bacula up after {:?}", started.elapsed());
+
+    // Back up while a client keeps inserting.
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserter = start_inserter(&pg, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let t_job = Instant::now();
+    let jobid = bacula.run_job("pgdata");
+    let status = bacula.wait_job(jobid, Duration::from_secs(180));
+    let log = bacula.job_log(jobid);
+    assert_eq!(status, "T", "the data job failed:\n{}\n--- director log ---\n{}", log, bacula.dir_log());
+    eprintln!("data job {} done in {:?}\n--- its log ---\n{}", jobid, t_job.elapsed(), log);
+    stop.store(true, Ordering::Relaxed);
+    let committed = inserter.join().expect("inserter");
+    assert!(committed.len() > 50, "the inserter should have been busy during the backup ({} rows)", committed.len());
+    let id = bacula.unique_name(jobid);
+    assert!(id.starts_with("pgdata."), "{}", id);
+
+    // The hook's output is in the job log, and it said what happened.
+    assert!(log.contains("pg-backup-hooks bacula: pre succeeded"), "job log lacks pre's outcome:\n{}", log);
+    assert!(log.contains("pg-backup-hooks bacula: post succeeded"), "job log lacks post's outcome:\n{}", log);
+    assert!(log.contains("node default: backup started at"), "job log lacks pre's output:\n{}", log);
+    assert!(!log.contains("abort --backup-id"), "a successful job must not abort:\n{}", log);
+    assert!(t.backup_dir(&id).join("manifest.json").exists(), "post stored no sidecar for {}", id);
+    assert_eq!(t.manifest(&id)["status"], "complete");
+    common::wait_until(Duration::from_secs(15), "the helper's session to end", || sessions(&pg, &id) == 0);
+
+    // The sidecar job, queued by the director after the data job, ran after it.
+    let mut side_id = 0u32;
+    common::wait_until(Duration::from_secs(60), "the sidecar job to be queued", || {
+        side_id = bacula.sql(&format!("select coalesce(min(JobId), 0) from Job where Name = 'sidecar' and JobId > {}", jobid)).parse().unwrap_or(0);
+        side_id > 0
+    });
+    let side_status = bacula.wait_job(side_id, Duration::from_secs(120));
+    assert_eq!(side_status, "T", "the sidecar job failed:\n{}\n--- queue log ---\n{}", bacula.job_log(side_id), fs::read_to_string(&queue_log).unwrap_or_default());
+    let ended = bacula.sql(&format!("select EndTime <= (select StartTime from Job where JobId = {}) from Job where JobId = {}", side_id, jobid));
+    assert_eq!(ended, "1", "the sidecar job must start after the data job ended");
+
+    // Everything committed is archived; then the cluster is gone.
+    let expected: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
+    let max_id: i64 = pg.query_scalar("select max(id) from t").parse().expect("max");
+    let last_seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
+    common::wait_until(Duration::from_secs(30), "the last WAL segment to be archived", || pg.archived_files().contains(&last_seg));
+    pg.stop("fast");
+    fs::remove_dir_all(&pg.datadir).expect("removing the data directory");
+    fs::remove_dir_all(t.backup_dir(&id)).expect("removing the stored sidecar");
+
+    // Restore both jobs with bconsole, then move the copies into place.
+    let t_restore = Instant::now();
+    let where_data = dir.path().join("restored-data");
+    let where_side = dir.path().join("restored-sidecar");
+    bacula.restore(jobid, &where_data);
+    bacula.restore(side_id, &where_side);
+    eprintln!("both restores done in {:?}", t_restore.elapsed());
+    let rel = |p: &Path| p.strip_prefix("/").expect("absolute").to_path_buf();
+    fs::rename(where_data.join(rel(&pg.datadir)), &pg.datadir).expect("moving the restored data directory into place");
+    let restored_sidecar = where_side.join(rel(&t.sidecar));
+    assert!(restored_sidecar.join(&id).join("manifest.json").exists(), "the sidecar job did not hold backup {}", id);
+
+    // What the exclude list left out is not in the copy; the directories are.
+    assert!(pg.datadir.join("pg_wal").is_dir(), "pg_wal must be restored (empty)");
+    assert_eq!(fs::read_dir(pg.datadir.join("pg_wal")).expect("pg_wal").count(), 0, "pg_wal's contents must have been left out");
+    for gone in ["postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init"] {
+        assert!(!pg.datadir.join(gone).exists(), "{} should not be in the copy", gone);
+    }
+    common::chown_to_server_user(&pg.datadir);
+
+    let prep = t.run(&[
+        "restore-prep",
+        "--backup-id",
+        &id,
+        "--sidecar-dir",
+        &restored_sidecar.display().to_string(),
+        "--pgdata",
+        &pg.datadir.display().to_string(),
+        "--archive-dir",
+        &pg.archive_dir.display().to_string(),
+        "--archive-mode",
+        "off",
+    ]);
+    assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
+    common::chown_to_server_user(&pg.datadir);
+
+    pg.start().unwrap_or_else(|e| panic!("starting the restored cluster: {}", e));
+    common::wait_until(Duration::from_secs(120), "the restored cluster to finish recovery", || {
+        pg.query_opt("select pg_is_in_recovery()").as_deref() == Some("f")
+    });
+    let got: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
+    let got_max: i64 = pg.query_scalar("select max(id) from t").parse().expect("max");
+    assert_eq!((got, got_max), (expected, max_id), "rows lost in the restore");
+    let last = committed.last().copied().unwrap_or(0);
+    assert_eq!(pg.query_scalar(&format!("select count(*) from t where id = {}", last)), "1");
+    assert!(pg.log().contains("redo done") || pg.log().contains("archive recovery complete"), "{}", pg.log());
+    eprintln!("whole bacula round trip: {:?}", started.elapsed());
+}
+
+#[test]
+fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
+    if !bacula_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let a = Cluster::new(dir.path(), "a");
+    let b = Cluster::new(dir.path(), "b");
+    let t = Tool::new(&dir);
+    let env_file = dir.path().join("pgbh.env");
+    // Two nodes; node b is stopped for the first run.
+    write_env(&env_file, &t, &format!("a={};b={}", a.conninfo(), b.conninfo()));
+    let queue_log = dir.path().join("queue.log");
+    let bconsole_conf = dir.path().join("bacula/bconsole.conf");
+    let resources = job_resources(&hooks_dir(), &env_file, &bconsole_conf, &queue_log, &a.datadir, &t.sidecar, &exclude_block(&a.datadir));
+    let bacula = Bacula::start(dir.path(), &resources);
+
+    b.stop("fast");
+    let jobid = bacula.run_job("pgdata");
+    let status = bacula.wait_job(jobid, Duration::from_secs(120));
+    let log = bacula.job_log(jobid);
+    let id = bacula.unique_name(jobid);
+    assert_ne!(status, "T", "a job whose pre failed must fail:\n{}", log);
+    assert!(log.contains("pre failed with exit code 1"), "the job log should carry the hook's exit code:\n{}", log);
+    assert!(log.contains("node b"), "the job log should name the node that failed:\n{}", log);
+    common::wait_until(Duration::from_secs(15), "no backup session on node a", || sessions(&a, &id) == 0);
+    assert!(!t.backup_dir(&id).exists(), "a failed job must store no sidecar");
+    // No sidecar job is queued for a failed data job.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(bacula.sql("select count(*) from Job where Name = 'sidecar'"), "0");
+
+    // pre succeeds, then the client's next run-before script fails: the job fails, and
+    // Bacula 9.6 runs no client-side failure script for a job that failed in its
+    // run-before stage, so the backup stays in progress...
+    b.start().expect("starting b again");
+    let first = bacula.run_job("pgdata-fails-late");
+    let status = bacula.wait_job(first, Duration::from_secs(120));
+    let log = bacula.job_log(first);
+    let first_id = bacula.unique_name(first);
+    assert_ne!(status, "T", "the job should have failed:\n{}", log);
+    assert!(log.contains("pg-backup-hooks bacula: pre succeeded"), "{}", log);
+    let ran_failure_script = log.contains("pg-backup-hooks bacula: abort succeeded");
+    eprintln!("failed in the run-before stage; client failure script ran: {}", ran_failure_script);
+    assert!(!t.backup_dir(&first_id).exists(), "a failed job must store no sidecar");
+    // ...until the next run of the same job discards it before it starts its own.
+    let second = bacula.run_job("pgdata-fails-late");
+    bacula.wait_job(second, Duration::from_secs(120));
+    let log2 = bacula.job_log(second);
+    let second_id = bacula.unique_name(second);
+    if !ran_failure_script {
+        assert!(log2.contains(&format!("aborting leftover backup {}", first_id)), "the next run should discard the leftover:\n{}", log2);
+    }
+    for pg in [&a, &b] {
+        common::wait_until(Duration::from_secs(15), "no session of the first run left", || sessions(pg, &first_id) == 0);
+    }
+    assert_eq!(t.with_run("status", &first_id, &[]).code, 4, "the first run's backup must be gone");
+    t.abort(&second_id).ok();
+
+    // A job cancelled while the file daemon is transferring.
+    let fifo = env_file.with_file_name("blocking.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let jobid = bacula.run_job("pgdata-cancelled");
+    let id = bacula.unique_name(jobid);
+    common::wait_until(Duration::from_secs(60), "pre to have run in the cancelled job", || bacula.job_log(jobid).contains("pre succeeded"));
+    std::thread::sleep(Duration::from_secs(1));
+    bacula.console(&format!("cancel jobid={} yes", jobid));
+    let status = bacula.wait_job(jobid, Duration::from_secs(120));
+    let log = bacula.job_log(jobid);
+    assert_eq!(status, "A", "the job should have been cancelled:\n{}", log);
+    // The client's failure script does run for a cancelled job, but what it prints after
+    // the cancel no longer reaches the job log: judge by the helper's own record.
+    common::wait_until(Duration::from_secs(30), "the cancelled job's failure script to abort the backup", || {
+        let st = t.with_run("status", &id, &[]);
+        st.code == 4 && st.stdout.contains("aborted on request")
+    });
+    for pg in [&a, &b] {
+        common::wait_until(Duration::from_secs(15), "no session left after the cancelled job", || sessions(pg, &id) == 0);
+    }
+    assert!(!t.backup_dir(&id).exists(), "a cancelled job must store no sidecar");
+}
