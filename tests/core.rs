@@ -411,3 +411,16 @@ fn start_timeout_gives_up_and_leaves_no_helper() {
     wait_no_sessions(&pg, "slow");
     drop(hold);
 }
+
+#[test]
+fn abort_stops_each_node_once() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    t.pre("once", &[("default", pg.conninfo())], &[]).ok();
+    t.abort("once").ok();
+    common::wait_until(Duration::from_secs(10), "the helper to end", || !t.run_dir.join("once.sock").exists());
+    let log = std::fs::read_to_string(t.run_dir.join("once.log")).expect("helper log");
+    assert_eq!(log.matches("backup stopped and discarded").count(), 1, "{}", log);
+    assert!(!log.contains("stop while discarding failed"), "{}", log);
+}

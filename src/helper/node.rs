@@ -27,6 +27,8 @@ pub struct NodeState {
     pub failure: Option<String>,
     pub stop: Option<StopResult>,
     pub last_heartbeat: Option<Instant>,
+    /// The backup was stopped and its label thrown away (abort).
+    pub discarded: bool,
 }
 
 /// Warnings found while checking a node; errors end the whole backup.
@@ -186,9 +188,12 @@ impl Node {
     /// Stop and throw away the label (abort). Errors are logged: the session closing ends
     /// the backup anyway.
     pub fn discard(&self) {
-        let st = lock(&self.state).clone();
-        if st.stop.is_some() || st.start_lsn.is_none() || st.failure.is_some() {
-            return;
+        {
+            let mut st = lock(&self.state);
+            if st.stop.is_some() || st.start_lsn.is_none() || st.failure.is_some() || st.discarded {
+                return;
+            }
+            st.discarded = true;
         }
         match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
             Ok(_) => log::info!("node {}: backup stopped and discarded", self.name),
