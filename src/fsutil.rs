@@ -44,6 +44,21 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32
     result
 }
 
+/// Create a new file with `data` and fsync it. For files inside a staging directory that is
+/// itself renamed into place (the directory rename is the atomic step, so no per-file
+/// rename is needed); the caller fsyncs the directory.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).context(|| format!("cannot set mode of {}", path.display()))?;
+    f.sync_all().context(|| format!("cannot fsync {}", path.display()))
+}
+
 pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .context(|| format!("cannot give {} to uid {} gid {}", path.display(), uid, gid))

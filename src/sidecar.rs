@@ -171,12 +171,12 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
         for f in files {
             let nd = stage.join(&f.name);
             fsutil::create_dir_mode(&nd, 0o700)?;
-            fsutil::write_atomic(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600, None)?;
-            fsutil::write_atomic(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600, None)?;
+            fsutil::write_new(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600)?;
+            fsutil::write_new(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600)?;
             fsutil::fsync_dir(&nd)?;
         }
         let json = serde_json::to_vec_pretty(manifest).context(|| "cannot encode manifest")?;
-        fsutil::write_atomic(&stage.join(MANIFEST), &json, 0o600, None)?;
+        fsutil::write_new(&stage.join(MANIFEST), &json, 0o600)?;
         fsutil::fsync_dir(&stage)?;
         // An earlier, incomplete sidecar (archive pending) is moved aside, then removed.
         let old = fsutil::staging_name(&target, "old");
