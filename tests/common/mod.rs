@@ -330,16 +330,8 @@ impl Cluster {
     /// per `opts`, starts it and waits until a client can connect. Panics
     /// with command output / server log on any failure.
     pub fn with_opts(base: &Path, name: &str, opts: ClusterOpts) -> Cluster {
-        let (name, root) = create_unique_dir(base, name);
-        let datadir = root.join("data");
-        let archive_dir = root.join("archive");
-        let socket_dir = root.join("sock");
-        let log_file = root.join("server.log");
-        for dir in [&archive_dir, &socket_dir] {
-            fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        }
-        chown_to_server_user(&root);
-
+        let mut cluster = Cluster::layout(base, name, opts);
+        let datadir = cluster.datadir.clone();
         run_checked(
             pg_command("initdb")
                 .arg("-D")
@@ -353,45 +345,60 @@ impl Cluster {
                     "--locale=C",
                     "-N",
                 ])
-                .args(&opts.initdb_args),
+                .args(&cluster.opts.initdb_args),
         );
 
         let conf_path = datadir.join("postgresql.conf");
         let initdb_conf = fs::read_to_string(&conf_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
-
-        let mut cluster = Cluster {
-            name,
-            root,
-            datadir,
-            archive_dir,
-            port: 0,
-            socket_dir,
-            log_file,
-            opts,
-        };
-
-        // The port can be taken by another process between free_port() and
-        // the server binding it; retry with a new port in that case.
-        const ATTEMPTS: usize = 5;
-        for attempt in 1..=ATTEMPTS {
-            cluster.port = free_port();
-            let conf = format!("{initdb_conf}\n{}", cluster.harness_conf());
-            fs::write(&conf_path, conf)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
-            match cluster.start() {
-                Ok(()) => break,
-                Err(log) if attempt < ATTEMPTS && log.contains("could not bind") => continue,
-                Err(log) => panic!(
-                    "starting cluster {} (port {}) failed:\n{log}",
-                    cluster.root.display(),
-                    cluster.port
-                ),
-            }
-        }
+        cluster.start_on_free_port(&initdb_conf);
         // Make sure TCP connections work before handing the cluster out.
         drop(cluster.client());
         cluster
+    }
+
+    /// The directories of a new cluster under `base`, owned by the server user; not yet
+    /// initialized (port 0).
+    fn layout(base: &Path, name: &str, opts: ClusterOpts) -> Cluster {
+        let (name, root) = create_unique_dir(base, name);
+        let cluster = Cluster {
+            name,
+            datadir: root.join("data"),
+            archive_dir: root.join("archive"),
+            port: 0,
+            socket_dir: root.join("sock"),
+            log_file: root.join("server.log"),
+            opts,
+            root,
+        };
+        for dir in [&cluster.archive_dir, &cluster.socket_dir] {
+            fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        }
+        chown_to_server_user(&cluster.root);
+        cluster
+    }
+
+    /// Writes `base_conf` plus the harness's settings and starts the server. The port can
+    /// be taken by another process between free_port() and the server binding it; retry
+    /// with a new port in that case.
+    fn start_on_free_port(&mut self, base_conf: &str) {
+        let conf_path = self.datadir.join("postgresql.conf");
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            self.port = free_port();
+            let conf = format!("{base_conf}\n{}", self.harness_conf());
+            fs::write(&conf_path, conf)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
+            match self.start() {
+                Ok(()) => return,
+                Err(log) if attempt < ATTEMPTS && log.contains("could not bind") => continue,
+                Err(log) => panic!(
+                    "starting cluster {} (port {}) failed:\n{log}",
+                    self.root.display(),
+                    self.port
+                ),
+            }
+        }
     }
 
     /// The settings the harness appends to postgresql.conf.
@@ -639,37 +646,19 @@ fn create_unique_dir(base: &Path, name: &str) -> (String, PathBuf) {
 /// started. It keeps the primary's settings but its own port, socket directory and
 /// archive directory (archive_mode = on: a standby then archives nothing itself).
 pub fn standby_of(primary: &Cluster, base: &Path, name: &str) -> Cluster {
-    let (name, root) = create_unique_dir(base, name);
-    let datadir = root.join("data");
-    let archive_dir = root.join("archive");
-    let socket_dir = root.join("sock");
-    let log_file = root.join("server.log");
-    for dir in [&archive_dir, &socket_dir] {
-        fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    }
-    chown_to_server_user(&root);
+    let mut standby = Cluster::layout(base, name, primary.opts.clone());
     let own = bindir().join("pg_basebackup");
     let basebackup = if own.exists() { own } else { PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup") };
     run_checked(
         server_command(&basebackup)
             .arg("-D")
-            .arg(&datadir)
+            .arg(&standby.datadir)
             .args(["-h", "127.0.0.1", "-U", "postgres", "-R", "-c", "fast", "-X", "stream", "-p"])
             .arg(primary.port.to_string()),
     );
-    let mut standby = Cluster { name, root, datadir, archive_dir, port: 0, socket_dir, log_file, opts: primary.opts.clone() };
     let conf_path = standby.datadir.join("postgresql.conf");
     let base_conf = fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
-    for attempt in 1..=5 {
-        standby.port = free_port();
-        fs::write(&conf_path, format!("{base_conf}\n{}", standby.harness_conf()))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
-        match standby.start() {
-            Ok(()) => break,
-            Err(log) if attempt < 5 && log.contains("could not bind") => continue,
-            Err(log) => panic!("starting standby {} failed:\n{log}", standby.root.display()),
-        }
-    }
+    standby.start_on_free_port(&base_conf);
     drop(standby.client());
     standby
 }
