@@ -141,6 +141,20 @@ impl Tool {
     }
 }
 
+/// A failed test must not leave a helper holding a backup for a day: abort whatever is
+/// still running in this test's run directory.
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".sock") {
+                let _ = self.abort(id);
+            }
+        }
+    }
+}
+
 /// A label line's value: `label_field(text, "LABEL")`.
 pub fn label_field(label: &str, key: &str) -> String {
     let prefix = format!("{}: ", key);
