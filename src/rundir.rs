@@ -125,12 +125,28 @@ impl RunDir {
         Err(Error::new(format!("cannot lock {}: it keeps being replaced", p.display())))
     }
 
+    /// Take the lock, waiting up to `patience` while it is contended. Another command's
+    /// liveness probe (`helper_alive`) holds the lock for an instant; a live helper holds
+    /// it for good, so only a lock still held after `patience` means "in use".
+    pub fn lock_with_patience(&self, id: &str, patience: std::time::Duration) -> Result<Option<File>> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            if let Some(f) = self.try_lock(id)? {
+                return Ok(Some(f));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Is a live helper holding this id's lock?
     pub fn helper_alive(&self, id: &str) -> bool {
         if !self.path(id, "lock").exists() {
             return false;
         }
-        matches!(self.try_lock(id), Ok(None))
+        matches!(self.lock_with_patience(id, std::time::Duration::from_millis(200)), Ok(None))
     }
 
     pub fn marker(&self, id: &str) -> Option<Marker> {

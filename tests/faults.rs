@@ -23,15 +23,22 @@ fn two_pres_racing_for_one_id_exactly_one_wins() {
     let pg = Cluster::new(dir.path(), "pg");
     let t = Arc::new(Tool::new(&dir));
     let ci = pg.conninfo();
-    let hs: Vec<_> = (0..4)
+    let hs: Vec<_> = (0..6)
         .map(|_| {
             let t = t.clone();
             let ci = ci.clone();
-            std::thread::spawn(move || t.pre("race", &[("default", ci)], &[]).code)
+            std::thread::spawn(move || {
+                let r = t.pre("race", &[("default", ci)], &[]);
+                (r.code, r.stderr)
+            })
         })
         .collect();
-    let codes: Vec<i32> = hs.into_iter().map(|h| h.join().expect("thread")).collect();
-    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "exactly one pre wins: {:?}", codes);
+    let results: Vec<(i32, String)> = hs.into_iter().map(|h| h.join().expect("thread")).collect();
+    assert_eq!(results.iter().filter(|(c, _)| *c == 0).count(), 1, "exactly one pre wins: {:?}", results);
+    for (code, stderr) in results.iter().filter(|(c, _)| *c != 0) {
+        assert_eq!(*code, 1);
+        assert!(stderr.contains("already in progress"), "a loser says why: {}", stderr);
+    }
     assert_eq!(sessions(&pg, "race"), "1");
     t.post("race").ok();
 }

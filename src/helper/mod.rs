@@ -122,7 +122,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     }
     let run = RunDir::open(Some(run_dir), true)?;
     let id = cfg.backup_id.clone();
-    let Some(lock) = run.try_lock(&id)? else {
+    let Some(lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
         return Err(Error::new(format!("a backup with id {} is already in progress (its helper holds {})", id, run.path(&id, "lock").display())));
     };
     log::info!("helper {} for backup {} starting: {} node(s)", std::process::id(), id, cfg.nodes.len());
