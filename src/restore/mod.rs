@@ -160,9 +160,12 @@ pub fn prepare(o: &Options) -> Result<Plan> {
 
     let mut files = Vec::new();
     if !map.is_empty() {
-        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() } });
+        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() }, keep: None });
     }
     files.push(install::label_write(&pgdata, &c.label_text));
+    // Only once the label is in place: the server then reads the label's checkpoint, and
+    // without the label it finds none (issue 7: backup_label deleted after restore-prep).
+    files.push(install::control_write(&pgdata)?);
     files.extend(rec.writes);
     let writes = files
         .iter()
