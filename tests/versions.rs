@@ -471,19 +471,35 @@ fn round_trip_restore_point_on_this_major() {
 
 /// Issue 7 case 17: backup_label deleted after restore-prep. The server must refuse to
 /// start (restore-prep invalidated pg_control's checkpoint) instead of running crash recovery
-/// from the copy's own checkpoint; running restore-prep again puts the label back.
+/// from the copy's own checkpoint, even with the WAL in pg_wal; running restore-prep again
+/// puts the label back (and empties pg_wal again).
 #[test]
 fn deleted_backup_label_refuses_to_start_on_this_major() {
     let r = backed_up_and_restored();
     let out = r.prep(&[]);
     assert!(out.status.success(), "restore-prep: {}", String::from_utf8_lossy(&out.stderr));
     fs::remove_file(r.pg.datadir.join("backup_label")).expect("deleting backup_label");
+    // restore-prep emptied pg_wal, and without a label the checkpoint is read from pg_wal
+    // only: that alone already stops the server. Put the WAL there (as someone "fixing"
+    // the first failure would, or a copy that kept its pg_wal), so that only the invalidated
+    // checkpoint location can stop it.
+    for f in r.pg.archived_files() {
+        if f.len() == 24 {
+            let to = r.pg.datadir.join("pg_wal").join(&f);
+            fs::copy(r.pg.archive_dir.join(&f), &to).expect("copying WAL into pg_wal");
+            common::chown_to_server_user(&to);
+        }
+    }
 
     let started = r.pg.start();
     // pg_ctl -w returns once the postmaster is gone; give a racing exit a moment anyway.
-    common::wait_until(std::time::Duration::from_secs(30), "the server to exit", || !r.pg.is_running());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while r.pg.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let log = r.pg.log();
     eprintln!("--- server log of the start without backup_label on {} ---\n{log}", r.major);
+    assert!(!r.pg.is_running(), "the server runs without backup_label on {}:\n{log}", r.major);
     assert!(started.is_err(), "pg_ctl start succeeded without backup_label on {}:\n{log}", r.major);
     // "LOG: invalid primary checkpoint link in control file" (10-14) or "invalid checkpoint
     // location" (15+), then "PANIC: could not locate a valid checkpoint record".
