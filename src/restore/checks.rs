@@ -302,11 +302,11 @@ pub fn run(r: &Request) -> Result<Checked> {
         warnings.push("backup taken from a standby: only checked that the copy's checkpoint is not before the backup's".into());
     }
     passed.push(format!(
-        "the copy belongs to this backup (checkpoint {}{} lies between {} and {})",
+        "the copy belongs to this backup (checkpoint {} lies between {} and {}){}",
         ck,
-        if invalidated { ", kept in pg_control's location invalidated by an earlier run," } else { "" },
         label.checkpoint_lsn,
-        node.stop_lsn
+        node.stop_lsn,
+        if invalidated { "; pg_control's checkpoint location was already invalidated by an earlier run" } else { "" }
     ));
 
     let existing = pgdata.join("backup_label");
