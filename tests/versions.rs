@@ -190,3 +190,331 @@ fn abort_ends_the_backup_on_this_major() {
         pg.query_scalar("select count(*) from pg_stat_activity where application_name like 'pg-backup-hooks%'") == "0"
     });
 }
+
+// ---------------------------------------------------------------- round trips (issues 5 and 7)
+
+/// Our binary, copied into the test directory so that the server user (which runs
+/// restore_command, and so `pg-backup-hooks wal-restore`) can execute it.
+fn install_bin(dir: &TestDir) -> PathBuf {
+    let bindir = dir.path().join("bin");
+    fs::create_dir_all(&bindir).expect("mkdir bin");
+    let exe = bindir.join("pg-backup-hooks");
+    fs::copy(common::bin(), &exe).expect("copying pg-backup-hooks");
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    fs::set_permissions(&bindir, fs::Permissions::from_mode(0o755)).expect("chmod bin");
+    exe
+}
+
+fn run_exe(exe: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGBH_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {} {:?}: {e}", exe.display(), args));
+    eprintln!(
+        "$ pg-backup-hooks {}\n{}{}[{}]",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    out
+}
+
+fn exe_ok(exe: &Path, args: &[&str]) -> String {
+    let out = run_exe(exe, args);
+    assert!(out.status.success(), "{args:?} failed with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tar_create(dir: &Path, tarfile: &Path) {
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(dir.parent().unwrap())
+        .args(["--warning=no-file-changed", "--warning=no-file-removed", "--warning=no-file-shrank", "-cf"])
+        .arg(tarfile)
+        .arg(dir.file_name().unwrap())
+        .output()
+        .expect("running tar");
+    // 1: "some files differ", expected from a live copy.
+    assert!(matches!(o.status.code(), Some(0) | Some(1)), "tar failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Stop the cluster, delete its data directory and untar the copy in its place.
+fn restore_copy(pg: &Cluster, tarfile: &Path) {
+    pg.stop("fast");
+    fs::remove_dir_all(&pg.datadir).expect("removing the data directory");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(pg.datadir.parent().unwrap())
+        .args(["--same-owner", "-xpf"])
+        .arg(tarfile)
+        .output()
+        .expect("running tar");
+    assert!(o.status.success(), "untar failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// pg_switch_wal() and wait until that segment is completely in the archive.
+fn switch_and_wait(pg: &Cluster) {
+    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
+    let p = pg.archive_dir.join(&seg);
+    common::wait_until(std::time::Duration::from_secs(60), &format!("{seg} archived"), || {
+        fs::metadata(&p).is_ok_and(|m| m.len() == 16 * 1024 * 1024)
+    });
+}
+
+/// Start a restored copy and wait until pg_is_in_recovery() is false; judged by the query
+/// and the log, not by pg_ctl's exit status.
+fn start_and_wait_promoted(pg: &Cluster) {
+    let _ = pg.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Ok(mut c) = postgres::Client::connect(&pg.conninfo(), postgres::NoTls) {
+            if let Ok(row) = c.query_one("select pg_is_in_recovery()", &[]) {
+                if !row.get::<_, bool>(0) {
+                    return;
+                }
+            }
+        }
+        let log = pg.log();
+        if std::time::Instant::now() > deadline || ((log.contains("FATAL") || log.contains("PANIC")) && !pg.is_running()) {
+            panic!("restored server did not leave recovery:\n{log}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The checkpoint location in a pg_control file (u64 at offset 32, native order).
+fn control_checkpoint(pgdata: &Path) -> u64 {
+    let b = fs::read(pgdata.join("global/pg_control")).expect("reading pg_control");
+    u64::from_ne_bytes(b[32..40].try_into().unwrap())
+}
+
+struct Restored {
+    dir: TestDir,
+    pg: Cluster,
+    exe: PathBuf,
+    sidecar: PathBuf,
+    major: i32,
+    /// Rows committed before pre returned, before post was called, when post returned, in all.
+    before_pre_returned: u64,
+    before_post: u64,
+    after_post: u64,
+    total: u64,
+}
+
+impl Restored {
+    fn prep_args(&self, id: &str) -> Vec<String> {
+        [
+            "restore-prep",
+            "--backup-id",
+            id,
+            "--sidecar-dir",
+            self.sidecar.to_str().unwrap(),
+            "--pgdata",
+            self.pg.datadir.to_str().unwrap(),
+            "--archive-dir",
+            self.pg.archive_dir.to_str().unwrap(),
+            "--archive-mode",
+            "off",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn prep(&self, extra: &[&str]) -> Output {
+        let mut a = self.prep_args("rt");
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_exe(&self.exe, &refs)
+    }
+
+    fn rows(&self) -> (u64, u64) {
+        let rows: u64 = self.pg.query_scalar("select count(*) from t").parse().unwrap();
+        let max: u64 = self.pg.query_scalar("select coalesce(max(id), 0) from t").parse().unwrap();
+        (rows, max)
+    }
+}
+
+/// Back up a cluster with pre --fast / tar (while another thread keeps committing rows) /
+/// post, commit more, switch WAL and wait for the archive, then stop the cluster and put the
+/// tar copy in place of its data directory. Nothing is prepared yet.
+fn backed_up_and_restored() -> Restored {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let pg = Cluster::new(dir.path(), "pg");
+    let major = pg.query_scalar("show server_version_num").parse::<i32>().unwrap() / 10000;
+    let run = run_dir(&dir);
+    let sidecar = dir.mkdir("sidecar");
+    pg.execute("create table t (id bigint primary key, at timestamptz default now())");
+
+    let committed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserter = {
+        let (committed, stop, conninfo) = (committed.clone(), stop.clone(), pg.conninfo());
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).expect("inserter connects");
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                c.execute("insert into t (id) values ($1)", &[&(n as i64)]).expect("insert");
+                committed.store(n, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_more = |than: u64, what: &str| {
+        common::wait_until(std::time::Duration::from_secs(20), what, || committed.load(Ordering::SeqCst) > than + 50)
+    };
+    wait_more(0, "first commits");
+    let node = format!("default={}", pg.conninfo());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    exe_ok(&exe, &["pre", "--backup-id", "rt", "--fast", "--node", &node, "--sidecar-dir", &s(&sidecar), "--run-dir", &s(&run)]);
+    let before_pre_returned = committed.load(Ordering::SeqCst);
+    let tarfile = dir.path().join("rt.tar");
+    tar_create(&pg.datadir, &tarfile);
+    wait_more(before_pre_returned, "commits during the copy");
+    let before_post = committed.load(Ordering::SeqCst);
+    exe_ok(&exe, &["post", "--backup-id", "rt", "--run-dir", &s(&run), "--archive-timeout", "60"]);
+    let after_post = committed.load(Ordering::SeqCst);
+    wait_more(after_post, "commits after post");
+    stop.store(true, Ordering::SeqCst);
+    inserter.join().expect("inserter thread");
+    let total = committed.load(Ordering::SeqCst);
+    assert_eq!(pg.query_scalar("select count(*) from t"), total.to_string());
+    switch_and_wait(&pg);
+    restore_copy(&pg, &tarfile);
+    Restored { dir, pg, exe, sidecar, major, before_pre_returned, before_post, after_post, total }
+}
+
+fn round_trip(target: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let r = backed_up_and_restored();
+    let control = r.pg.datadir.join("global/pg_control");
+    let (mode, uid, gid) = {
+        let m = fs::metadata(&control).unwrap();
+        (m.mode(), m.uid(), m.gid())
+    };
+    let checkpoint_in_copy = control_checkpoint(&r.pg.datadir);
+
+    let out = r.prep(&["--target", target]);
+    assert!(out.status.success(), "restore-prep on {}: {}", r.major, String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("wrote backup_label"), "{stdout}");
+    let recovery_file = if r.major >= 12 { "recovery.signal" } else { "recovery.conf" };
+    assert!(r.pg.datadir.join(recovery_file).exists(), "no {recovery_file} on {}", r.major);
+    assert_eq!(r.pg.datadir.join("recovery.conf").exists(), r.major < 12, "recovery.conf only before 12");
+
+    // pg_control: the checkpoint location is now invalid (issue 7), same size, owner, mode.
+    let m = fs::metadata(&control).unwrap();
+    assert_eq!((m.len(), m.mode(), m.uid(), m.gid()), (8192, mode, uid, gid), "pg_control size/mode/owner changed");
+    let invalid = control_checkpoint(&r.pg.datadir);
+    assert_eq!(invalid, checkpoint_in_copy | 0xFFFF_0000_0000_0000, "checkpoint location {invalid:X} not invalidated");
+
+    // A second run changes nothing.
+    let before: Vec<(PathBuf, Vec<u8>)> = ["global/pg_control", "backup_label", "postgresql.auto.conf", recovery_file]
+        .iter()
+        .map(|f| (r.pg.datadir.join(f), fs::read(r.pg.datadir.join(f)).unwrap()))
+        .collect();
+    let again = r.prep(&["--target", target]);
+    assert!(again.status.success(), "second restore-prep: {}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already prepared: nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
+    for (p, b) in &before {
+        assert_eq!(&fs::read(p).unwrap(), b, "second run changed {}", p.display());
+    }
+
+    start_and_wait_promoted(&r.pg);
+    let (rows, max) = r.rows();
+    let log = r.pg.log();
+    eprintln!("PostgreSQL {} target {target}: {rows} rows restored; committed {} before pre returned, {} before post, {} after post, {} in all", r.major, r.before_pre_returned, r.before_post, r.after_post, r.total);
+    assert_eq!(rows, max, "rows are missing in the middle");
+    match target {
+        "latest" => assert_eq!(rows, r.total, "every committed row must be restored with target latest"),
+        "backup-end" => {
+            assert!(rows >= r.before_pre_returned, "{rows} rows restored, {} committed before pre returned", r.before_pre_returned);
+            assert!(rows <= r.after_post, "{rows} rows restored, only {} committed when post returned", r.after_post);
+            assert!(log.contains("recovery stopping after reaching consistency"), "{log}");
+        }
+        "restore-point" => {
+            assert!(rows >= r.before_post, "{rows} rows restored, {} committed before post", r.before_post);
+            assert!(rows <= r.after_post, "{rows} rows restored, only {} committed when post returned", r.after_post);
+            assert!(log.contains("recovery stopping at restore point \"rt\""), "{log}");
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(r.pg.query_scalar("select current_setting('archive_mode')"), "off");
+    assert!(!r.pg.datadir.join("backup_label").exists(), "the server consumes backup_label");
+    // The restored server takes new writes and checkpoints.
+    r.pg.execute("insert into t (id) values (-1); checkpoint;");
+    let _ = &r.dir;
+}
+
+#[test]
+fn round_trip_latest_on_this_major() {
+    round_trip("latest");
+}
+
+#[test]
+fn round_trip_backup_end_on_this_major() {
+    round_trip("backup-end");
+}
+
+#[test]
+fn round_trip_restore_point_on_this_major() {
+    round_trip("restore-point");
+}
+
+/// Issue 7 case 17: backup_label deleted after restore-prep. The server must refuse to
+/// start (restore-prep invalidated pg_control's checkpoint) instead of running crash recovery
+/// from the copy's own checkpoint, even with the WAL in pg_wal; running restore-prep again
+/// puts the label back (and empties pg_wal again).
+#[test]
+fn deleted_backup_label_refuses_to_start_on_this_major() {
+    let r = backed_up_and_restored();
+    let out = r.prep(&[]);
+    assert!(out.status.success(), "restore-prep: {}", String::from_utf8_lossy(&out.stderr));
+    fs::remove_file(r.pg.datadir.join("backup_label")).expect("deleting backup_label");
+    // restore-prep emptied pg_wal, and without a label the checkpoint is read from pg_wal
+    // only: that alone already stops the server. Put the WAL there (as someone "fixing"
+    // the first failure would, or a copy that kept its pg_wal), so that only the invalidated
+    // checkpoint location can stop it.
+    for f in r.pg.archived_files() {
+        if f.len() == 24 {
+            let to = r.pg.datadir.join("pg_wal").join(&f);
+            fs::copy(r.pg.archive_dir.join(&f), &to).expect("copying WAL into pg_wal");
+            common::chown_to_server_user(&to);
+        }
+    }
+
+    let started = r.pg.start();
+    // pg_ctl -w returns once the postmaster is gone; give a racing exit a moment anyway.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while r.pg.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = r.pg.log();
+    eprintln!("--- server log of the start without backup_label on {} ---\n{log}", r.major);
+    assert!(!r.pg.is_running(), "the server runs without backup_label on {}:\n{log}", r.major);
+    assert!(started.is_err(), "pg_ctl start succeeded without backup_label on {}:\n{log}", r.major);
+    // "LOG: invalid primary checkpoint link in control file" (10-14) or "invalid checkpoint
+    // location" (15+), then "PANIC: could not locate a valid checkpoint record".
+    let says = |f: &dyn Fn(&str) -> bool| log.lines().any(f);
+    assert!(says(&|l| l.contains("invalid") && l.contains("checkpoint")), "log on {} names no invalid checkpoint:\n{log}", r.major);
+    assert!(says(&|l| (l.contains("PANIC") || l.contains("FATAL")) && l.contains("checkpoint")), "no PANIC/FATAL about the checkpoint on {}:\n{log}", r.major);
+    assert!(!log.contains("redo starts"), "the server replayed WAL without its label:\n{log}");
+    assert!(postgres::Client::connect(&r.pg.conninfo(), postgres::NoTls).is_err(), "the server accepts connections");
+
+    // The remedy: restore-prep again (the copy was not modified by the failed start).
+    let out = r.prep(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "restore-prep after the label was deleted: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("wrote backup_label"), "{stdout}");
+    start_and_wait_promoted(&r.pg);
+    let (rows, max) = r.rows();
+    assert_eq!((rows, max), (r.total, r.total), "every committed row after restore-prep put the label back");
+}

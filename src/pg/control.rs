@@ -5,6 +5,9 @@
 //! system_identifier u64 @0, pg_control_version u32 @8, catalog_version_no u32 @12,
 //! state u32 @16, checkPoint u64 @32, and the CRC-32C of every byte before it at an offset
 //! that depends on the control-file version (288 on 10 and 12-17, 280 on 11, 292 on 18).
+//! PostgreSQL 10 also has prevCheckPoint u64 @40 (11 removed it).
+//!
+//! restore-prep also writes it: see [`invalidate`].
 
 use std::path::Path;
 
@@ -97,6 +100,52 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<ControlFile, String> {
     })
 }
 
+/// restore-prep's invalid checkpoint location: the copy's checkpoint with the top 16 bits set.
+/// It is a well-formed location (PostgreSQL 15+ refuses to start at all, label or not, when
+/// pg_control's checkpoint has an impossible page offset), but in a WAL segment that can never
+/// exist (2^64 - 2^48 bytes of WAL), so a server started without backup_label cannot read a
+/// checkpoint record there and stops ("could not locate a valid checkpoint record") instead
+/// of running crash recovery from the copy's own checkpoint. With backup_label the server
+/// reads the label's checkpoint and overwrites this field. The original location is kept in
+/// the low 48 bits, so a rerun of restore-prep can still check that the copy belongs to the
+/// backup.
+pub const INVALIDATED_BITS: u64 = 0xFFFF_0000_0000_0000;
+
+/// Was this checkpoint location written by [`invalidate`]?
+pub fn is_invalidated(checkpoint: Lsn) -> bool {
+    checkpoint.0 & INVALIDATED_BITS == INVALIDATED_BITS
+}
+
+/// The copy's own checkpoint location, whether or not [`invalidate`] changed it.
+pub fn original_checkpoint(checkpoint: Lsn) -> Lsn {
+    if is_invalidated(checkpoint) {
+        Lsn(checkpoint.0 & !INVALIDATED_BITS)
+    } else {
+        checkpoint
+    }
+}
+
+/// The bytes of a pg_control file whose checkpoint location (and on PostgreSQL 10 the
+/// previous checkpoint's too, which 10 falls back to) is invalid, with a correct CRC. Every
+/// other byte is unchanged; applying it twice gives the same bytes.
+pub fn invalidate(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let c = parse(bytes)?;
+    let off = crc_offset(c.pg_control_version).ok_or("unknown pg_control version")?;
+    let mut out = bytes.to_vec();
+    let mut fields = vec![32usize];
+    if c.pg_control_version == 1002 {
+        // PostgreSQL 10: prevCheckPoint u64 @40, tried when checkPoint cannot be read.
+        fields.push(40);
+    }
+    for f in fields {
+        let v = u64_at(&out, f) | INVALIDATED_BITS;
+        out[f..f + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+    let crc = crc32c::crc32c(&out[..off]);
+    out[off..off + 4].copy_from_slice(&crc.to_ne_bytes());
+    Ok(out)
+}
+
 /// Read `<pgdata>/global/pg_control`.
 pub fn read(pgdata: &Path) -> Result<ControlFile> {
     let p = pgdata.join(CONTROL_FILE);
@@ -134,6 +183,28 @@ mod tests {
             assert_eq!(c.pg_control_version, v);
             assert_eq!(c.checkpoint.to_string(), "1/9000060");
             assert_eq!(state_name(c.state), "in production");
+        }
+    }
+
+    #[test]
+    fn invalidate_keeps_the_crc_right_and_is_idempotent() {
+        for v in [1002, 1100, 1201, 1300, 1700, 1800] {
+            let mut b = sample(v);
+            b[40..48].copy_from_slice(&0x1_0800_0028u64.to_ne_bytes());
+            let off = crc_offset(v).unwrap();
+            let crc = crc32c::crc32c(&b[..off]);
+            b[off..off + 4].copy_from_slice(&crc.to_ne_bytes());
+            assert!(!is_invalidated(parse(&b).unwrap().checkpoint));
+            let once = invalidate(&b).unwrap();
+            assert_eq!(once.len(), 8192);
+            let c = parse(&once).unwrap();
+            assert!(is_invalidated(c.checkpoint));
+            assert_eq!(c.checkpoint.to_string(), "FFFF0001/9000060");
+            assert_eq!(original_checkpoint(c.checkpoint).to_string(), "1/9000060");
+            assert_eq!(u64_at(&once, 40) == 0xFFFF_0001_0800_0028, v == 1002, "prevCheckPoint only on 10");
+            assert_eq!(invalidate(&once).unwrap(), once);
+            let diff: Vec<usize> = (0..8192).filter(|&i| once[i] != b[i]).collect();
+            assert!(diff.iter().all(|&i| (32..48).contains(&i) || (off..off + 4).contains(&i)), "{v}: changed {diff:?}");
         }
     }
 

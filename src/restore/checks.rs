@@ -281,7 +281,10 @@ pub fn run(r: &Request) -> Result<Checked> {
     let spcmap_text = fs::read_to_string(&spcmap_path).map_err(|e| Error::new(format!("cannot read {}: {}", spcmap_path.display(), e)))?;
 
     // The label belongs to this copy: the copy's last checkpoint lies within the backup.
-    let ck = control.checkpoint;
+    // An earlier restore-prep run may have invalidated the checkpoint location already; it
+    // keeps the copy's own (see control::invalidate).
+    let invalidated = control::is_invalidated(control.checkpoint);
+    let ck = control::original_checkpoint(control.checkpoint);
     let too_late = !node.from_standby && ck >= node.stop_lsn;
     if ck < label.checkpoint_lsn || too_late {
         return Err(Error::new(format!(
@@ -299,8 +302,11 @@ pub fn run(r: &Request) -> Result<Checked> {
         warnings.push("backup taken from a standby: only checked that the copy's checkpoint is not before the backup's".into());
     }
     passed.push(format!(
-        "the copy belongs to this backup (checkpoint {} lies between {} and {})",
-        ck, label.checkpoint_lsn, node.stop_lsn
+        "the copy belongs to this backup (checkpoint {} lies between {} and {}){}",
+        ck,
+        label.checkpoint_lsn,
+        node.stop_lsn,
+        if invalidated { "; pg_control's checkpoint location was already invalidated by an earlier run" } else { "" }
     ));
 
     let existing = pgdata.join("backup_label");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::pg::control;
 use crate::restore::recovery::FileWrite;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -123,21 +124,42 @@ pub fn unchanged(w: &FileWrite) -> bool {
     fs::read(&w.path).map(|b| b == w.data).unwrap_or(false)
 }
 
-/// Write each file atomically (0600, owned by the data directory's owner), in order.
+/// Write each file atomically (0600 unless it says otherwise, owned by the data directory's
+/// owner), in order.
 pub fn write_all(writes: &[FileWrite], owner: (u32, u32)) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for w in writes {
         if unchanged(w) {
             continue;
         }
-        fsutil::write_atomic(&w.path, &w.data, 0o600, Some(owner))?;
+        let (mode, owner) = w.keep.unwrap_or((0o600, owner));
+        fsutil::write_atomic(&w.path, &w.data, mode, Some(owner))?;
         done.push(w.path.clone());
     }
     Ok(done)
 }
 
 pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
-    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "the label from the sidecar".into() }
+    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "the label from the sidecar".into(), keep: None }
+}
+
+/// global/pg_control with its checkpoint location made invalid ([`control::invalidate`]), so
+/// that a server started without backup_label refuses to start instead of running crash
+/// recovery from the copy's own checkpoint. Same size, mode and owner as the copy's.
+pub fn control_write(pgdata: &Path) -> Result<FileWrite> {
+    use std::os::unix::fs::MetadataExt;
+    let p = pgdata.join(control::CONTROL_FILE);
+    let bytes = fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    let m = fs::metadata(&p).map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
+    let data = control::invalidate(&bytes).map_err(|why| {
+        Error::new(format!("{} cannot be used: {}; restore the data directory again from the backup", p.display(), why))
+    })?;
+    Ok(FileWrite {
+        path: p,
+        data,
+        what: "checkpoint location invalidated: the server refuses to start without backup_label".into(),
+        keep: Some((m.mode() & 0o7777, (m.uid(), m.gid()))),
+    })
 }
 
 #[cfg(test)]

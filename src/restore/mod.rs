@@ -5,10 +5,12 @@
 //! also the dry run); `apply` then makes the changes in a crash-safe order:
 //! 1. remove what must not survive (stale pid file, copied WAL, temporary files...);
 //! 2. write tablespace_map and backup_label;
-//! 3. write the recovery settings, and last the file that starts recovery (recovery.signal,
+//! 3. invalidate pg_control's checkpoint location, so that the directory refuses to start if
+//!    the label is ever deleted (see pg::control::invalidate);
+//! 4. write the recovery settings, and last the file that starts recovery (recovery.signal,
 //!    or recovery.conf before 12).
 //!
-//! Interrupted before step 3, a server started on the directory finds a label but no signal
+//! Interrupted before step 4, a server started on the directory finds a label but no signal
 //! and refuses to start (it cannot find the checkpoint in the emptied pg_wal) instead of
 //! silently starting from the copy's later checkpoint. Running restore-prep again finishes.
 
@@ -160,9 +162,12 @@ pub fn prepare(o: &Options) -> Result<Plan> {
 
     let mut files = Vec::new();
     if !map.is_empty() {
-        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() } });
+        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() }, keep: None });
     }
     files.push(install::label_write(&pgdata, &c.label_text));
+    // Only once the label is in place: the server then reads the label's checkpoint, and
+    // without the label it finds none (issue 7: backup_label deleted after restore-prep).
+    files.push(install::control_write(&pgdata)?);
     files.extend(rec.writes);
     let writes = files
         .iter()

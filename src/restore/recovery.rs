@@ -142,6 +142,9 @@ pub struct FileWrite {
     pub path: PathBuf,
     pub data: Vec<u8>,
     pub what: String,
+    /// Mode and owner (uid, gid) to keep; None: 0600 and the data directory's owner.
+    /// (pg_control keeps its own, whose mode may be 0640.)
+    pub keep: Option<(u32, (u32, u32))>,
 }
 
 pub struct RecoveryPlan {
@@ -177,6 +180,7 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
             path: auto_path,
             data: autoconf::set(&auto_text, &auto_settings).into_bytes(),
             what: "recovery settings".into(),
+            keep: None,
         });
     }
     if pre12 {
@@ -184,7 +188,7 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
         for (k, v) in &recovery {
             text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.conf"), data: text.into_bytes(), what: "recovery settings; starts archive recovery".into() });
+        writes.push(FileWrite { path: pgdata.join("recovery.conf"), data: text.into_bytes(), what: "recovery settings; starts archive recovery".into(), keep: None });
     } else {
         for f in ["standby.signal", "recovery.conf"] {
             let p = pgdata.join(f);
@@ -192,7 +196,7 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
                 removes.push(p);
             }
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.signal"), data: Vec::new(), what: "starts archive recovery".into() });
+        writes.push(FileWrite { path: pgdata.join("recovery.signal"), data: Vec::new(), what: "starts archive recovery".into(), keep: None });
     }
     Ok(RecoveryPlan { writes, removes })
 }
