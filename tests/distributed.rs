@@ -111,3 +111,104 @@ fn a_node_that_refuses_to_start_gets_the_started_ones_stopped_and_discarded() {
     assert_eq!(a.query_scalar("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks refuse'"), "0");
     assert!(!t.run_dir.join("refuse.sock").exists());
 }
+
+/// Coordinator and two workers under write load, backed up in one backup, lost, restored
+/// with restore-prep per node: each node replays to exactly the backup's restore point.
+#[test]
+fn three_nodes_restore_to_the_same_restore_point() {
+    use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = TestDir::new();
+    let nodes = [Cluster::new(dir.path(), "coordinator"), Cluster::new(dir.path(), "w1"), Cluster::new(dir.path(), "w2")];
+    let names = ["coordinator", "group-1", "group-2"];
+    let t = Tool::new(&dir);
+    let exe = install_bin(&dir);
+    for pg in &nodes {
+        pg.execute("create table t(id bigserial primary key, at timestamptz default clock_timestamp())");
+    }
+    // One writer per node, counting what it saw committed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let writers: Vec<_> = nodes
+        .iter()
+        .zip(&counts)
+        .map(|(pg, n)| {
+            let (stop, n, ci) = (stop.clone(), n.clone(), pg.conninfo());
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("writer connect");
+                while !stop.load(Ordering::SeqCst) {
+                    c.execute("insert into t default values", &[]).expect("insert");
+                    n.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let specs: Vec<(&str, String)> = names.iter().zip(&nodes).map(|(n, pg)| (*n, pg.conninfo())).collect();
+    t.pre("cluster-rt", &specs, &[]).ok();
+    let tars: Vec<_> = nodes
+        .iter()
+        .map(|pg| {
+            let tar = dir.path().join(format!("{}.tar", pg.name));
+            tar_create(&pg.datadir, &tar);
+            tar
+        })
+        .collect();
+    let before_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    t.post("cluster-rt").ok();
+    let after_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let m = t.manifest("cluster-rt");
+    assert_eq!(m["restore_point"]["name"], "cluster-rt");
+    for pg in &nodes {
+        switch_and_wait(pg);
+    }
+    let side = t.sidecar.display().to_string();
+    for (i, pg) in nodes.iter().enumerate() {
+        restore_copy(pg, &tars[i]);
+        let out = std::process::Command::new(&exe)
+            .args(["restore-prep", "--backup-id", "cluster-rt", "--sidecar-dir", &side, "--node", names[i]])
+            .arg("--pgdata")
+            .arg(&pg.datadir)
+            .arg("--archive-dir")
+            .arg(&pg.archive_dir)
+            .args(["--archive-mode", "off"])
+            .output()
+            .expect("restore-prep");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "restore-prep {}: {}{}", names[i], text, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("restore point \"cluster-rt\""), "multi-node default target: {}", text);
+    }
+    for (i, pg) in nodes.iter().enumerate() {
+        start_and_wait_promoted(pg);
+        assert!(pg.log().contains("recovery stopping at restore point \"cluster-rt\""), "{}", pg.log());
+        let expected = m["restore_point"]["lsns"][names[i]].as_str().expect("restore point lsn");
+        assert_eq!(pg.query_scalar("select pg_last_wal_replay_lsn()"), expected, "node {} replayed to the restore point", names[i]);
+        let rows: u64 = pg.query_scalar("select count(*) from t").parse().expect("count");
+        assert!(rows >= before_post[i] && rows <= after_post[i], "node {}: {} rows, committed {}..{}", names[i], rows, before_post[i], after_post[i]);
+    }
+}
+
+#[test]
+fn citus_discovery_of_standbys_backs_up_each_groups_standby() {
+    let dir = TestDir::new();
+    let coord = Cluster::new(dir.path(), "coord");
+    let w1 = Cluster::new(dir.path(), "w1");
+    let w1s = common::standby_of(&w1, dir.path(), "w1s");
+    let t = Tool::new(&dir);
+    fake_citus_catalog(&coord, &[(1, 1, w1.port, "primary", true), (2, 1, w1s.port, "secondary", true)]);
+    t.pre("disc-sec", &[("coordinator", coord.conninfo())], &["--discover", "citus", "--discover-role", "secondary"]).ok();
+    w1.execute("create table x as select 1");
+    t.post("disc-sec").ok();
+    assert_eq!(common::tool::label_field(&t.label("disc-sec", "group-1"), "BACKUP FROM"), "standby");
+    assert_eq!(common::tool::label_field(&t.label("disc-sec", "coordinator"), "BACKUP FROM"), "primary");
+    let m = t.manifest("disc-sec");
+    assert_eq!(m["nodes"][1]["from_standby"], true);
+}

@@ -5,30 +5,20 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract};
 use common::{Cluster, TestDir};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- helpers
 
-/// Our binary, copied into the test directory so that the server user (which runs
-/// restore_command) can execute it.
-fn install_bin(dir: &TestDir) -> PathBuf {
-    let bindir = dir.path().join("bin");
-    fs::create_dir_all(&bindir).unwrap();
-    let exe = bindir.join("pg-backup-hooks");
-    fs::copy(common::bin(), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&bindir, fs::Permissions::from_mode(0o755)).unwrap();
-    exe
-}
 
 fn run(exe: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(exe);
@@ -92,33 +82,8 @@ impl Env {
     }
 }
 
-/// `tar` of `dir` (relative to its parent) into `tarfile`; a live copy may see files change.
-fn tar_create(dir: &Path, tarfile: &Path) {
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(dir.parent().unwrap())
-        .args(["--warning=no-file-changed", "--warning=no-file-removed", "--warning=no-file-shrank", "-cf"])
-        .arg(tarfile)
-        .arg(dir.file_name().unwrap())
-        .output()
-        .unwrap();
-    assert!(matches!(o.status.code(), Some(0) | Some(1)), "tar failed: {}", text(&o));
-}
 
-/// Extract `tarfile` into `parent` (owners and modes preserved: we are root).
-fn tar_extract(tarfile: &Path, parent: &Path) {
-    let o = Command::new("tar").arg("-C").arg(parent).args(["--same-owner", "-xpf"]).arg(tarfile).output().unwrap();
-    assert!(o.status.success(), "untar failed: {}", text(&o));
-}
 
-/// Force a segment switch and wait until that segment is fully in the archive.
-fn switch_and_wait(pg: &Cluster) -> String {
-    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
-    let size: u64 = pg.query_scalar("select setting from pg_settings where name = 'wal_segment_size'").parse().unwrap();
-    let p = pg.archive_dir.join(&seg);
-    common::wait_until(Duration::from_secs(60), &format!("{seg} archived"), || fs::metadata(&p).is_ok_and(|m| m.len() == size));
-    seg
-}
 
 /// Every entry under `root` (not following symlinks): type, mode, owner and content hash.
 fn tree(root: &Path) -> BTreeMap<String, String> {
@@ -144,33 +109,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// Start a restored copy and wait until it has left recovery, judged by
-/// pg_is_in_recovery() and the log, not by pg_ctl's exit code.
-fn start_and_wait_promoted(pg: &Cluster) {
-    let _ = pg.start();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(mut c) = postgres::Client::connect(&pg.conninfo(), postgres::NoTls) {
-            if let Ok(row) = c.query_one("select pg_is_in_recovery()", &[]) {
-                if !row.get::<_, bool>(0) {
-                    return;
-                }
-            }
-        }
-        let log = pg.log();
-        if Instant::now() > deadline || (log.contains("FATAL") && !pg.is_running()) {
-            panic!("restored server did not leave recovery:\n{}", log);
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
-/// Stop the cluster, delete its data directory and put the tar copy in its place.
-fn restore_copy(pg: &Cluster, tarfile: &Path) {
-    pg.stop("fast");
-    fs::remove_dir_all(&pg.datadir).unwrap();
-    tar_extract(tarfile, pg.datadir.parent().unwrap());
-}
 
 /// A cluster with a table, one backup `b1` copied with tar, restored in place (stopped).
 struct Fixture {

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create};
 use common::{Cluster, TestDir};
 
 /// A run directory the tool accepts: owned by us (the TestDir is the server user's), 0700.
@@ -193,17 +194,6 @@ fn abort_ends_the_backup_on_this_major() {
 
 // ---------------------------------------------------------------- round trips (issues 5 and 7)
 
-/// Our binary, copied into the test directory so that the server user (which runs
-/// restore_command, and so `pg-backup-hooks wal-restore`) can execute it.
-fn install_bin(dir: &TestDir) -> PathBuf {
-    let bindir = dir.path().join("bin");
-    fs::create_dir_all(&bindir).expect("mkdir bin");
-    let exe = bindir.join("pg-backup-hooks");
-    fs::copy(common::bin(), &exe).expect("copying pg-backup-hooks");
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod exe");
-    fs::set_permissions(&bindir, fs::Permissions::from_mode(0o755)).expect("chmod bin");
-    exe
-}
 
 fn run_exe(exe: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(exe);
@@ -230,62 +220,9 @@ fn exe_ok(exe: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn tar_create(dir: &Path, tarfile: &Path) {
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(dir.parent().unwrap())
-        .args(["--warning=no-file-changed", "--warning=no-file-removed", "--warning=no-file-shrank", "-cf"])
-        .arg(tarfile)
-        .arg(dir.file_name().unwrap())
-        .output()
-        .expect("running tar");
-    // 1: "some files differ", expected from a live copy.
-    assert!(matches!(o.status.code(), Some(0) | Some(1)), "tar failed: {}", String::from_utf8_lossy(&o.stderr));
-}
 
-/// Stop the cluster, delete its data directory and untar the copy in its place.
-fn restore_copy(pg: &Cluster, tarfile: &Path) {
-    pg.stop("fast");
-    fs::remove_dir_all(&pg.datadir).expect("removing the data directory");
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(pg.datadir.parent().unwrap())
-        .args(["--same-owner", "-xpf"])
-        .arg(tarfile)
-        .output()
-        .expect("running tar");
-    assert!(o.status.success(), "untar failed: {}", String::from_utf8_lossy(&o.stderr));
-}
 
-/// pg_switch_wal() and wait until that segment is completely in the archive.
-fn switch_and_wait(pg: &Cluster) {
-    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
-    let p = pg.archive_dir.join(&seg);
-    common::wait_until(std::time::Duration::from_secs(60), &format!("{seg} archived"), || {
-        fs::metadata(&p).is_ok_and(|m| m.len() == 16 * 1024 * 1024)
-    });
-}
 
-/// Start a restored copy and wait until pg_is_in_recovery() is false; judged by the query
-/// and the log, not by pg_ctl's exit status.
-fn start_and_wait_promoted(pg: &Cluster) {
-    let _ = pg.start();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if let Ok(mut c) = postgres::Client::connect(&pg.conninfo(), postgres::NoTls) {
-            if let Ok(row) = c.query_one("select pg_is_in_recovery()", &[]) {
-                if !row.get::<_, bool>(0) {
-                    return;
-                }
-            }
-        }
-        let log = pg.log();
-        if std::time::Instant::now() > deadline || ((log.contains("FATAL") || log.contains("PANIC")) && !pg.is_running()) {
-            panic!("restored server did not leave recovery:\n{log}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
 
 /// The checkpoint location in a pg_control file (u64 at offset 32, native order).
 fn control_checkpoint(pgdata: &Path) -> u64 {

@@ -1,0 +1,81 @@
+//! What a restore test does with a copy: put our binary where the server user can run it
+//! (restore_command calls `pg-backup-hooks wal-restore`), tar a live data directory, put
+//! the copy back, switch WAL, and start the restored server until it leaves recovery.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{bin, wait_until, Cluster, TestDir};
+
+/// Our binary, copied into the test directory so that the server user (which runs
+/// restore_command) can execute it.
+pub fn install_bin(dir: &TestDir) -> PathBuf {
+    let bindir = dir.path().join("bin");
+    fs::create_dir_all(&bindir).expect("mkdir bin");
+    let exe = bindir.join("pg-backup-hooks");
+    fs::copy(bin(), &exe).expect("copying pg-backup-hooks");
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    fs::set_permissions(&bindir, fs::Permissions::from_mode(0o755)).expect("chmod bin");
+    exe
+}
+
+/// `tar` of `dir` (relative to its parent) into `tarfile`. A live copy may see files
+/// change: GNU tar's exit 1 ("some files differ") is expected.
+pub fn tar_create(dir: &Path, tarfile: &Path) {
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(dir.parent().expect("parent"))
+        .args(["--warning=no-file-changed", "--warning=no-file-removed", "--warning=no-file-shrank", "-cf"])
+        .arg(tarfile)
+        .arg(dir.file_name().expect("name"))
+        .output()
+        .expect("running tar");
+    assert!(matches!(o.status.code(), Some(0) | Some(1)), "tar failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Extract `tarfile` into `parent` (owners and modes preserved: we are root).
+pub fn tar_extract(tarfile: &Path, parent: &Path) {
+    let o = Command::new("tar").arg("-C").arg(parent).args(["--same-owner", "-xpf"]).arg(tarfile).output().expect("running tar");
+    assert!(o.status.success(), "untar failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Stop the cluster, delete its data directory and put the tar copy in its place.
+pub fn restore_copy(pg: &Cluster, tarfile: &Path) {
+    pg.stop("fast");
+    fs::remove_dir_all(&pg.datadir).expect("removing the data directory");
+    tar_extract(tarfile, pg.datadir.parent().expect("parent"));
+}
+
+/// pg_switch_wal() and wait until that segment is completely in the archive; returns its name.
+pub fn switch_and_wait(pg: &Cluster) -> String {
+    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
+    // pg_size_bytes: on 10 the setting is in 8kB units.
+    let size: u64 = pg.query_scalar("select pg_size_bytes(current_setting('wal_segment_size'))").parse().expect("size");
+    let p = pg.archive_dir.join(&seg);
+    wait_until(Duration::from_secs(60), &format!("{seg} archived"), || fs::metadata(&p).is_ok_and(|m| m.len() == size));
+    seg
+}
+
+/// Start a restored copy and wait until pg_is_in_recovery() is false, judged by the query
+/// and the log, not by pg_ctl's exit code.
+pub fn start_and_wait_promoted(pg: &Cluster) {
+    let _ = pg.start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(mut c) = postgres::Client::connect(&pg.conninfo(), postgres::NoTls) {
+            if let Ok(row) = c.query_one("select pg_is_in_recovery()", &[]) {
+                if !row.get::<_, bool>(0) {
+                    return;
+                }
+            }
+        }
+        let log = pg.log();
+        if Instant::now() > deadline || ((log.contains("FATAL") || log.contains("PANIC")) && !pg.is_running()) {
+            panic!("restored server did not leave recovery:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
