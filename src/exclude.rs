@@ -61,7 +61,12 @@ const UNSAFE: &[char] = &['*', '?', '[', ']', '\\', '"', '\n', '\r'];
 
 /// Checks `--pgdata` and returns it without trailing slashes.
 pub fn check_pgdata(p: &Path) -> Result<PathBuf> {
-    let s = p.to_str().ok_or_else(|| Error::usage(format!("--pgdata {:?}: the path is not valid UTF-8; give the data directory's path in plain characters", p)))?;
+    let s = p.to_str().ok_or_else(|| {
+        Error::usage(format!(
+            "--pgdata {:?}: the path is not valid UTF-8; give the data directory's path in plain characters",
+            p
+        ))
+    })?;
     if !s.starts_with('/') {
         return Err(Error::usage(format!("--pgdata {}: give the data directory as an absolute path", s)));
     }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Context, Result};
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .context(|| format!("cannot fsync directory {}", dir.display()))
+    File::open(dir).and_then(|f| f.sync_all()).context(|| format!("cannot fsync directory {}", dir.display()))
 }
 
 /// Write `data` to `path` atomically with the given mode. `owner` (uid, gid) is applied
@@ -55,7 +53,8 @@ pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .open(path)
         .context(|| format!("cannot create {}", path.display()))?;
     f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).context(|| format!("cannot set mode of {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .context(|| format!("cannot set mode of {}", path.display()))?;
     f.sync_all().context(|| format!("cannot fsync {}", path.display()))
 }
 

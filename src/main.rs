@@ -8,10 +8,14 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     let is_helper = matches!(cli.command, cli::Command::Helper(_));
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if is_helper { "info" } else { "warn" }))
-        .format_target(false)
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if is_helper {
+        "info"
+    } else {
+        "warn"
+    }))
+    .format_target(false)
+    .format_timestamp_millis()
+    .init();
     let result = match cli.command {
         cli::Command::Pre(a) => commands::pre::run(a),
         cli::Command::Post(a) => commands::post::run(a),

@@ -18,7 +18,9 @@ pub const MAX_LINE: usize = 1 << 20;
 pub enum Request {
     Status,
     /// Stop every node (if not yet stopped) and wait for archiving, up to the timeout.
-    Stop { archive_timeout_secs: u64 },
+    Stop {
+        archive_timeout_secs: u64,
+    },
     /// The sidecar is durably written: the helper may forget the labels and exit.
     Stored,
     /// Stop and discard every node's backup.
@@ -28,12 +30,25 @@ pub enum Request {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Progress { message: String },
-    Status { backup: BackupStatus },
+    Progress {
+        message: String,
+    },
+    Status {
+        backup: BackupStatus,
+    },
     /// The backups are stopped; `archived` says whether every node's WAL reached the archive.
-    Stopped { backup: BackupStatus, archived: bool, message: Option<String> },
-    Ok { message: String },
-    Error { message: String, backup: Option<BackupStatus> },
+    Stopped {
+        backup: BackupStatus,
+        archived: bool,
+        message: Option<String>,
+    },
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+        backup: Option<BackupStatus>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

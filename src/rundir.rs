@@ -46,7 +46,8 @@ impl RunDir {
         let dir = dir.unwrap_or_else(default_dir);
         if !dir.exists() && create {
             if let Some(parent) = dir.parent() {
-                fs::create_dir_all(parent).context(|| format!("cannot create run directory parent {}", parent.display()))?;
+                fs::create_dir_all(parent)
+                    .context(|| format!("cannot create run directory parent {}", parent.display()))?;
             }
             crate::fsutil::create_dir_mode(&dir, 0o700)?;
         }

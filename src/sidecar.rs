@@ -201,8 +201,14 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
 /// Everything wrong with a stored sidecar, as one-line findings; empty when it is sound.
 pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
     let dir = backup_dir(sidecar, id);
-    let m = read_manifest(sidecar, id)?
-        .ok_or_else(|| Error::new(format!("no sidecar for backup {} in {} ({} is missing)", id, sidecar.display(), dir.join(MANIFEST).display())))?;
+    let m = read_manifest(sidecar, id)?.ok_or_else(|| {
+        Error::new(format!(
+            "no sidecar for backup {} in {} ({} is missing)",
+            id,
+            sidecar.display(),
+            dir.join(MANIFEST).display()
+        ))
+    })?;
     let mut problems = Vec::new();
     if m.backup_id != id {
         problems.push(format!("manifest names backup {:?}, not {:?}", m.backup_id, id));
@@ -224,16 +230,30 @@ pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
                 Err(e) => problems.push(format!("node {}: cannot read {}: {}", n.name, p.display(), e)),
                 Ok(data) => {
                     if sha256_hex(&data) != entry.sha256 {
-                        problems.push(format!("node {}: {} does not match its sha256 in the manifest (edited or damaged)", n.name, p.display()));
+                        problems.push(format!(
+                            "node {}: {} does not match its sha256 in the manifest (edited or damaged)",
+                            n.name,
+                            p.display()
+                        ));
                     } else if fname == LABEL_FILE {
                         match BackupLabel::parse(&String::from_utf8_lossy(&data)) {
-                            Err(e) => problems.push(format!("node {}: {} is not a backup label: {}", n.name, p.display(), e)),
+                            Err(e) => {
+                                problems.push(format!("node {}: {} is not a backup label: {}", n.name, p.display(), e))
+                            }
                             Ok(l) => {
                                 if l.label != id {
-                                    problems.push(format!("node {}: {} has LABEL {:?}, not the backup id", n.name, p.display(), l.label));
+                                    problems.push(format!(
+                                        "node {}: {} has LABEL {:?}, not the backup id",
+                                        n.name,
+                                        p.display(),
+                                        l.label
+                                    ));
                                 }
                                 if l.start_lsn != n.start_lsn {
-                                    problems.push(format!("node {}: label starts at {}, manifest says {}", n.name, l.start_lsn, n.start_lsn));
+                                    problems.push(format!(
+                                        "node {}: label starts at {}, manifest says {}",
+                                        n.name, l.start_lsn, n.start_lsn
+                                    ));
                                 }
                             }
                         }

@@ -24,7 +24,14 @@ const PASSWORD: &str = "pgbh-test-secret";
 const DIR_NAME: &str = "pgbh-dir";
 const FD_NAME: &str = "pgbh-fd";
 const MAKE_TABLES: &str = "/usr/share/bacula-director/make_sqlite3_tables";
-const PROGRAMS: &[&str] = &["/usr/sbin/bacula-dir", "/usr/sbin/bacula-sd", "/usr/sbin/bacula-fd", "/usr/sbin/bconsole", "/usr/bin/sqlite3", MAKE_TABLES];
+const PROGRAMS: &[&str] = &[
+    "/usr/sbin/bacula-dir",
+    "/usr/sbin/bacula-sd",
+    "/usr/sbin/bacula-fd",
+    "/usr/sbin/bconsole",
+    "/usr/bin/sqlite3",
+    MAKE_TABLES,
+];
 
 /// True when Bacula is installed; false (with a note) when it is not and may be skipped;
 /// panics when it is not but PGBH_REQUIRE_BACULA is set.
@@ -34,7 +41,10 @@ fn bacula_available() -> bool {
         return true;
     }
     if std::env::var_os("PGBH_REQUIRE_BACULA").is_some() {
-        panic!("PGBH_REQUIRE_BACULA is set but Bacula is not installed (missing {:?}): run .ci/install-bacula.sh", missing);
+        panic!(
+            "PGBH_REQUIRE_BACULA is set but Bacula is not installed (missing {:?}): run .ci/install-bacula.sh",
+            missing
+        );
     }
     eprintln!("SKIPPED: Bacula is not installed (missing {:?}); run .ci/install-bacula.sh, set PGBH_REQUIRE_BACULA=1 to make this a failure", missing);
     false
@@ -46,7 +56,12 @@ fn hooks_dir() -> PathBuf {
 
 /// Runs `cmd` with a time limit, returning (exit code, stdout+stderr).
 fn run_limited(cmd: &mut Command, limit: Duration) -> (i32, String) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {:?}: {}", cmd, e));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {:?}: {}", cmd, e));
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -55,13 +70,22 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> (i32, String) {
             Ok(None) => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("output");
-                panic!("{:?} did not finish within {:?}:\n{}{}", cmd, limit, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "{:?} did not finish within {:?}:\n{}{}",
+                    cmd,
+                    limit,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Err(e) => panic!("waiting for {:?}: {}", cmd, e),
         }
     }
     let out = child.wait_with_output().expect("output");
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 /// A private Bacula installation: three daemons on their own ports and a sqlite catalog.
@@ -75,7 +99,10 @@ struct Bacula {
 impl Drop for Bacula {
     fn drop(&mut self) {
         for (_, child) in self.daemons.iter_mut() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for (_, child) in self.daemons.iter_mut() {
@@ -104,7 +131,8 @@ impl Bacula {
 
         // The catalog, per FACTS.md: Debian's script with its directory and name rewritten.
         let script = fs::read_to_string(MAKE_TABLES).expect("reading make_sqlite3_tables");
-        let script = script.replace("cd /var/lib/bacula", &format!("cd '{}'", w("dir"))).replace("XXX_DBNAME_XXX", "bacula");
+        let script =
+            script.replace("cd /var/lib/bacula", &format!("cd '{}'", w("dir"))).replace("XXX_DBNAME_XXX", "bacula");
         let script_path = root.join("make_tables.sh");
         fs::write(&script_path, script).expect("writing make_tables.sh");
         common::run_checked(Command::new("sh").arg(&script_path));
@@ -235,14 +263,27 @@ Messages {{
             wd = w("fd")
         );
         let con_conf = format!("Director {{\n  Name = {DIR_NAME}\n  DIRport = {dport}\n  address = 127.0.0.1\n  Password = \"{PASSWORD}\"\n}}\n");
-        let files = [("bacula-dir.conf", dir_conf), ("bacula-sd.conf", sd_conf), ("bacula-fd.conf", fd_conf), ("bconsole.conf", con_conf)];
+        let files = [
+            ("bacula-dir.conf", dir_conf),
+            ("bacula-sd.conf", sd_conf),
+            ("bacula-fd.conf", fd_conf),
+            ("bconsole.conf", con_conf),
+        ];
         for (name, text) in &files {
             fs::write(root.join(name), text).expect("writing a bacula config");
         }
-        let mut b = Bacula { bconsole_conf: root.join("bconsole.conf"), catalog, root: root.clone(), daemons: Vec::new() };
-        for (prog, conf, port) in [("bacula-sd", "bacula-sd.conf", sport), ("bacula-fd", "bacula-fd.conf", fport), ("bacula-dir", "bacula-dir.conf", dport)] {
+        let mut b =
+            Bacula { bconsole_conf: root.join("bconsole.conf"), catalog, root: root.clone(), daemons: Vec::new() };
+        for (prog, conf, port) in [
+            ("bacula-sd", "bacula-sd.conf", sport),
+            ("bacula-fd", "bacula-fd.conf", fport),
+            ("bacula-dir", "bacula-dir.conf", dport),
+        ] {
             let conf = root.join(conf);
-            let (code, out) = run_limited(Command::new(format!("/usr/sbin/{}", prog)).arg("-t").arg("-c").arg(&conf), Duration::from_secs(30));
+            let (code, out) = run_limited(
+                Command::new(format!("/usr/sbin/{}", prog)).arg("-t").arg("-c").arg(&conf),
+                Duration::from_secs(30),
+            );
             assert_eq!(code, 0, "{} -t rejects {}:\n{}", prog, conf.display(), out);
             let log = fs::File::create(root.join(format!("{}.out", prog))).expect("daemon log");
             let child = Command::new(format!("/usr/sbin/{}", prog))
@@ -255,7 +296,9 @@ Messages {{
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {}", prog, e));
             b.daemons.push((prog.to_string(), child));
-            common::wait_until(Duration::from_secs(30), &format!("{} to listen on port {}", prog, port), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+            common::wait_until(Duration::from_secs(30), &format!("{} to listen on port {}", prog, port), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
         }
         b
     }
@@ -264,14 +307,29 @@ Messages {{
     fn console(&self, commands: &str) -> String {
         let input = self.root.join("bconsole.in");
         fs::write(&input, format!("{}\nquit\n", commands)).expect("writing bconsole input");
-        let (code, out) = run_limited(Command::new("sh").arg("-c").arg(format!("/usr/sbin/bconsole -n -c '{}' < '{}'", self.bconsole_conf.display(), input.display())), Duration::from_secs(60));
+        let (code, out) = run_limited(
+            Command::new("sh").arg("-c").arg(format!(
+                "/usr/sbin/bconsole -n -c '{}' < '{}'",
+                self.bconsole_conf.display(),
+                input.display()
+            )),
+            Duration::from_secs(60),
+        );
         assert_eq!(code, 0, "bconsole failed:\n{}", out);
         out
     }
 
     /// One value from the catalog (sqlite3, read-only); empty when there is no row.
     fn sql(&self, query: &str) -> String {
-        let (code, out) = run_limited(Command::new("/usr/bin/sqlite3").arg("-readonly").arg("-cmd").arg(".timeout 5000").arg(&self.catalog).arg(query), Duration::from_secs(30));
+        let (code, out) = run_limited(
+            Command::new("/usr/bin/sqlite3")
+                .arg("-readonly")
+                .arg("-cmd")
+                .arg(".timeout 5000")
+                .arg(&self.catalog)
+                .arg(query),
+            Duration::from_secs(30),
+        );
         assert_eq!(code, 0, "sqlite3 {}: {}", query, out);
         out.trim().to_string()
     }
@@ -279,7 +337,11 @@ Messages {{
     /// Starts a job with bconsole and returns its JobId.
     fn run_job(&self, job: &str) -> u32 {
         let out = self.console(&format!("run job={} yes", job));
-        out.split("JobId=").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("run job={} gave no JobId:\n{}", job, out))
+        out.split("JobId=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("run job={} gave no JobId:\n{}", job, out))
     }
 
     /// Waits until the job has ended; returns its JobStatus (T ok, f/E failed, ...).
@@ -293,7 +355,14 @@ Messages {{
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("job {} did not end within {:?} (status {:?}); log:\n{}\n--- director log ---\n{}", jobid, limit, status, self.job_log(jobid), self.dir_log());
+        panic!(
+            "job {} did not end within {:?} (status {:?}); log:\n{}\n--- director log ---\n{}",
+            jobid,
+            limit,
+            status,
+            self.job_log(jobid),
+            self.dir_log()
+        );
     }
 
     /// The job's messages as the catalog keeps them (what `list joblog` shows).
@@ -314,8 +383,16 @@ Messages {{
     /// has ended successfully.
     fn restore(&self, jobid: u32, where_: &Path) {
         let before = self.sql("select coalesce(max(JobId), 0) from Job");
-        let out = self.console(&format!("restore jobid={} client={} where={} all done yes", jobid, FD_NAME, where_.display()));
-        let rid: u32 = self.sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", before)).parse().unwrap_or(0);
+        let out = self.console(&format!(
+            "restore jobid={} client={} where={} all done yes",
+            jobid,
+            FD_NAME,
+            where_.display()
+        ));
+        let rid: u32 = self
+            .sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", before))
+            .parse()
+            .unwrap_or(0);
         assert!(rid > 0, "no restore job started:\n{}", out);
         let status = self.wait_job(rid, Duration::from_secs(120));
         let log = self.job_log(rid);
@@ -332,14 +409,28 @@ Messages {{
             .filter(|l| !(l.contains("File size of restored file") && l.contains("not correct")))
             .filter(|l| !l.contains(": Error: Bacula "))
             .collect();
-        assert!(status == "E" && other.is_empty() && log.contains("File size of restored file"), "restore of job {} failed ({}):\n{}", jobid, status, log);
+        assert!(
+            status == "E" && other.is_empty() && log.contains("File size of restored file"),
+            "restore of job {} failed ({}):\n{}",
+            jobid,
+            status,
+            log
+        );
         eprintln!("restore of job {}: Bacula reports size changes of files that grew during the backup (expected for a live cluster):\n{}", jobid, log.lines().filter(|l| l.contains("not correct")).collect::<Vec<_>>().join("\n"));
     }
 }
 
 /// The FileSet and jobs for one cluster: `pgdata` (data directory, our hooks, then the
 /// sidecar job queued from the director) and `sidecar`.
-fn job_resources(hooks: &Path, env_file: &Path, bconsole_conf: &Path, queue_log: &Path, datadir: &Path, sidecar: &Path, exclude_block: &str) -> String {
+fn job_resources(
+    hooks: &Path,
+    env_file: &Path,
+    bconsole_conf: &Path,
+    queue_log: &Path,
+    datadir: &Path,
+    sidecar: &Path,
+    exclude_block: &str,
+) -> String {
     let hook = hooks.join("bacula").display().to_string();
     let env = format!("/usr/bin/env PGBH_ENV_FILE={}", env_file.display());
     format!(
@@ -469,13 +560,19 @@ fn write_env(path: &Path, t: &Tool, nodes: &str) {
 }
 
 fn exclude_block(pgdata: &Path) -> String {
-    let out = Command::new(common::bin()).args(["exclude-list", "--format", "bacula", "--pgdata"]).arg(pgdata).output().expect("exclude-list");
+    let out = Command::new(common::bin())
+        .args(["exclude-list", "--format", "bacula", "--pgdata"])
+        .arg(pgdata)
+        .output()
+        .expect("exclude-list");
     assert!(out.status.success(), "exclude-list: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn sessions(pg: &Cluster, id: &str) -> i64 {
-    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id)).parse().unwrap_or(-1)
+    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id))
+        .parse()
+        .unwrap_or(-1)
 }
 
 /// A client that keeps inserting one row per transaction; returns the ids it saw committed.
@@ -484,7 +581,9 @@ fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
     std::thread::spawn(move || {
         let mut ids = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            match client.query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[]) {
+            match client
+                .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
+            {
                 Ok(row) => ids.push(row.get::<_, i64>(0)),
                 Err(e) => panic!("inserter: {}", common::pg_error_text(&e)),
             }
@@ -508,7 +607,15 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     write_env(&env_file, &t, &format!("default={}", pg.conninfo()));
     let queue_log = dir.path().join("queue.log");
     let bconsole_conf = dir.path().join("bacula/bconsole.conf");
-    let resources = job_resources(&hooks_dir(), &env_file, &bconsole_conf, &queue_log, &pg.datadir, &t.sidecar, &exclude_block(&pg.datadir));
+    let resources = job_resources(
+        &hooks_dir(),
+        &env_file,
+        &bconsole_conf,
+        &queue_log,
+        &pg.datadir,
+        &t.sidecar,
+        &exclude_block(&pg.datadir),
+    );
     let bacula = Bacula::start(dir.path(), &resources);
     eprintln!("bacula up after {:?}", started.elapsed());
 
@@ -540,19 +647,33 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     // The sidecar job, queued by the director after the data job, ran after it.
     let mut side_id = 0u32;
     common::wait_until(Duration::from_secs(60), "the sidecar job to be queued", || {
-        side_id = bacula.sql(&format!("select coalesce(min(JobId), 0) from Job where Name = 'sidecar' and JobId > {}", jobid)).parse().unwrap_or(0);
+        side_id = bacula
+            .sql(&format!("select coalesce(min(JobId), 0) from Job where Name = 'sidecar' and JobId > {}", jobid))
+            .parse()
+            .unwrap_or(0);
         side_id > 0
     });
     let side_status = bacula.wait_job(side_id, Duration::from_secs(120));
-    assert_eq!(side_status, "T", "the sidecar job failed:\n{}\n--- queue log ---\n{}", bacula.job_log(side_id), fs::read_to_string(&queue_log).unwrap_or_default());
-    let ended = bacula.sql(&format!("select EndTime <= (select StartTime from Job where JobId = {}) from Job where JobId = {}", side_id, jobid));
+    assert_eq!(
+        side_status,
+        "T",
+        "the sidecar job failed:\n{}\n--- queue log ---\n{}",
+        bacula.job_log(side_id),
+        fs::read_to_string(&queue_log).unwrap_or_default()
+    );
+    let ended = bacula.sql(&format!(
+        "select EndTime <= (select StartTime from Job where JobId = {}) from Job where JobId = {}",
+        side_id, jobid
+    ));
     assert_eq!(ended, "1", "the sidecar job must start after the data job ended");
 
     // Everything committed is archived; then the cluster is gone.
     let expected: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
     let max_id: i64 = pg.query_scalar("select max(id) from t").parse().expect("max");
     let last_seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
-    common::wait_until(Duration::from_secs(30), "the last WAL segment to be archived", || pg.archived_files().contains(&last_seg));
+    common::wait_until(Duration::from_secs(30), "the last WAL segment to be archived", || {
+        pg.archived_files().contains(&last_seg)
+    });
     pg.stop("fast");
     fs::remove_dir_all(&pg.datadir).expect("removing the data directory");
     fs::remove_dir_all(t.backup_dir(&id)).expect("removing the stored sidecar");
@@ -571,7 +692,11 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
 
     // What the exclude list left out is not in the copy; the directories are.
     assert!(pg.datadir.join("pg_wal").is_dir(), "pg_wal must be restored (empty)");
-    assert_eq!(fs::read_dir(pg.datadir.join("pg_wal")).expect("pg_wal").count(), 0, "pg_wal's contents must have been left out");
+    assert_eq!(
+        fs::read_dir(pg.datadir.join("pg_wal")).expect("pg_wal").count(),
+        0,
+        "pg_wal's contents must have been left out"
+    );
     for gone in ["postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init"] {
         assert!(!pg.datadir.join(gone).exists(), "{} should not be in the copy", gone);
     }
@@ -620,7 +745,15 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     write_env(&env_file, &t, &format!("a={};b={}", a.conninfo(), b.conninfo()));
     let queue_log = dir.path().join("queue.log");
     let bconsole_conf = dir.path().join("bacula/bconsole.conf");
-    let resources = job_resources(&hooks_dir(), &env_file, &bconsole_conf, &queue_log, &a.datadir, &t.sidecar, &exclude_block(&a.datadir));
+    let resources = job_resources(
+        &hooks_dir(),
+        &env_file,
+        &bconsole_conf,
+        &queue_log,
+        &a.datadir,
+        &t.sidecar,
+        &exclude_block(&a.datadir),
+    );
     let bacula = Bacula::start(dir.path(), &resources);
 
     b.stop("fast");
@@ -656,10 +789,16 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     let log2 = bacula.job_log(second);
     let second_id = bacula.unique_name(second);
     if !ran_failure_script {
-        assert!(log2.contains(&format!("aborting leftover backup {}", first_id)), "the next run should discard the leftover:\n{}", log2);
+        assert!(
+            log2.contains(&format!("aborting leftover backup {}", first_id)),
+            "the next run should discard the leftover:\n{}",
+            log2
+        );
     }
     for pg in [&a, &b] {
-        common::wait_until(Duration::from_secs(15), "no session of the first run left", || sessions(pg, &first_id) == 0);
+        common::wait_until(Duration::from_secs(15), "no session of the first run left", || {
+            sessions(pg, &first_id) == 0
+        });
     }
     assert_eq!(t.with_run("status", &first_id, &[]).code, 4, "the first run's backup must be gone");
     t.abort(&second_id).ok();
@@ -669,7 +808,9 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let jobid = bacula.run_job("pgdata-cancelled");
     let id = bacula.unique_name(jobid);
-    common::wait_until(Duration::from_secs(60), "pre to have run in the cancelled job", || bacula.job_log(jobid).contains("pre succeeded"));
+    common::wait_until(Duration::from_secs(60), "pre to have run in the cancelled job", || {
+        bacula.job_log(jobid).contains("pre succeeded")
+    });
     std::thread::sleep(Duration::from_secs(1));
     bacula.console(&format!("cancel jobid={} yes", jobid));
     let status = bacula.wait_job(jobid, Duration::from_secs(120));
@@ -682,7 +823,9 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
         st.code == 4 && st.stdout.contains("aborted on request")
     });
     for pg in [&a, &b] {
-        common::wait_until(Duration::from_secs(15), "no session left after the cancelled job", || sessions(pg, &id) == 0);
+        common::wait_until(Duration::from_secs(15), "no session left after the cancelled job", || {
+            sessions(pg, &id) == 0
+        });
     }
     assert!(!t.backup_dir(&id).exists(), "a cancelled job must store no sidecar");
 }

@@ -10,12 +10,9 @@ use common::{Cluster, ClusterOpts, TestDir};
 
 /// Sessions the helper holds for this backup on a server.
 fn sessions(pg: &Cluster, id: &str) -> i64 {
-    pg.query_scalar(&format!(
-        "select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'",
-        id
-    ))
-    .parse()
-    .expect("count")
+    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id))
+        .parse()
+        .expect("count")
 }
 
 fn wait_no_sessions(pg: &Cluster, id: &str) {
@@ -46,7 +43,10 @@ fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
     let n = &m["nodes"][0];
     assert_eq!(n["name"], "default");
     assert_eq!(n["start_lsn"], start.as_str());
-    assert_eq!(n["system_identifier"].as_str(), Some(pg.query_scalar("select system_identifier from pg_control_system()").as_str()));
+    assert_eq!(
+        n["system_identifier"].as_str(),
+        Some(pg.query_scalar("select system_identifier from pg_control_system()").as_str())
+    );
     assert_eq!(n["server_version_num"].to_string(), pg.query_scalar("show server_version_num"));
     assert!(!n["conninfo"].as_str().unwrap_or("").contains("password"));
     assert_eq!(n["files"]["backup_label"]["sha256"].as_str().map(str::len), Some(64));
@@ -64,7 +64,10 @@ fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
     let rp = m["restore_point"]["lsns"]["default"].as_str().expect("restore point lsn");
     let rp_seg = pg.query_scalar(&format!("select pg_walfile_name('{}'::pg_lsn - 1)", rp));
     assert!(archived.contains(&rp_seg), "{} not in {:?}", rp_seg, archived);
-    assert_eq!(pg.query_scalar(&format!("select '{}'::pg_lsn > '{}'::pg_lsn", rp, n["stop_lsn"].as_str().unwrap_or(""))), "t");
+    assert_eq!(
+        pg.query_scalar(&format!("select '{}'::pg_lsn > '{}'::pg_lsn", rp, n["stop_lsn"].as_str().unwrap_or(""))),
+        "t"
+    );
 
     wait_no_sessions(&pg, "job-1");
     // Files are private.
@@ -95,7 +98,12 @@ fn two_nodes_in_one_backup() {
     assert!(label_field(&t.label("two", "coord"), "START WAL LOCATION").starts_with(&sa));
     assert!(label_field(&t.label("two", "worker1"), "START WAL LOCATION").starts_with(&sb));
     let m = t.manifest("two");
-    let ids: Vec<String> = m["nodes"].as_array().expect("nodes").iter().map(|n| n["system_identifier"].as_str().unwrap_or("").to_string()).collect();
+    let ids: Vec<String> = m["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["system_identifier"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(ids[0], a.query_scalar("select system_identifier from pg_control_system()"));
     assert_eq!(ids[1], b.query_scalar("select system_identifier from pg_control_system()"));
     assert_ne!(ids[0], ids[1]);
@@ -122,7 +130,8 @@ fn default_node_connects_like_psql_from_the_environment() {
         .into();
     let out = out.ok();
     out.start_lsn("default");
-    let post: common::tool::Ran = t.cmd(&["post"]).env("PGBH_BACKUP_ID", "env-1").env("PGBH_RUN_DIR", &run).output().expect("run").into();
+    let post: common::tool::Ran =
+        t.cmd(&["post"]).env("PGBH_BACKUP_ID", "env-1").env("PGBH_RUN_DIR", &run).output().expect("run").into();
     post.ok();
     assert_eq!(label_field(&t.label("env-1", "default"), "LABEL"), "env-1");
 }
@@ -259,7 +268,8 @@ fn stalled_archiving_stores_a_not_restorable_sidecar_and_a_later_post_completes_
     let r = t.with_run("post", "stall", &["--archive-timeout", "2"]).fails(3, "NOT restorable");
     assert!(r.stderr.contains("node default"), "{}", r.stderr);
     assert_eq!(t.manifest("stall")["status"], "archive-pending");
-    t.run(&["verify", "--backup-id", "stall", "--sidecar-dir", &t.sidecar.display().to_string()]).fails(1, "not complete");
+    t.run(&["verify", "--backup-id", "stall", "--sidecar-dir", &t.sidecar.display().to_string()])
+        .fails(1, "not complete");
     pg.execute("alter system reset archive_command");
     pg.execute("select pg_reload_conf()");
     let ok = t.with_run("post", "stall", &["--archive-timeout", "60"]).ok();

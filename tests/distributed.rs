@@ -71,7 +71,10 @@ fn citus_discovery_of_standbys_names_a_group_without_one() {
     let coord = Cluster::new(dir.path(), "coord");
     let w1 = Cluster::new(dir.path(), "w1");
     let t = Tool::new(&dir);
-    fake_citus_catalog(&coord, &[(1, 1, w1.port, "primary", true), (2, 2, w1.port, "primary", true), (3, 2, w1.port, "secondary", true)]);
+    fake_citus_catalog(
+        &coord,
+        &[(1, 1, w1.port, "primary", true), (2, 2, w1.port, "primary", true), (3, 2, w1.port, "secondary", true)],
+    );
     t.pre("disc2", &[("coordinator", coord.conninfo())], &["--discover", "citus", "--discover-role", "secondary"])
         .fails(1, "worker group(s) 1 have no active secondary node");
     // A server without the catalog is not a coordinator.
@@ -105,10 +108,15 @@ fn a_node_that_refuses_to_start_gets_the_started_ones_stopped_and_discarded() {
     // A role that may log in and read settings but not run the backup functions.
     b.execute("create role weak login; grant pg_read_all_settings to weak");
     let weak = format!("host=127.0.0.1 port={} user=weak dbname=postgres", b.port);
-    let r = t.pre("refuse", &[("a", a.conninfo()), ("b", weak)], &[]).fails(1, "node b: the server refused to start the backup");
+    let r = t
+        .pre("refuse", &[("a", a.conninfo()), ("b", weak)], &[])
+        .fails(1, "node b: the server refused to start the backup");
     assert!(r.stderr.contains("permission denied"), "the server's error is quoted: {}", r.stderr);
     assert!(r.stderr.contains("stopped and their backups discarded"), "{}", r.stderr);
-    assert_eq!(a.query_scalar("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks refuse'"), "0");
+    assert_eq!(
+        a.query_scalar("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks refuse'"),
+        "0"
+    );
     assert!(!t.run_dir.join("refuse.sock").exists());
 }
 
@@ -121,7 +129,8 @@ fn three_nodes_restore_to_the_same_restore_point() {
     use std::sync::Arc;
 
     let dir = TestDir::new();
-    let nodes = [Cluster::new(dir.path(), "coordinator"), Cluster::new(dir.path(), "w1"), Cluster::new(dir.path(), "w2")];
+    let nodes =
+        [Cluster::new(dir.path(), "coordinator"), Cluster::new(dir.path(), "w1"), Cluster::new(dir.path(), "w2")];
     let names = ["coordinator", "group-1", "group-2"];
     let t = Tool::new(&dir);
     let exe = install_bin(&dir);
@@ -190,9 +199,21 @@ fn three_nodes_restore_to_the_same_restore_point() {
         start_and_wait_promoted(pg);
         assert!(pg.log().contains("recovery stopping at restore point \"cluster-rt\""), "{}", pg.log());
         let expected = m["restore_point"]["lsns"][names[i]].as_str().expect("restore point lsn");
-        assert_eq!(pg.query_scalar("select pg_last_wal_replay_lsn()"), expected, "node {} replayed to the restore point", names[i]);
+        assert_eq!(
+            pg.query_scalar("select pg_last_wal_replay_lsn()"),
+            expected,
+            "node {} replayed to the restore point",
+            names[i]
+        );
         let rows: u64 = pg.query_scalar("select count(*) from t").parse().expect("count");
-        assert!(rows >= before_post[i] && rows <= after_post[i], "node {}: {} rows, committed {}..{}", names[i], rows, before_post[i], after_post[i]);
+        assert!(
+            rows >= before_post[i] && rows <= after_post[i],
+            "node {}: {} rows, committed {}..{}",
+            names[i],
+            rows,
+            before_post[i],
+            after_post[i]
+        );
     }
 }
 
@@ -204,7 +225,8 @@ fn citus_discovery_of_standbys_backs_up_each_groups_standby() {
     let w1s = common::standby_of(&w1, dir.path(), "w1s");
     let t = Tool::new(&dir);
     fake_citus_catalog(&coord, &[(1, 1, w1.port, "primary", true), (2, 1, w1s.port, "secondary", true)]);
-    t.pre("disc-sec", &[("coordinator", coord.conninfo())], &["--discover", "citus", "--discover-role", "secondary"]).ok();
+    t.pre("disc-sec", &[("coordinator", coord.conninfo())], &["--discover", "citus", "--discover-role", "secondary"])
+        .ok();
     w1.execute("create table x as select 1");
     t.post("disc-sec").ok();
     assert_eq!(common::tool::label_field(&t.label("disc-sec", "group-1"), "BACKUP FROM"), "standby");

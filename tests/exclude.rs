@@ -49,18 +49,46 @@ fn members(archive: &Path, prefix: &str) -> Vec<String> {
 
 fn check(names: &[String]) {
     let has = |n: &str| names.iter().any(|m| m == n);
-    for kept in ["PG_VERSION", "global/pg_control", "pg_wal", "pg_stat_tmp", "pg_replslot", "pg_subtrans", "pg_notify", "pg_serial", "pg_snapshots", "pg_dynshmem", "base", "postmaster.opts.junk-kept", "postgresql.conf"] {
+    for kept in [
+        "PG_VERSION",
+        "global/pg_control",
+        "pg_wal",
+        "pg_stat_tmp",
+        "pg_replslot",
+        "pg_subtrans",
+        "pg_notify",
+        "pg_serial",
+        "pg_snapshots",
+        "pg_dynshmem",
+        "base",
+        "postmaster.opts.junk-kept",
+        "postgresql.conf",
+    ] {
         assert!(has(kept), "{} missing from the copy: {:?}", kept, names);
     }
     for m in names {
-        for dir in ["pg_wal/", "pg_stat_tmp/", "pg_replslot/", "pg_subtrans/", "pg_notify/", "pg_serial/", "pg_snapshots/", "pg_dynshmem/"] {
+        for dir in [
+            "pg_wal/",
+            "pg_stat_tmp/",
+            "pg_replslot/",
+            "pg_subtrans/",
+            "pg_notify/",
+            "pg_serial/",
+            "pg_snapshots/",
+            "pg_dynshmem/",
+        ] {
             assert!(!m.starts_with(dir), "{} is inside {} and should have been left out", m, dir);
         }
         let base = m.rsplit('/').next().unwrap_or(m);
         assert!(!base.starts_with("pgsql_tmp"), "{} should have been left out", m);
         assert!(!base.starts_with("pg_internal.init"), "{} should have been left out", m);
         assert!(!base.ends_with(".tmp"), "{} should have been left out", m);
-        assert!(!["postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest"].contains(&m.as_str()), "{} should have been left out", m);
+        assert!(
+            !["postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest"]
+                .contains(&m.as_str()),
+            "{} should have been left out",
+            m
+        );
     }
 }
 

@@ -135,7 +135,12 @@ fn a_peer_with_another_uid_is_refused_and_logged() {
     );
     let out = common::server_command("python3").arg("-c").arg(&script).output().expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("reply: b''") || text.contains("reply: refused"), "the stranger got no answer: {} {}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("reply: b''") || text.contains("reply: refused"),
+        "the stranger got no answer: {} {}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(200));
     let log = std::fs::read_to_string(t.run_dir.join("peer.log")).expect("log");
     assert!(log.contains("refused a connection from uid"), "{}", log);
@@ -176,10 +181,9 @@ impl Proxy {
             for conn in l.incoming() {
                 let Ok(client) = conn else { return };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-                for (mut from, mut to) in [
-                    (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
-                    (server, client),
-                ] {
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
                     let c = c.clone();
                     std::thread::spawn(move || {
                         let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
@@ -197,7 +201,11 @@ impl Proxy {
                                         return;
                                     }
                                 }
-                                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
                                 Err(_) => return,
                             }
                         }
@@ -219,7 +227,9 @@ fn a_cut_network_to_one_node_is_detected_and_post_names_it() {
     let via_proxy = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port);
     t.pre("netcut", &[("a", a.conninfo()), ("b", via_proxy)], &["--heartbeat", "1"]).ok();
     proxy.cut.store(true, Ordering::SeqCst);
-    common::wait_until(Duration::from_secs(20), "status to show node b lost", || t.status_json("netcut")[0]["nodes"][1]["failed"] == true);
+    common::wait_until(Duration::from_secs(20), "status to show node b lost", || {
+        t.status_json("netcut")[0]["nodes"][1]["failed"] == true
+    });
     let health = t.status_json("netcut")[0]["nodes"][1]["health"].as_str().unwrap_or("").to_string();
     assert!(health.contains("session lost"), "{}", health);
     t.post("netcut").fails(1, "node b");
@@ -236,7 +246,9 @@ fn a_standby_promoted_during_the_backup_is_detected() {
     let pre = t.pre("promo", &[("standby", standby.conninfo())], &["--heartbeat", "1"]).ok();
     assert!(pre.stderr.contains("standby without archive_mode = always"), "{}", pre.stderr);
     standby.execute("select pg_promote()");
-    common::wait_until(Duration::from_secs(20), "status to show the promotion", || t.status_json("promo")[0]["nodes"][0]["failed"] == true);
+    common::wait_until(Duration::from_secs(20), "status to show the promotion", || {
+        t.status_json("promo")[0]["nodes"][0]["failed"] == true
+    });
     let st = t.status_json("promo");
     assert!(st[0]["nodes"][0]["health"].as_str().unwrap_or("").contains("promoted"), "{}", st);
     t.post("promo").fails(1, "promoted");

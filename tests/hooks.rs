@@ -23,7 +23,9 @@ fn every_wrapper_is_posix_sh_and_shellcheck_clean() {
     }
     match Command::new("shellcheck").arg("-s").arg("sh").args(HOOKS.iter().map(|h| hook(h))).output() {
         Ok(out) => assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout)),
-        Err(_) if std::env::var_os("PGBH_REQUIRE_BACULA").is_none() => eprintln!("SKIPPED shellcheck: not installed (apt-get install shellcheck)"),
+        Err(_) if std::env::var_os("PGBH_REQUIRE_BACULA").is_none() => {
+            eprintln!("SKIPPED shellcheck: not installed (apt-get install shellcheck)")
+        }
         Err(e) => panic!("shellcheck: {}", e),
     }
 }
@@ -61,7 +63,8 @@ fn veeam_and_generic_invent_an_id_at_pre_and_post_stores_it() {
     assert!(r.stderr.contains("NOT restorable"), "{}", r.stderr);
     for h in ["veeam", "generic"] {
         run_hook(h, &env_file, &["pre"]).ok();
-        let kept = t.run_dir_files().into_iter().find(|f| f.ends_with(".current-id")).expect("the id is kept in the run dir");
+        let kept =
+            t.run_dir_files().into_iter().find(|f| f.ends_with(".current-id")).expect("the id is kept in the run dir");
         let id = std::fs::read_to_string(t.run_dir.join(&kept)).expect("id").trim().to_string();
         run_hook(h, &env_file, &["post"]).ok();
         assert_eq!(t.manifest(&id)["status"], "complete", "{}", h);

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- helpers
 
-
 fn run(exe: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(exe);
     cmd.args(args);
@@ -32,7 +31,11 @@ fn run(exe: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("--- stdout ---\n{}\n--- stderr ---\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn ok(exe: &Path, args: &[&str]) -> String {
@@ -63,7 +66,18 @@ impl Env {
     fn pre(&self, pg: &Cluster, id: &str) {
         ok(
             &self.exe,
-            &["pre", "--backup-id", id, "--sidecar-dir", s(&self.sidecar), "--node", &format!("default={}", pg.conninfo()), "--run-dir", s(&self.rundir), "--fast"],
+            &[
+                "pre",
+                "--backup-id",
+                id,
+                "--sidecar-dir",
+                s(&self.sidecar),
+                "--node",
+                &format!("default={}", pg.conninfo()),
+                "--run-dir",
+                s(&self.rundir),
+                "--fast",
+            ],
         );
     }
 
@@ -72,7 +86,19 @@ impl Env {
     }
 
     fn prep_args<'a>(&'a self, id: &'a str, pgdata: &'a Path, archive: &'a Path) -> Vec<&'a str> {
-        vec!["restore-prep", "--backup-id", id, "--sidecar-dir", s(&self.sidecar), "--pgdata", s(pgdata), "--archive-dir", s(archive), "--archive-mode", "off"]
+        vec![
+            "restore-prep",
+            "--backup-id",
+            id,
+            "--sidecar-dir",
+            s(&self.sidecar),
+            "--pgdata",
+            s(pgdata),
+            "--archive-dir",
+            s(archive),
+            "--archive-mode",
+            "off",
+        ]
     }
 
     fn prep(&self, id: &str, pgdata: &Path, archive: &Path, extra: &[&str]) -> Output {
@@ -81,9 +107,6 @@ impl Env {
         run(&self.exe, &a)
     }
 }
-
-
-
 
 /// Every entry under `root` (not following symlinks): type, mode, owner and content hash.
 fn tree(root: &Path) -> BTreeMap<String, String> {
@@ -108,8 +131,6 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
-
-
 
 /// A cluster with a table, one backup `b1` copied with tar, restored in place (stopped).
 struct Fixture {
@@ -171,7 +192,9 @@ fn round_trip(target: &str) {
     tar_create(&pg.datadir, &tarfile);
     env.post("rt");
     let after_post = committed.load(Ordering::SeqCst);
-    common::wait_until(Duration::from_secs(10), "more commits after post", || committed.load(Ordering::SeqCst) > after_post + 50);
+    common::wait_until(Duration::from_secs(10), "more commits after post", || {
+        committed.load(Ordering::SeqCst) > after_post + 50
+    });
     stop.store(true, Ordering::SeqCst);
     inserter.join().unwrap();
     let total = committed.load(Ordering::SeqCst);
@@ -193,7 +216,10 @@ fn round_trip(target: &str) {
     match target {
         "latest" => assert_eq!(rows, total, "every committed row must be restored with target latest"),
         _ => {
-            assert!(rows >= before_pre_returned, "{rows} rows restored, {before_pre_returned} were committed before pre returned");
+            assert!(
+                rows >= before_pre_returned,
+                "{rows} rows restored, {before_pre_returned} were committed before pre returned"
+            );
             assert!(pg.log().contains("recovery stopping after reaching consistency"), "{}", pg.log());
         }
     }
@@ -312,12 +338,17 @@ fn refuses_label_of_an_older_backup() {
 fn refuses_other_backup_label_in_the_directory_unless_forced() {
     let dir = TestDir::new();
     let f = fixture(&dir);
-    let t = fs::read_to_string(f.env.sidecar.join("b1/default/backup_label")).unwrap().replace("LABEL: b1", "LABEL: someone-else");
+    let t = fs::read_to_string(f.env.sidecar.join("b1/default/backup_label"))
+        .unwrap()
+        .replace("LABEL: b1", "LABEL: someone-else");
     fs::write(f.pg.datadir.join("backup_label"), t).unwrap();
     assert_refused(&f, &f.pg.datadir, &[], "rerun with --force");
     let o = f.env.prep("b1", &f.pg.datadir, &f.pg.archive_dir, &["--force"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(fs::read(f.pg.datadir.join("backup_label")).unwrap(), fs::read(f.env.sidecar.join("b1/default/backup_label")).unwrap());
+    assert_eq!(
+        fs::read(f.pg.datadir.join("backup_label")).unwrap(),
+        fs::read(f.env.sidecar.join("b1/default/backup_label")).unwrap()
+    );
 }
 
 // ---------------------------------------------------------------- idempotence, dry run
@@ -397,11 +428,15 @@ fn tablespace_is_restored_at_a_new_path() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("which is not a directory"), "{}", text(&o));
 
     let map = format!("{}={}", old_ts.display(), new_ts.display());
-    let out = ok(&env.exe, &[&env.prep_args("tsb", &pg.datadir, &pg.archive_dir)[..], &["--tablespace-map", &map]].concat());
+    let out =
+        ok(&env.exe, &[&env.prep_args("tsb", &pg.datadir, &pg.archive_dir)[..], &["--tablespace-map", &map]].concat());
     assert!(out.contains("wrote tablespace_map"), "{out}");
     start_and_wait_promoted(&pg);
     assert_eq!(pg.query_scalar("select count(*) from big"), "6000");
-    assert_eq!(pg.query_scalar("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"), new_ts.display().to_string());
+    assert_eq!(
+        pg.query_scalar("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"),
+        new_ts.display().to_string()
+    );
 }
 
 // ---------------------------------------------------------------- wal-restore
@@ -423,7 +458,10 @@ fn wal_restore_end_of_archive_and_foreign_segments() {
     assert!(!dest.exists());
 
     // Another cluster's segment: refused loudly with a status that aborts recovery.
-    let o = run(&exe, &["wal-restore", "--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&b), &seg, s(&dest)]);
+    let o = run(
+        &exe,
+        &["wal-restore", "--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&b), &seg, s(&dest)],
+    );
     assert_eq!(o.status.code(), Some(126), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another cluster's WAL"), "{}", text(&o));
     assert!(!dest.exists());

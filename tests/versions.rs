@@ -76,10 +76,8 @@ fn two_phase_backup_on_this_major() {
     let node = format!("default={}", pg.conninfo());
     pg.execute("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g;");
 
-    let out = tool(
-        &["pre", "--backup-id", &id, "--fast", "--node", &node, "--sidecar-dir", sidecar.to_str().unwrap()],
-        &run,
-    );
+    let out =
+        tool(&["pre", "--backup-id", &id, "--fast", "--node", &node, "--sidecar-dir", sidecar.to_str().unwrap()], &run);
     let stdout = ok(&out, "pre", &run, &id);
     // "node default: backup started at 0/2000028 (PostgreSQL 15.18 ...)"
     let start_lsn = stdout
@@ -113,12 +111,17 @@ fn two_phase_backup_on_this_major() {
     assert_eq!(label_field(&label, "BACKUP METHOD"), Some("streamed"));
     let from = if major <= 13 { "master" } else { "primary" };
     assert_eq!(label_field(&label, "BACKUP FROM"), Some(from), "label:\n{label}");
-    assert_eq!(label_field(&label, "START TIMELINE").is_some(), major >= 11, "START TIMELINE line on {major}:\n{label}");
+    assert_eq!(
+        label_field(&label, "START TIMELINE").is_some(),
+        major >= 11,
+        "START TIMELINE line on {major}:\n{label}"
+    );
     let tablespace_map = fs::read(backup.join("default/tablespace_map")).expect("stored tablespace_map");
     assert!(tablespace_map.is_empty(), "no tablespaces, yet tablespace_map is {tablespace_map:?}");
 
     let manifest: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(backup.join("manifest.json")).expect("manifest.json")).expect("manifest is JSON");
+        serde_json::from_str(&fs::read_to_string(backup.join("manifest.json")).expect("manifest.json"))
+            .expect("manifest is JSON");
     assert_eq!(manifest["status"], "complete", "{manifest:#}");
     let n = &manifest["nodes"][0];
     assert_eq!(n["server_version_num"].as_i64(), Some(version_num as i64), "{manifest:#}");
@@ -134,21 +137,13 @@ fn two_phase_backup_on_this_major() {
     let stop_file = n["stop_wal_file"].as_str().unwrap().to_string();
     let history = n["backup_history_file"].as_str().expect("a primary's backup has a history file").to_string();
     // Our segment-name arithmetic agrees with the server's.
-    assert_eq!(
-        pg.query_scalar(&format!("select pg_walfile_name('{start_lsn}')")),
-        start_file,
-        "start segment name"
-    );
+    assert_eq!(pg.query_scalar(&format!("select pg_walfile_name('{start_lsn}')")), start_file, "start segment name");
     let stop_lsn = n["stop_lsn"].as_str().unwrap();
     // pg_lsn - numeric only exists from 14: subtract the byte here.
     let (hi, lo) = stop_lsn.split_once('/').unwrap();
     let before_stop = ((u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()) - 1;
     let before_stop = format!("{:X}/{:X}", before_stop >> 32, before_stop & 0xFFFF_FFFF);
-    assert_eq!(
-        pg.query_scalar(&format!("select pg_walfile_name('{before_stop}')")),
-        stop_file,
-        "stop segment name"
-    );
+    assert_eq!(pg.query_scalar(&format!("select pg_walfile_name('{before_stop}')")), stop_file, "stop segment name");
     assert!(archived.contains(&stop_file), "stop segment {stop_file} not archived when post returned: {archived:?}");
     assert!(archived.contains(&history), "history file {history} not archived when post returned: {archived:?}");
     let hist = fs::read_to_string(pg.archive_dir.join(&history)).expect("reading history file");
@@ -160,7 +155,12 @@ fn two_phase_backup_on_this_major() {
         .args(["verify", "--backup-id", &id, "--sidecar-dir", sidecar.to_str().unwrap()])
         .output()
         .expect("running verify");
-    assert!(out.status.success(), "verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The backup is over on the server: a new one can start in any session.
     assert_eq!(pg.query_scalar("select count(*) from t"), "5000");
@@ -179,10 +179,8 @@ fn abort_ends_the_backup_on_this_major() {
     let sidecar = dir.mkdir("sidecar");
     let id = "versions-abort";
     let node = format!("default={}", pg.conninfo());
-    let out = tool(
-        &["pre", "--backup-id", id, "--fast", "--node", &node, "--sidecar-dir", sidecar.to_str().unwrap()],
-        &run,
-    );
+    let out =
+        tool(&["pre", "--backup-id", id, "--fast", "--node", &node, "--sidecar-dir", sidecar.to_str().unwrap()], &run);
     ok(&out, "pre", &run, id);
     let out = tool(&["abort", "--backup-id", id], &run);
     ok(&out, "abort", &run, id);
@@ -193,7 +191,6 @@ fn abort_ends_the_backup_on_this_major() {
 }
 
 // ---------------------------------------------------------------- round trips (issues 5 and 7)
-
 
 fn run_exe(exe: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(exe);
@@ -219,10 +216,6 @@ fn exe_ok(exe: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "{args:?} failed with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-
-
-
-
 
 /// The checkpoint location in a pg_control file (u64 at offset 32, native order).
 fn control_checkpoint(pgdata: &Path) -> u64 {
@@ -311,7 +304,10 @@ fn backed_up_and_restored() -> Restored {
     wait_more(0, "first commits");
     let node = format!("default={}", pg.conninfo());
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    exe_ok(&exe, &["pre", "--backup-id", "rt", "--fast", "--node", &node, "--sidecar-dir", &s(&sidecar), "--run-dir", &s(&run)]);
+    exe_ok(
+        &exe,
+        &["pre", "--backup-id", "rt", "--fast", "--node", &node, "--sidecar-dir", &s(&sidecar), "--run-dir", &s(&run)],
+    );
     let before_pre_returned = committed.load(Ordering::SeqCst);
     let tarfile = dir.path().join("rt.tar");
     tar_create(&pg.datadir, &tarfile);
@@ -360,7 +356,11 @@ fn round_trip(target: &str) {
         .collect();
     let again = r.prep(&["--target", target]);
     assert!(again.status.success(), "second restore-prep: {}", String::from_utf8_lossy(&again.stderr));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already prepared: nothing to do"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already prepared: nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     for (p, b) in &before {
         assert_eq!(&fs::read(p).unwrap(), b, "second run changed {}", p.display());
     }
@@ -373,7 +373,11 @@ fn round_trip(target: &str) {
     match target {
         "latest" => assert_eq!(rows, r.total, "every committed row must be restored with target latest"),
         "backup-end" => {
-            assert!(rows >= r.before_pre_returned, "{rows} rows restored, {} committed before pre returned", r.before_pre_returned);
+            assert!(
+                rows >= r.before_pre_returned,
+                "{rows} rows restored, {} committed before pre returned",
+                r.before_pre_returned
+            );
             assert!(rows <= r.after_post, "{rows} rows restored, only {} committed when post returned", r.after_post);
             assert!(log.contains("recovery stopping after reaching consistency"), "{log}");
         }
@@ -441,8 +445,16 @@ fn deleted_backup_label_refuses_to_start_on_this_major() {
     // "LOG: invalid primary checkpoint link in control file" (10-14) or "invalid checkpoint
     // location" (15+), then "PANIC: could not locate a valid checkpoint record".
     let says = |f: &dyn Fn(&str) -> bool| log.lines().any(f);
-    assert!(says(&|l| l.contains("invalid") && l.contains("checkpoint")), "log on {} names no invalid checkpoint:\n{log}", r.major);
-    assert!(says(&|l| (l.contains("PANIC") || l.contains("FATAL")) && l.contains("checkpoint")), "no PANIC/FATAL about the checkpoint on {}:\n{log}", r.major);
+    assert!(
+        says(&|l| l.contains("invalid") && l.contains("checkpoint")),
+        "log on {} names no invalid checkpoint:\n{log}",
+        r.major
+    );
+    assert!(
+        says(&|l| (l.contains("PANIC") || l.contains("FATAL")) && l.contains("checkpoint")),
+        "no PANIC/FATAL about the checkpoint on {}:\n{log}",
+        r.major
+    );
     assert!(!log.contains("redo starts"), "the server replayed WAL without its label:\n{log}");
     assert!(postgres::Client::connect(&r.pg.conninfo(), postgres::NoTls).is_err(), "the server accepts connections");
 

@@ -26,7 +26,9 @@ pub fn run(a: AbortArgs) -> Result<i32> {
                     t.trim()
                 ),
                 Some(Marker::Aborted(_)) => println!("nothing to abort: backup {} was already aborted", id),
-                Some(Marker::Failed(t)) => println!("nothing to abort: backup {} had already failed ({})", id, t.trim()),
+                Some(Marker::Failed(t)) => {
+                    println!("nothing to abort: backup {} had already failed ({})", id, t.trim())
+                }
                 None => println!("nothing to abort: no backup {} is in progress", id),
             }
             run.clean_stale(id);

@@ -32,7 +32,13 @@ fn already_or_gone(run: &RunDir, id: &str) -> Result<i32> {
     let e = client::no_helper_error(run, id);
     if run.path(id, "lock").exists() && run.marker(id).is_none() {
         // The helper died: remember why, and clean what it left.
-        let _ = run.set_marker(id, &Marker::Failed("the helper was gone at post time (killed, crashed or machine restarted): this copy cannot be restored".into()));
+        let _ = run.set_marker(
+            id,
+            &Marker::Failed(
+                "the helper was gone at post time (killed, crashed or machine restarted): this copy cannot be restored"
+                    .into(),
+            ),
+        );
         run.clean_stale(id);
         if !run.helper_alive(id) {
             let _ = std::fs::remove_file(run.path(id, "lock"));
@@ -72,7 +78,11 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
             archive_note: stop.archive_note.clone(),
             files: f,
         });
-        files.push(NodeFiles { name: n.name.clone(), labelfile: stop.labelfile.clone(), spcmapfile: stop.spcmapfile.clone() });
+        files.push(NodeFiles {
+            name: n.name.clone(),
+            labelfile: stop.labelfile.clone(),
+            spcmapfile: stop.spcmapfile.clone(),
+        });
     }
     let m = Manifest {
         format_version: sidecar::FORMAT_VERSION,
@@ -104,7 +114,9 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     for dir in &backup.sidecar_dirs {
         match sidecar::write(dir, &m, &files) {
             Ok(true) => println!("stored {} in {}", status_word(status), sidecar::backup_dir(dir, id).display()),
-            Ok(false) => println!("backup {} is already stored complete in {}", id, sidecar::backup_dir(dir, id).display()),
+            Ok(false) => {
+                println!("backup {} is already stored complete in {}", id, sidecar::backup_dir(dir, id).display())
+            }
             Err(e) => errors.push(format!("{}: {}", dir.display(), e.msg)),
         }
     }
@@ -122,7 +134,10 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
         )));
     }
     for n in &m.nodes {
-        println!("node {}: backup stopped at {} (start {}, WAL {}..{})", n.name, n.stop_lsn, n.start_lsn, n.start_wal_file, n.stop_wal_file);
+        println!(
+            "node {}: backup stopped at {} (start {}, WAL {}..{})",
+            n.name, n.stop_lsn, n.start_lsn, n.start_wal_file, n.stop_wal_file
+        );
     }
     if let Some(rp) = &m.restore_point {
         println!("restore point {:?} ({}) on {} node(s)", rp.name, rp.scope, rp.lsns.len());
@@ -139,7 +154,8 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
             ),
         ));
     }
-    let dirs: Vec<String> = backup.sidecar_dirs.iter().map(|d| sidecar::backup_dir(d, id).display().to_string()).collect();
+    let dirs: Vec<String> =
+        backup.sidecar_dirs.iter().map(|d| sidecar::backup_dir(d, id).display().to_string()).collect();
     run.set_marker(id, &Marker::Done(format!("stored in {}", dirs.join(", "))))?;
     match client::request(run, id, &Request::Stored, &mut |_| {}) {
         Ok(Some(Reply::Ok { .. })) | Ok(None) => {}

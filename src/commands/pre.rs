@@ -15,9 +15,12 @@ use crate::sidecar;
 
 /// Split `NAME=CONNINFO`; the name becomes a directory in the sidecar.
 pub fn parse_node(spec: &str) -> Result<(String, String)> {
-    let (name, conninfo) = spec
-        .split_once('=')
-        .ok_or_else(|| Error::usage(format!("--node {:?}: expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432'", spec)))?;
+    let (name, conninfo) = spec.split_once('=').ok_or_else(|| {
+        Error::usage(format!(
+            "--node {:?}: expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432'",
+            spec
+        ))
+    })?;
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
@@ -108,10 +111,16 @@ pub fn run(a: PreArgs) -> Result<i32> {
             }
             Next::Garbled(e) => {
                 child.kill();
-                return Err(Error::new(format!("unreadable message from the helper ({}): see {}", e, run.log(id).display())));
+                return Err(Error::new(format!(
+                    "unreadable message from the helper ({}): see {}",
+                    e,
+                    run.log(id).display()
+                )));
             }
             Next::Event(ev) => match ev {
-                StartEvent::Warning { node, message } => eprintln!("pg-backup-hooks: warning: node {}: {}", node, message),
+                StartEvent::Warning { node, message } => {
+                    eprintln!("pg-backup-hooks: warning: node {}: {}", node, message)
+                }
                 StartEvent::NodeStarted { node, start_lsn, server_version } => {
                     println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)
                 }

@@ -19,8 +19,12 @@ pub fn run(a: StatusArgs) -> Result<i32> {
     let mut out = Vec::new();
     for id in &ids {
         let entry = match client::request(&run, id, &Request::Status, &mut |_| {}) {
-            Ok(Some(Reply::Status { backup })) => serde_json::to_value(&backup).map_err(|e| Error::new(e.to_string()))?,
-            Ok(Some(other)) => serde_json::json!({"backup_id": id, "phase": "unknown", "error": format!("{:?}", other)}),
+            Ok(Some(Reply::Status { backup })) => {
+                serde_json::to_value(&backup).map_err(|e| Error::new(e.to_string()))?
+            }
+            Ok(Some(other)) => {
+                serde_json::json!({"backup_id": id, "phase": "unknown", "error": format!("{:?}", other)})
+            }
             Ok(None) => {
                 let why = client::no_helper_error(&run, id).msg;
                 serde_json::json!({"backup_id": id, "phase": "not-running", "error": why})

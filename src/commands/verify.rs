@@ -13,7 +13,11 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
         println!("{}", v);
     }
     if !problems.is_empty() {
-        return Err(Error::new(format!("sidecar {} is not usable: {}", sidecar::backup_dir(&a.sidecar_dir, &a.backup_id).display(), problems.join("; "))));
+        return Err(Error::new(format!(
+            "sidecar {} is not usable: {}",
+            sidecar::backup_dir(&a.sidecar_dir, &a.backup_id).display(),
+            problems.join("; ")
+        )));
     }
     if !a.json {
         println!("backup {}: sidecar OK ({} node(s), {:?})", a.backup_id, m.nodes.len(), m.status);

@@ -24,11 +24,17 @@ fn loud(msg: String) -> Error {
 /// Check a segment's long page header: flag, system identifier, segment size.
 fn check_header(name: &str, head: &[u8], len: u64, sysid: Option<u64>) -> Result<()> {
     if head.len() < 40 {
-        return Err(loud(format!("archived segment {} is only {} bytes long: damaged or still being archived", name, len)));
+        return Err(loud(format!(
+            "archived segment {} is only {} bytes long: damaged or still being archived",
+            name, len
+        )));
     }
     let info = u16::from_ne_bytes([head[2], head[3]]);
     if info & 0x0002 == 0 {
-        return Err(loud(format!("archived segment {} does not start with a long page header: not a WAL segment, or damaged", name)));
+        return Err(loud(format!(
+            "archived segment {} does not start with a long page header: not a WAL segment, or damaged",
+            name
+        )));
     }
     let mut b8 = [0u8; 8];
     b8.copy_from_slice(&head[24..32]);
@@ -45,7 +51,10 @@ fn check_header(name: &str, head: &[u8], len: u64, sysid: Option<u64>) -> Result
     b4.copy_from_slice(&head[32..36]);
     let seg_size = u32::from_ne_bytes(b4) as u64;
     if seg_size != len {
-        return Err(loud(format!("archived segment {} is {} bytes, its header says {}: truncated or still being archived", name, len, seg_size)));
+        return Err(loud(format!(
+            "archived segment {} is {} bytes, its header says {}: truncated or still being archived",
+            name, len, seg_size
+        )));
     }
     Ok(())
 }
@@ -77,7 +86,10 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
         return Err(Error::usage(format!("{:?} is not a WAL file name (use %f in restore_command)", f)));
     }
     if !a.archive_dir.is_dir() {
-        return Err(loud(format!("archive directory {} is missing or not a directory (unmounted?)", a.archive_dir.display())));
+        return Err(loud(format!(
+            "archive directory {} is missing or not a directory (unmounted?)",
+            a.archive_dir.display()
+        )));
     }
     let src = a.archive_dir.join(f);
     let mut file = match File::open(&src) {
@@ -88,7 +100,10 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
     let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
     let mut head = Vec::new();
     if is_segment_name(f) {
-        (&mut file).take(40).read_to_end(&mut head).map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
+        (&mut file)
+            .take(40)
+            .read_to_end(&mut head)
+            .map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
         check_header(f, &head, len, a.system_identifier)?;
     }
     copy(&mut file, &head, &a.dest)?;

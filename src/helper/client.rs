@@ -13,11 +13,14 @@ pub fn request(run: &RunDir, id: &str, req: &Request, on_progress: &mut dyn FnMu
     let path = run.socket(id)?;
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None)
+        }
         Err(e) => return Err(Error::new(format!("cannot connect to the helper at {}: {}", path.display(), e))),
     };
     let mut w = stream.try_clone().map_err(|e| Error::new(format!("socket {}: {}", path.display(), e)))?;
-    protocol::write_msg(&mut w, req).map_err(|e| Error::new(format!("cannot send to the helper at {}: {}", path.display(), e)))?;
+    protocol::write_msg(&mut w, req)
+        .map_err(|e| Error::new(format!("cannot send to the helper at {}: {}", path.display(), e)))?;
     let mut r = BufReader::new(stream);
     loop {
         let line = protocol::read_line(&mut r).map_err(|e| Error::new(format!("reading from the helper: {}", e)))?;

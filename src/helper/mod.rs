@@ -116,14 +116,19 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
         .take(protocol::MAX_LINE as u64)
         .read_to_string(&mut input)
         .map_err(|e| Error::new(format!("helper: cannot read configuration: {}", e)))?;
-    let cfg: HelperConfig = serde_json::from_str(&input).map_err(|e| Error::new(format!("helper: bad configuration: {}", e)))?;
+    let cfg: HelperConfig =
+        serde_json::from_str(&input).map_err(|e| Error::new(format!("helper: bad configuration: {}", e)))?;
     if cfg.backup_id != backup_id {
         return Err(Error::new("helper: configuration is for another backup id"));
     }
     let run = RunDir::open(Some(run_dir), true)?;
     let id = cfg.backup_id.clone();
     let Some(lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
-        return Err(Error::new(format!("a backup with id {} is already in progress (its helper holds {})", id, run.path(&id, "lock").display())));
+        return Err(Error::new(format!(
+            "a backup with id {} is already in progress (its helper holds {})",
+            id,
+            run.path(&id, "lock").display()
+        )));
     };
     log::info!("helper {} for backup {} starting: {} node(s)", std::process::id(), id, cfg.nodes.len());
 
@@ -152,7 +157,11 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     for n in &nodes {
         let st = n.status();
         if let Some(lsn) = st.start_lsn {
-            rep.send(&StartEvent::NodeStarted { node: n.name.clone(), start_lsn: lsn, server_version: st.server_version });
+            rep.send(&StartEvent::NodeStarted {
+                node: n.name.clone(),
+                start_lsn: lsn,
+                server_version: st.server_version,
+            });
         }
     }
 
@@ -176,7 +185,10 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
         let tx = tx.clone();
         std::thread::spawn(move || {
             if let Ok(sig) = sigs.wait() {
-                let _ = tx.send(Exit::Aborted(format!("the helper received {:?}: the backups were stopped and discarded", sig)));
+                let _ = tx.send(Exit::Aborted(format!(
+                    "the helper received {:?}: the backups were stopped and discarded",
+                    sig
+                )));
             }
         });
     }
@@ -303,7 +315,10 @@ fn start_all(cfg: &HelperConfig, nodes: &[Node]) -> Result<()> {
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().unwrap_or(Some("internal error: start thread panicked".into()))).collect()
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap_or(Some("internal error: start thread panicked".into())))
+            .collect()
     });
     if errors.is_empty() {
         return Ok(());

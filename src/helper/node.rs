@@ -47,9 +47,8 @@ impl Node {
     /// node can give a restorable backup at all (version, WAL archiving).
     pub fn connect(name: &str, info: &ConnInfo, backup_id: &str) -> Result<Checked, String> {
         let cfg = info.to_config(&format!("pg-backup-hooks {}", backup_id)).map_err(|e| e.msg)?;
-        let mut client = cfg
-            .connect(NoTls)
-            .map_err(|e| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e)))?;
+        let mut client =
+            cfg.connect(NoTls).map_err(|e| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e)))?;
         let version_num = api::server_version_num(&mut client)?;
         api::check_supported(version_num)?;
         api::prepare_session(&mut client, version_num)?;
@@ -197,7 +196,9 @@ impl Node {
         }
         match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
             Ok(_) => log::info!("node {}: backup stopped and discarded", self.name),
-            Err(e) => log::warn!("node {}: stop while discarding failed ({}); closing the session ends it", self.name, e),
+            Err(e) => {
+                log::warn!("node {}: stop while discarding failed ({}); closing the session ends it", self.name, e)
+            }
         }
     }
 
@@ -212,10 +213,9 @@ impl Node {
         needed.extend(stop.backup_history_file.iter().cloned());
         needed.extend(stop.restore_point_wal_file.iter().cloned());
         let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
-        let by_stats = stats
-            .last_archived_wal
-            .as_deref()
-            .is_some_and(|last| last.get(..24).is_some_and(wal::is_segment_name) && needed.iter().all(|n| last >= n.as_str()));
+        let by_stats = stats.last_archived_wal.as_deref().is_some_and(|last| {
+            last.get(..24).is_some_and(wal::is_segment_name) && needed.iter().all(|n| last >= n.as_str())
+        });
         let done = by_stats || api::archive_status_done(&mut c, self.facts.version_num, &needed) == Some(true);
         drop(c);
         let mut st = lock(&self.state);

@@ -27,7 +27,12 @@ pub fn serve(listener: UnixListener, sh: Arc<Shared>) {
         match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
             Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
             Ok(cred) => {
-                log::warn!("refused a connection from uid {} (pid {}): only uid {} or root may talk to this helper", cred.uid(), cred.pid(), me);
+                log::warn!(
+                    "refused a connection from uid {} (pid {}): only uid {} or root may talk to this helper",
+                    cred.uid(),
+                    cred.pid(),
+                    me
+                );
                 continue;
             }
             Err(e) => {
@@ -76,7 +81,10 @@ fn handle(stream: UnixStream, sh: Arc<Shared>) {
                 send(&Reply::Ok { message: "helper released".into() });
                 sh.request_exit(Exit::Stored);
             } else {
-                send(&Reply::Error { message: "the backup is not stopped and archived yet".into(), backup: Some(sh.status()) });
+                send(&Reply::Error {
+                    message: "the backup is not stopped and archived yet".into(),
+                    backup: Some(sh.status()),
+                });
             }
         }
     }
@@ -90,7 +98,9 @@ fn abort(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) {
     }
     super::discard_all(&sh.nodes);
     sh.set_phase(Phase::Aborted);
-    send(&Reply::Ok { message: format!("backup {} aborted: every node's backup was stopped and discarded", sh.cfg.backup_id) });
+    send(&Reply::Ok {
+        message: format!("backup {} aborted: every node's backup was stopped and discarded", sh.cfg.backup_id),
+    });
     sh.request_exit(Exit::Aborted("aborted on request (pg-backup-hooks abort): this copy cannot be restored".into()));
 }
 
@@ -124,7 +134,10 @@ fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply
         create_restore_point(sh);
     }
     if sh.phase() != Phase::Stopped {
-        send(&Reply::Error { message: format!("backup is {:?}, cannot stop it", sh.phase()), backup: Some(sh.status()) });
+        send(&Reply::Error {
+            message: format!("backup is {:?}, cannot stop it", sh.phase()),
+            backup: Some(sh.status()),
+        });
         return;
     }
     let archived = wait_archived(sh, archive_timeout, send);
@@ -155,14 +168,22 @@ fn create_restore_point(sh: &Arc<Shared>) {
         *sh.restore_point.lock().unwrap_or_else(|p| p.into_inner()) = (rp, note);
     };
     let Some(first) = primaries.first() else {
-        set(None, Some("no restore point: every node is a standby, and restore points can only be created on a primary".into()));
+        set(
+            None,
+            Some(
+                "no restore point: every node is a standby, and restore points can only be created on a primary".into(),
+            ),
+        );
         return;
     };
     let coord = sh.nodes.iter().find(|n| n.name == "coordinator" && !n.facts.in_recovery).unwrap_or(first);
     let citus = sh.nodes.len() > 1 && coord.with_client(api::has_citus).unwrap_or(false);
     if citus {
         if let Err(e) = coord.with_client(|c| api::citus_create_restore_point(c, &name)) {
-            set(None, Some(format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e)));
+            set(
+                None,
+                Some(format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e)),
+            );
             return;
         }
     }
@@ -193,7 +214,13 @@ fn create_restore_point(sh: &Arc<Shared>) {
         set(None, Some(format!("no restore point: {}", errors.join("; "))));
         return;
     }
-    let scope = if citus { "cluster" } else if sh.nodes.len() > 1 { "per-node" } else { "node" };
+    let scope = if citus {
+        "cluster"
+    } else if sh.nodes.len() > 1 {
+        "per-node"
+    } else {
+        "node"
+    };
     log::info!("restore point {:?} created ({})", name, scope);
     set(Some(RestorePointInfo { name, scope: scope.into() }), None);
 }

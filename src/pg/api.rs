@@ -61,9 +61,8 @@ fn q1(c: &mut Client, sql: &str) -> Result<postgres::Row, String> {
 
 /// Turn off every timeout that could end the held session, for this session only.
 pub fn prepare_session(c: &mut Client, version_num: i32) -> Result<(), String> {
-    let mut sql = String::from(
-        "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;",
-    );
+    let mut sql =
+        String::from("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;");
     if version_num >= 140000 {
         sql.push_str(" SET idle_session_timeout = 0;");
     }
@@ -97,10 +96,8 @@ pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts, Str
         String::new()
     };
     // data_directory needs superuser or pg_read_all_settings; it is informational only.
-    let data_directory = c
-        .query_one("SELECT current_setting('data_directory')", &[])
-        .ok()
-        .map(|r| r.get::<_, String>(0));
+    let data_directory =
+        c.query_one("SELECT current_setting('data_directory')", &[]).ok().map(|r| r.get::<_, String>(0));
     Ok(ServerFacts {
         version_num,
         version: row.get(0),

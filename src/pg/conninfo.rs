@@ -13,9 +13,22 @@ use crate::error::{Error, Result};
 
 /// Keys we understand; anything else is refused with a clear message rather than ignored.
 const KNOWN_KEYS: &[&str] = &[
-    "host", "hostaddr", "port", "user", "password", "dbname", "passfile", "sslmode",
-    "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
-    "target_session_attrs", "channel_binding", "tcp_user_timeout",
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "passfile",
+    "sslmode",
+    "application_name",
+    "connect_timeout",
+    "options",
+    "keepalives",
+    "keepalives_idle",
+    "target_session_attrs",
+    "channel_binding",
+    "tcp_user_timeout",
 ];
 
 /// Default Unix-socket directory of Debian's libpq, then the upstream default.
@@ -168,7 +181,9 @@ impl ConnInfo {
             }
         }
         let timeout = match self.get("connect_timeout") {
-            Some(t) => t.parse::<u64>().map_err(|_| Error::usage(format!("connect_timeout \"{}\" is not a number of seconds", t)))?,
+            Some(t) => t
+                .parse::<u64>()
+                .map_err(|_| Error::usage(format!("connect_timeout \"{}\" is not a number of seconds", t)))?,
             None => 10,
         };
         cfg.connect_timeout(Duration::from_secs(timeout.max(1)));
@@ -235,12 +250,16 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
         match c {
             '\\' => {
                 if let Some(n) = chars.next() {
-                    if let Some(f) = fields.last_mut() { f.push(n) }
+                    if let Some(f) = fields.last_mut() {
+                        f.push(n)
+                    }
                 }
             }
             ':' if fields.len() < 5 => fields.push(String::new()),
             _ => {
-                if let Some(f) = fields.last_mut() { f.push(c) }
+                if let Some(f) = fields.last_mut() {
+                    f.push(c)
+                }
             }
         }
     }
@@ -406,7 +425,9 @@ fn parse_uri(s: &str) -> Result<BTreeMap<String, String>> {
     }
     if let Some(q) = query {
         for kv in q.split('&').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| Error::usage(format!("connection URI: parameter \"{}\" has no value", kv)))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::usage(format!("connection URI: parameter \"{}\" has no value", kv)))?;
             out.insert(percent_decode(k)?, percent_decode(v)?);
         }
     }
@@ -429,7 +450,8 @@ mod tests {
 
     #[test]
     fn uri_forms() {
-        let c = ConnInfo::parse("postgresql://bob:s%40cret@db1.example:6543/sales?sslmode=disable&application_name=x").unwrap();
+        let c = ConnInfo::parse("postgresql://bob:s%40cret@db1.example:6543/sales?sslmode=disable&application_name=x")
+            .unwrap();
         assert_eq!(c.get("host"), Some("db1.example"));
         assert_eq!(c.get("port"), Some("6543"));
         assert_eq!(c.get("user"), Some("bob"));

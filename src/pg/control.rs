@@ -204,7 +204,10 @@ mod tests {
             assert_eq!(u64_at(&once, 40) == 0xFFFF_0001_0800_0028, v == 1002, "prevCheckPoint only on 10");
             assert_eq!(invalidate(&once).unwrap(), once);
             let diff: Vec<usize> = (0..8192).filter(|&i| once[i] != b[i]).collect();
-            assert!(diff.iter().all(|&i| (32..48).contains(&i) || (off..off + 4).contains(&i)), "{v}: changed {diff:?}");
+            assert!(
+                diff.iter().all(|&i| (32..48).contains(&i) || (off..off + 4).contains(&i)),
+                "{v}: changed {diff:?}"
+            );
         }
     }
 

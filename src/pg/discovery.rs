@@ -39,7 +39,11 @@ impl Role {
 pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
     let cfg = coordinator.to_config("pg-backup-hooks discovery")?;
     let mut c: Client = cfg.connect(NoTls).map_err(|e| {
-        Error::new(format!("--discover citus: cannot connect to the coordinator {}: {}", coordinator.endpoint(), pg_error(&e)))
+        Error::new(format!(
+            "--discover citus: cannot connect to the coordinator {}: {}",
+            coordinator.endpoint(),
+            pg_error(&e)
+        ))
     })?;
     let rows = c.query(DIST_NODE_QUERY, &[&role.as_str()]).map_err(|e| {
         Error::new(format!(

@@ -40,7 +40,9 @@ impl BackupLabel {
                 "BACKUP FROM" => from = Some(value.to_string()),
                 "START TIME" => time = Some(value.to_string()),
                 "LABEL" => label = Some(value.to_string()),
-                "START TIMELINE" => tli = Some(value.trim().parse::<u32>().map_err(|_| "START TIMELINE is not a number")?),
+                "START TIMELINE" => {
+                    tli = Some(value.trim().parse::<u32>().map_err(|_| "START TIMELINE is not a number")?)
+                }
                 _ => {}
             }
         }

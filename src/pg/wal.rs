@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(segment_name(1, "0/9000028".parse().unwrap(), seg), "000000010000000000000009");
         assert_eq!(segment_name(3, "1/FF000000".parse().unwrap(), seg), "0000000300000001000000FF");
         assert_eq!(stop_segment_name(1, "0/A000000".parse().unwrap(), seg), "000000010000000000000009");
-        assert_eq!(backup_history_name(1, "0/9000028".parse().unwrap(), seg), "000000010000000000000009.00000028.backup");
+        assert_eq!(
+            backup_history_name(1, "0/9000028".parse().unwrap(), seg),
+            "000000010000000000000009.00000028.backup"
+        );
         // 1 GiB segments: 4 per xlogid
         assert_eq!(segment_name(1, "2/40000000".parse().unwrap(), 1 << 30), "000000010000000200000001");
         assert!(is_segment_name("000000010000000000000009"));

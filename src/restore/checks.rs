@@ -36,8 +36,14 @@ fn read_major(pgdata: &Path) -> Result<u32> {
     let major = t.split('.').next().and_then(|m| m.parse::<u32>().ok());
     match major {
         Some(m) if m >= 10 => Ok(m),
-        Some(_) => Err(Error::new(format!("{} says PostgreSQL {}: pg-backup-hooks supports 10 and later", p.display(), t))),
-        None => Err(Error::new(format!("{} holds {:?}, not a PostgreSQL version: the data directory is damaged; restore it again", p.display(), t))),
+        Some(_) => {
+            Err(Error::new(format!("{} says PostgreSQL {}: pg-backup-hooks supports 10 and later", p.display(), t)))
+        }
+        None => Err(Error::new(format!(
+            "{} holds {:?}, not a PostgreSQL version: the data directory is damaged; restore it again",
+            p.display(),
+            t
+        ))),
     }
 }
 
@@ -80,10 +86,17 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
         match pid_owner(pid, pgdata) {
             PidState::Gone => return Ok(true),
             PidState::Other(what) => {
-                warnings.push(format!("{} names pid {}, which is {}: treated as stale and removed", p.display(), pid, what));
+                warnings.push(format!(
+                    "{} names pid {}, which is {}: treated as stale and removed",
+                    p.display(),
+                    pid,
+                    what
+                ));
                 return Ok(true);
             }
-            PidState::Server if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(100)),
+            PidState::Server if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
             PidState::Server => break,
         }
     }
@@ -226,7 +239,10 @@ pub fn run(r: &Request) -> Result<Checked> {
                     manifest.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
                 )));
             }
-            warnings.push(format!("--node not given: this data directory's system identifier is node {}'s", matching[0].name));
+            warnings.push(format!(
+                "--node not given: this data directory's system identifier is node {}'s",
+                matching[0].name
+            ));
             matching[0].clone()
         }
     };
@@ -244,7 +260,11 @@ pub fn run(r: &Request) -> Result<Checked> {
             node_problems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
         )));
     }
-    passed.push(format!("sidecar {} is intact (checksums and label match backup {})", sidecar::backup_dir(&sidecar_dir, id).display(), id));
+    passed.push(format!(
+        "sidecar {} is intact (checksums and label match backup {})",
+        sidecar::backup_dir(&sidecar_dir, id).display(),
+        id
+    ));
 
     let backup_major = (node.server_version_num / 10000) as u32;
     if backup_major != major {
@@ -274,11 +294,14 @@ pub fn run(r: &Request) -> Result<Checked> {
 
     let ndir = sidecar::backup_dir(&sidecar_dir, id).join(&node.name);
     let label_path = ndir.join(sidecar::LABEL_FILE);
-    let label_text = fs::read_to_string(&label_path).map_err(|e| Error::new(format!("cannot read {}: {}", label_path.display(), e)))?;
-    let label = BackupLabel::parse(&label_text)
-        .map_err(|e| Error::new(format!("{} is not a backup label ({}): the sidecar is damaged", label_path.display(), e)))?;
+    let label_text = fs::read_to_string(&label_path)
+        .map_err(|e| Error::new(format!("cannot read {}: {}", label_path.display(), e)))?;
+    let label = BackupLabel::parse(&label_text).map_err(|e| {
+        Error::new(format!("{} is not a backup label ({}): the sidecar is damaged", label_path.display(), e))
+    })?;
     let spcmap_path = ndir.join(sidecar::SPCMAP_FILE);
-    let spcmap_text = fs::read_to_string(&spcmap_path).map_err(|e| Error::new(format!("cannot read {}: {}", spcmap_path.display(), e)))?;
+    let spcmap_text = fs::read_to_string(&spcmap_path)
+        .map_err(|e| Error::new(format!("cannot read {}: {}", spcmap_path.display(), e)))?;
 
     // The label belongs to this copy: the copy's last checkpoint lies within the backup.
     // An earlier restore-prep run may have invalidated the checkpoint location already; it
@@ -299,7 +322,9 @@ pub fn run(r: &Request) -> Result<Checked> {
         )));
     }
     if node.from_standby {
-        warnings.push("backup taken from a standby: only checked that the copy's checkpoint is not before the backup's".into());
+        warnings.push(
+            "backup taken from a standby: only checked that the copy's checkpoint is not before the backup's".into(),
+        );
     }
     passed.push(format!(
         "the copy belongs to this backup (checkpoint {} lies between {} and {}){}",
@@ -313,7 +338,9 @@ pub fn run(r: &Request) -> Result<Checked> {
     let label_in_place = match fs::read(&existing) {
         Ok(b) if b == label_text.as_bytes() => true,
         Ok(b) => {
-            let other = BackupLabel::parse(&String::from_utf8_lossy(&b)).map(|l| l.label).unwrap_or_else(|_| "unreadable".into());
+            let other = BackupLabel::parse(&String::from_utf8_lossy(&b))
+                .map(|l| l.label)
+                .unwrap_or_else(|_| "unreadable".into());
             if !r.force {
                 return Err(Error::new(format!(
                     "{} already exists and is not backup {}'s label (its LABEL: {}): restore the data directory again, or rerun with --force to replace it",

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
-const EMPTIED_DIRS: &[&str] = &["pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"];
+const EMPTIED_DIRS: &[&str] =
+    &["pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"];
 const TOP_FILES: &[&str] = &["postmaster.opts", "backup_manifest"];
 
 fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
@@ -63,7 +64,12 @@ fn walk_temp(dir: &Path, out: &mut Vec<PathBuf>, skip: &[PathBuf]) -> Result<()>
 }
 
 /// Everything to remove, in a stable order. `tablespaces` are the final mapped paths.
-pub fn find(pgdata: &Path, stale_pid: bool, tablespaces: &[PathBuf], remove_tablespace_map: bool) -> Result<Vec<PathBuf>> {
+pub fn find(
+    pgdata: &Path,
+    stale_pid: bool,
+    tablespaces: &[PathBuf],
+    remove_tablespace_map: bool,
+) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if stale_pid {
         out.push(pgdata.join("postmaster.pid"));
@@ -134,7 +140,15 @@ mod tests {
     fn finds_what_must_go_and_keeps_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        for dir in ["pg_wal/archive_status", "pg_replslot/slot1", "pg_stat_tmp", "base/1/sub", "base/pgsql_tmp", "global", "pg_xact"] {
+        for dir in [
+            "pg_wal/archive_status",
+            "pg_replslot/slot1",
+            "pg_stat_tmp",
+            "base/1/sub",
+            "base/pgsql_tmp",
+            "global",
+            "pg_xact",
+        ] {
             fs::create_dir_all(p.join(dir)).unwrap();
         }
         for f in [

@@ -73,16 +73,19 @@ pub fn render_map(map: &[Tablespace], major: u32) -> String {
 /// Apply `--tablespace-map OLD=NEW` (OLD is the path in the map, or the tablespace's OID).
 /// Returns the final map's text: the sidecar's bytes unchanged when nothing was remapped.
 pub fn remap(original: &str, major: u32, specs: &[String]) -> Result<(String, Vec<Tablespace>)> {
-    let mut map = parse_map(original, major)
-        .map_err(|e| Error::new(format!("the sidecar's tablespace_map cannot be read ({}): the sidecar is damaged", e)))?;
+    let mut map = parse_map(original, major).map_err(|e| {
+        Error::new(format!("the sidecar's tablespace_map cannot be read ({}): the sidecar is damaged", e))
+    })?;
     if specs.is_empty() {
         return Ok((original.to_string(), map));
     }
     for spec in specs {
-        let (old, new) = spec
-            .split_once('=')
-            .filter(|(o, n)| !o.is_empty() && !n.is_empty())
-            .ok_or_else(|| Error::usage(format!("--tablespace-map {:?}: expected OLD=NEW (OLD the path in the backup or the tablespace OID)", spec)))?;
+        let (old, new) = spec.split_once('=').filter(|(o, n)| !o.is_empty() && !n.is_empty()).ok_or_else(|| {
+            Error::usage(format!(
+                "--tablespace-map {:?}: expected OLD=NEW (OLD the path in the backup or the tablespace OID)",
+                spec
+            ))
+        })?;
         if !new.starts_with('/') {
             return Err(Error::usage(format!("--tablespace-map {:?}: the new path must be absolute", spec)));
         }
@@ -95,7 +98,11 @@ pub fn remap(original: &str, major: u32, specs: &[String]) -> Result<(String, Ve
                     "--tablespace-map {:?}: the backup has no tablespace at {:?}; its tablespaces are: {}",
                     spec,
                     old,
-                    if map.is_empty() { "none".to_string() } else { map.iter().map(|t| format!("{} {}", t.oid, t.path)).collect::<Vec<_>>().join(", ") }
+                    if map.is_empty() {
+                        "none".to_string()
+                    } else {
+                        map.iter().map(|t| format!("{} {}", t.oid, t.path)).collect::<Vec<_>>().join(", ")
+                    }
                 )))
             }
         }
@@ -140,7 +147,12 @@ pub fn write_all(writes: &[FileWrite], owner: (u32, u32)) -> Result<Vec<PathBuf>
 }
 
 pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
-    FileWrite { path: pgdata.join("backup_label"), data: text.as_bytes().to_vec(), what: "the label from the sidecar".into(), keep: None }
+    FileWrite {
+        path: pgdata.join("backup_label"),
+        data: text.as_bytes().to_vec(),
+        what: "the label from the sidecar".into(),
+        keep: None,
+    }
 }
 
 /// global/pg_control with its checkpoint location made invalid ([`control::invalidate`]), so

@@ -137,7 +137,10 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         }
         WalSource::ArchiveDir(dir) => {
             if !dir.is_dir() {
-                return Err(Error::usage(format!("--archive-dir {} is not a directory: give the directory archive_command copies WAL into", dir.display())));
+                return Err(Error::usage(format!(
+                    "--archive-dir {} is not a directory: give the directory archive_command copies WAL into",
+                    dir.display()
+                )));
             }
             let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
             warn_unreachable(&o.exe, c.owner, &mut warnings);
@@ -161,7 +164,11 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
     let tablespaces = install::check_tablespaces(&map)?;
     if !map.is_empty() {
-        passed.push(format!("{} tablespace(s) in place: {}", map.len(), map.iter().map(|t| t.path.as_str()).collect::<Vec<_>>().join(", ")));
+        passed.push(format!(
+            "{} tablespace(s) in place: {}",
+            map.len(),
+            map.iter().map(|t| t.path.as_str()).collect::<Vec<_>>().join(", ")
+        ));
     }
 
     let rec = recovery::plan(&pgdata, c.major, &restore_command, &target, &o.target_action, o.archive_mode_off)?;
@@ -170,7 +177,16 @@ pub fn prepare(o: &Options) -> Result<Plan> {
 
     let mut files = Vec::new();
     if !map.is_empty() {
-        files.push(FileWrite { path: pgdata.join("tablespace_map"), data: map_text.into_bytes(), what: if o.tablespace_map.is_empty() { "from the sidecar".into() } else { "from the sidecar, with --tablespace-map applied".into() }, keep: None });
+        files.push(FileWrite {
+            path: pgdata.join("tablespace_map"),
+            data: map_text.into_bytes(),
+            what: if o.tablespace_map.is_empty() {
+                "from the sidecar".into()
+            } else {
+                "from the sidecar, with --tablespace-map applied".into()
+            },
+            keep: None,
+        });
     }
     files.push(install::label_write(&pgdata, &c.label_text));
     // Only once the label is in place: the server then reads the label's checkpoint, and

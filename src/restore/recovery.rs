@@ -106,7 +106,8 @@ pub fn check_restore_command(cmd: &str) -> Result<()> {
     Ok(())
 }
 
-const TARGET_KEYS: &[&str] = &["recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid", "recovery_target_name"];
+const TARGET_KEYS: &[&str] =
+    &["recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid", "recovery_target_name"];
 
 /// The recovery settings in file order: blanks first, then the target we want.
 pub fn settings(restore_command: &str, target: &Target, action: &str, pre12: bool) -> Vec<(&'static str, String)> {
@@ -161,7 +162,14 @@ fn read_opt(p: &Path) -> Result<Option<String>> {
     }
 }
 
-pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, action: &str, archive_mode_off: bool) -> Result<RecoveryPlan> {
+pub fn plan(
+    pgdata: &Path,
+    major: u32,
+    restore_command: &str,
+    target: &Target,
+    action: &str,
+    archive_mode_off: bool,
+) -> Result<RecoveryPlan> {
     let pre12 = major < 12;
     let auto_path = pgdata.join("postgresql.auto.conf");
     let auto_text = read_opt(&auto_path)?.unwrap_or_default();
@@ -188,7 +196,12 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
         for (k, v) in &recovery {
             text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.conf"), data: text.into_bytes(), what: "recovery settings; starts archive recovery".into(), keep: None });
+        writes.push(FileWrite {
+            path: pgdata.join("recovery.conf"),
+            data: text.into_bytes(),
+            what: "recovery settings; starts archive recovery".into(),
+            keep: None,
+        });
     } else {
         for f in ["standby.signal", "recovery.conf"] {
             let p = pgdata.join(f);
@@ -196,7 +209,12 @@ pub fn plan(pgdata: &Path, major: u32, restore_command: &str, target: &Target, a
                 removes.push(p);
             }
         }
-        writes.push(FileWrite { path: pgdata.join("recovery.signal"), data: Vec::new(), what: "starts archive recovery".into(), keep: None });
+        writes.push(FileWrite {
+            path: pgdata.join("recovery.signal"),
+            data: Vec::new(),
+            what: "starts archive recovery".into(),
+            keep: None,
+        });
     }
     Ok(RecoveryPlan { writes, removes })
 }
@@ -214,7 +232,8 @@ pub fn effective_archive_command(pgdata: &Path, archive_mode_off: bool) -> Resul
             cmd = autoconf::get(&text, "archive_command").or(cmd);
         }
     }
-    let on = matches!(mode.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("on" | "always" | "true" | "yes" | "1"));
+    let on =
+        matches!(mode.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("on" | "always" | "true" | "yes" | "1"));
     Ok(if on { cmd.filter(|c| !c.trim().is_empty()) } else { None })
 }
 
@@ -248,7 +267,10 @@ mod tests {
         );
         assert_eq!(s[6].1, "immediate");
         let old = settings("x %f %p", &Target::Lsn("0/5000000".parse().unwrap()), "pause", true);
-        assert_eq!(old.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec!["restore_command", "recovery_target_lsn", "recovery_target_action", "recovery_target_timeline"]);
+        assert_eq!(
+            old.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            vec!["restore_command", "recovery_target_lsn", "recovery_target_action", "recovery_target_timeline"]
+        );
     }
 
     #[test]

@@ -57,9 +57,7 @@ const PG_ENV_VARS: &[&str] = &[
 /// Directory holding the PostgreSQL server binaries: `$PGBH_PG_BINDIR`,
 /// else `/usr/lib/postgresql/15/bin`.
 pub fn bindir() -> PathBuf {
-    std::env::var_os("PGBH_PG_BINDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+    std::env::var_os("PGBH_PG_BINDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
 /// Path of the `pg-backup-hooks` binary built by cargo for this test run.
@@ -83,11 +81,7 @@ pub fn server_user_ids() -> Option<(Uid, Gid)> {
     let name = server_user()?;
     let user = User::from_name(&name)
         .unwrap_or_else(|e| panic!("looking up server user {name:?}: {e}"))
-        .unwrap_or_else(|| {
-            panic!(
-                "server user {name:?} does not exist (set PGBH_TEST_USER to an unprivileged user)"
-            )
-        });
+        .unwrap_or_else(|| panic!("server user {name:?} does not exist (set PGBH_TEST_USER to an unprivileged user)"));
     Some((user.uid, user.gid))
 }
 
@@ -109,11 +103,9 @@ pub fn chown_to_server_user(path: &Path) {
 fn chown_recursive(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("chown {} to {uid}:{gid}: {e}", path.display()));
-    let meta =
-        fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     if meta.is_dir() {
-        let entries =
-            fs::read_dir(path).unwrap_or_else(|e| panic!("read_dir {}: {e}", path.display()));
+        let entries = fs::read_dir(path).unwrap_or_else(|e| panic!("read_dir {}: {e}", path.display()));
         for entry in entries {
             let entry = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", path.display()));
             chown_recursive(&entry.path(), uid, gid);
@@ -151,9 +143,7 @@ pub fn pg_command(name: &str) -> Command {
 /// command line, exit status, stdout and stderr, if it cannot be started or
 /// exits unsuccessfully.
 pub fn run_checked(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -175,10 +165,7 @@ pub struct TestDir {
 impl TestDir {
     /// Creates a fresh directory `/tmp/pgbhXXXXXX`.
     pub fn new() -> TestDir {
-        let dir = tempfile::Builder::new()
-            .prefix("pgbh")
-            .tempdir_in("/tmp")
-            .expect("creating temp dir under /tmp");
+        let dir = tempfile::Builder::new().prefix("pgbh").tempdir_in("/tmp").expect("creating temp dir under /tmp");
         chown_to_server_user(dir.path());
         TestDir { dir }
     }
@@ -216,10 +203,7 @@ pub fn free_port() -> u16 {
     let mut handed = HANDED_OUT_PORTS.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let port = listener
-            .local_addr()
-            .expect("local_addr of listener on 127.0.0.1:0")
-            .port();
+        let port = listener.local_addr().expect("local_addr of listener on 127.0.0.1:0").port();
         if handed.insert(port) {
             return port;
         }
@@ -278,12 +262,7 @@ pub struct ClusterOpts {
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts {
-            archive: true,
-            archive_command: None,
-            extra_conf: Vec::new(),
-            initdb_args: Vec::new(),
-        }
+        ClusterOpts { archive: true, archive_command: None, extra_conf: Vec::new(), initdb_args: Vec::new() }
     }
 }
 
@@ -337,21 +316,13 @@ impl Cluster {
             pg_command("initdb")
                 .arg("-D")
                 .arg(&datadir)
-                .args([
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "-N",
-                ])
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
                 .args(&cluster.opts.initdb_args),
         );
 
         let conf_path = datadir.join("postgresql.conf");
-        let initdb_conf = fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
+        let initdb_conf =
+            fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
         cluster.start_on_free_port(&initdb_conf);
         // Make sure TCP connections work before handing the cluster out.
         drop(cluster.client());
@@ -388,16 +359,11 @@ impl Cluster {
         for attempt in 1..=ATTEMPTS {
             self.port = free_port();
             let conf = format!("{base_conf}\n{}", self.harness_conf());
-            fs::write(&conf_path, conf)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
+            fs::write(&conf_path, conf).unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
             match self.start() {
                 Ok(()) => return,
                 Err(log) if attempt < ATTEMPTS && log.contains("could not bind") => continue,
-                Err(log) => panic!(
-                    "starting cluster {} (port {}) failed:\n{log}",
-                    self.root.display(),
-                    self.port
-                ),
+                Err(log) => panic!("starting cluster {} (port {}) failed:\n{log}", self.root.display(), self.port),
             }
         }
     }
@@ -408,10 +374,7 @@ impl Cluster {
             "# added by the pg-backup-hooks test harness".to_string(),
             format!("port = {}", self.port),
             "listen_addresses = '127.0.0.1'".to_string(),
-            format!(
-                "unix_socket_directories = {}",
-                conf_quote(&self.socket_dir.to_string_lossy())
-            ),
+            format!("unix_socket_directories = {}", conf_quote(&self.socket_dir.to_string_lossy())),
             "wal_level = replica".to_string(),
             "max_wal_senders = 4".to_string(),
             "fsync = off".to_string(),
@@ -439,20 +402,13 @@ impl Cluster {
     /// libpq key=value connection string over TCP:
     /// `host=127.0.0.1 port=N user=postgres dbname=postgres`.
     pub fn conninfo(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
     }
 
     /// libpq key=value connection string over the Unix socket in
     /// [`Cluster::socket_dir`].
     pub fn socket_conninfo(&self) -> String {
-        format!(
-            "host={} port={} user=postgres dbname=postgres",
-            self.socket_dir.display(),
-            self.port
-        )
+        format!("host={} port={} user=postgres dbname=postgres", self.socket_dir.display(), self.port)
     }
 
     /// A new client connection (no TLS). Retries for up to 10 s while the
@@ -483,20 +439,16 @@ impl Cluster {
     /// is harmless). Panics on error, if there is no row, or if the value
     /// is NULL — use [`Cluster::query_opt`] for those.
     pub fn query_scalar(&self, sql: &str) -> String {
-        self.query_opt(sql)
-            .unwrap_or_else(|| panic!("query on {} returned no row or NULL: {sql}", self.name))
+        self.query_opt(sql).unwrap_or_else(|| panic!("query on {} returned no row or NULL: {sql}", self.name))
     }
 
     /// Like [`Cluster::query_scalar`] but returns `None` when the query
     /// returns no rows or the value is NULL.
     pub fn query_opt(&self, sql: &str) -> Option<String> {
-        let messages = self.client().simple_query(sql).unwrap_or_else(|e| {
-            panic!(
-                "query on {} failed: {sql}\n{}",
-                self.name,
-                pg_error_text(&e)
-            )
-        });
+        let messages = self
+            .client()
+            .simple_query(sql)
+            .unwrap_or_else(|e| panic!("query on {} failed: {sql}\n{}", self.name, pg_error_text(&e)));
         messages.iter().find_map(|m| match m {
             postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
             _ => None,
@@ -506,13 +458,9 @@ impl Cluster {
     /// Runs `sql` (may hold several statements) on a fresh connection;
     /// panics on error.
     pub fn execute(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap_or_else(|e| {
-            panic!(
-                "executing on {} failed: {sql}\n{}",
-                self.name,
-                pg_error_text(&e)
-            )
-        });
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("executing on {} failed: {sql}\n{}", self.name, pg_error_text(&e)));
     }
 
     /// `pg_ctl -w -t 60 start -l <root>/server.log`. On failure returns the
@@ -601,12 +549,11 @@ impl Cluster {
 
     /// File names in [`Cluster::archive_dir`], sorted.
     pub fn archived_files(&self) -> Vec<String> {
-        let entries = fs::read_dir(&self.archive_dir)
-            .unwrap_or_else(|e| panic!("read_dir {}: {e}", self.archive_dir.display()));
+        let entries =
+            fs::read_dir(&self.archive_dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", self.archive_dir.display()));
         let mut names: Vec<String> = entries
             .map(|entry| {
-                let entry = entry
-                    .unwrap_or_else(|e| panic!("read_dir {}: {e}", self.archive_dir.display()));
+                let entry = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", self.archive_dir.display()));
                 entry.file_name().to_string_lossy().into_owned()
             })
             .collect();
@@ -625,11 +572,7 @@ impl Drop for Cluster {
 /// Returns the chosen name and path.
 fn create_unique_dir(base: &Path, name: &str) -> (String, PathBuf) {
     for i in 0..1000 {
-        let candidate = if i == 0 {
-            name.to_string()
-        } else {
-            format!("{name}-{i}")
-        };
+        let candidate = if i == 0 { name.to_string() } else { format!("{name}-{i}") };
         let path = base.join(&candidate);
         match fs::create_dir(&path) {
             Ok(()) => return (candidate, path),
@@ -637,10 +580,7 @@ fn create_unique_dir(base: &Path, name: &str) -> (String, PathBuf) {
             Err(e) => panic!("mkdir {}: {e}", path.display()),
         }
     }
-    panic!(
-        "no free cluster directory name {name}-N under {}",
-        base.display()
-    );
+    panic!("no free cluster directory name {name}-N under {}", base.display());
 }
 
 /// A streaming standby of `primary` under `<base>/<name>`, made with pg_basebackup -R and

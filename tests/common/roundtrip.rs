@@ -38,7 +38,13 @@ pub fn tar_create(dir: &Path, tarfile: &Path) {
 
 /// Extract `tarfile` into `parent` (owners and modes preserved: we are root).
 pub fn tar_extract(tarfile: &Path, parent: &Path) {
-    let o = Command::new("tar").arg("-C").arg(parent).args(["--same-owner", "-xpf"]).arg(tarfile).output().expect("running tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(parent)
+        .args(["--same-owner", "-xpf"])
+        .arg(tarfile)
+        .output()
+        .expect("running tar");
     assert!(o.status.success(), "untar failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 

@@ -68,7 +68,18 @@ impl Tool {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args);
-        for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGBH_NODES", "PGBH_SIDECAR_DIR", "PGBH_RUN_DIR", "PGBH_BACKUP_ID"] {
+        for v in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGBH_NODES",
+            "PGBH_SIDECAR_DIR",
+            "PGBH_RUN_DIR",
+            "PGBH_BACKUP_ID",
+        ] {
             c.env_remove(v);
         }
         c
@@ -122,7 +133,8 @@ impl Tool {
     }
 
     pub fn label(&self, id: &str, node: &str) -> String {
-        std::fs::read_to_string(self.backup_dir(id).join(node).join("backup_label")).expect("reading stored backup_label")
+        std::fs::read_to_string(self.backup_dir(id).join(node).join("backup_label"))
+            .expect("reading stored backup_label")
     }
 
     pub fn manifest(&self, id: &str) -> serde_json::Value {
