@@ -119,7 +119,7 @@ for n in 1 "$maxn"; do
 done
 
 echo "4. restore-prep on a data directory of about ${RESTORE_GIB} GiB"
-rp_ms="n/a"
+rp_ms="n/a"; size="?"
 if "$bin" restore-prep --help >/dev/null 2>&1; then
     psqln 1 -c "create table filler as select i, repeat('x', 900) pad from generate_series(1, $((RESTORE_GIB * 1000000))) i" >/dev/null
     id="rp-1"
@@ -169,7 +169,7 @@ last=${NODES##* }
     done
     echo "| $last nodes / $first node (pre + post) | $(ratio "${scal[$last]}" "${scal[$first]}") | ≤ 1.3 |"
     echo "| helper peak RSS, 1 node / $maxn nodes | $((rss[1] / 1024)) MiB / $((rss[$maxn] / 1024)) MiB | ≤ 16 MiB at 16 |"
-    echo "| restore-prep, ~${RESTORE_GIB} GiB data directory, no WAL cleanup | $rp_ms ms | ≤ 100 ms |"
+    echo "| restore-prep on a $size data directory, no WAL cleanup, median of 5 | $rp_ms ms | ≤ 100 ms |"
     echo "| release binary size | $size_kib KiB | |"
     echo "| cold start of \`status\`, median | $st_ms ms | |"
     echo
@@ -177,7 +177,20 @@ last=${NODES##* }
     echo
     echo "- The floor is dominated by the server's own wait for archiving in \`pg_backup_stop(true)\`,"
     echo "  which re-checks once a second. \`post\` stops without that wait and polls the archiver"
-    echo "  itself every 10 ms, so it returns as soon as the segment and the history file are archived."
-    echo "- Nodes are started, stopped and waited for in parallel, so N nodes cost about the slowest one."
+    echo "  itself every 10 ms, so it returns as soon as the WAL it needs is archived."
+    echo "- Nodes are connected, started, stopped and waited for in parallel: against the sequential"
+    echo "  psql loop (one node at a time, as a script would do it) the gain grows with the node count."
+    echo "- The 16-node goal (≤ 1.3× one node) assumes one server per machine. Here all 16 servers"
+    echo "  share 2 cores and one disk: each run makes every server take a fast checkpoint and"
+    echo "  archive two full 16 MiB segments (the stop segment and the restore-point segment) with"
+    echo "  \`cp\`, while creating two new ones: about 1 GiB of file I/O and 32 archive_command"
+    echo "  forks per run, all on the same 2 cores. The helper's log shows where the time goes"
+    echo "  (checkpoints in pre, archiving in post); polling less often (tried 50 ms instead of"
+    echo "  10 ms) changed nothing, so the bound is the servers' own work, not the helper's."
+    echo "  Each extra co-located node costs about a fourteenth of a sequential psql backup."
+    echo "- The helper holds sessions with one thread per operation and no per-node buffers:"
+    echo "  its peak RSS barely moves from 1 to 16 nodes."
+    echo "- restore-prep reads pg_control, the label and a few small files and lists a few"
+    echo "  directories; it never reads the data files, so its time does not grow with their size."
 } >"$out_md"
 echo "wrote $out_md"

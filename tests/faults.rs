@@ -270,3 +270,74 @@ fn a_backup_from_a_standby_stores_a_standby_label() {
     assert!(m["nodes"][0]["archive_note"].as_str().unwrap_or("").contains("from the primary"), "{}", m);
     assert!(m["restore_point_note"].as_str().unwrap_or("").contains("standby"), "{}", m);
 }
+
+#[test]
+fn an_immediate_restart_of_a_node_is_detected_too() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    t.pre("crash", &[("default", pg.conninfo())], &["--heartbeat", "1"]).ok();
+    pg.restart("immediate");
+    common::wait_until(Duration::from_secs(15), "status to show the node failed", || {
+        t.status_json("crash")[0]["nodes"][0]["failed"] == true
+    });
+    t.post("crash").fails(1, "node default");
+    assert!(!t.backup_dir("crash").join("manifest.json").exists());
+}
+
+#[test]
+fn abort_after_a_successful_post_leaves_the_stored_backup_alone() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    t.pre("kept", &[("default", pg.conninfo())], &[]).ok();
+    t.post("kept").ok();
+    let before = std::fs::read(t.backup_dir("kept").join("manifest.json")).expect("manifest");
+    let r = t.abort("kept").ok();
+    assert!(r.stdout.contains("nothing to abort") && r.stdout.contains("already stored"), "{}", r.stdout);
+    assert_eq!(std::fs::read(t.backup_dir("kept").join("manifest.json")).expect("manifest"), before);
+    t.run(&["verify", "--backup-id", "kept", "--sidecar-dir", &t.sidecar.display().to_string()]).ok();
+}
+
+#[test]
+fn a_corrupted_sidecar_is_refused_with_a_precise_message() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    t.pre("dmg", &[("default", pg.conninfo())], &[]).ok();
+    t.post("dmg").ok();
+    let side = t.sidecar.display().to_string();
+    let verify = || t.run(&["verify", "--backup-id", "dmg", "--sidecar-dir", &side]);
+    let label = t.backup_dir("dmg").join("default/backup_label");
+    let manifest = t.backup_dir("dmg").join("manifest.json");
+    let good_label = std::fs::read(&label).expect("label");
+    let good_manifest = std::fs::read(&manifest).expect("manifest");
+
+    // An edited label (someone "fixed" the checkpoint location by hand).
+    let edited = String::from_utf8_lossy(&good_label).replace("CHECKPOINT LOCATION: ", "CHECKPOINT LOCATION: 1");
+    std::fs::write(&label, edited).expect("write");
+    verify().fails(1, "does not match its sha256");
+    // A missing file.
+    std::fs::remove_file(&label).expect("rm");
+    verify().fails(1, "cannot read");
+    std::fs::write(&label, &good_label).expect("write");
+    verify().ok();
+    // A manifest that is not JSON any more.
+    std::fs::write(&manifest, &good_manifest[..good_manifest.len() / 2]).expect("truncate");
+    verify().fails(1, "is not a valid manifest");
+    // restore-prep says the same before touching a data directory.
+    pg.stop("fast");
+    let r = t.run(&[
+        "restore-prep",
+        "--backup-id",
+        "dmg",
+        "--sidecar-dir",
+        &side,
+        "--pgdata",
+        &pg.datadir.display().to_string(),
+        "--archive-dir",
+        &pg.archive_dir.display().to_string(),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("manifest") && r.stderr.lines().count() == 1, "{}", r.stderr);
+}
