@@ -434,3 +434,17 @@ fn abort_stops_each_node_once() {
     assert_eq!(log.matches("backup stopped and discarded").count(), 1, "{}", log);
     assert!(!log.contains("stop while discarding failed"), "{}", log);
 }
+
+#[test]
+fn helper_sigint_also_stops_and_discards() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    t.pre("int", &[("default", pg.conninfo())], &[]).ok();
+    let pid = t.helper_pid("int");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT).expect("int helper");
+    wait_no_sessions(&pg, "int");
+    common::wait_until(Duration::from_secs(10), "the aborted marker", || t.run_dir.join("int.aborted").exists());
+    t.post("int").fails(1, "SIGINT");
+    assert!(!pg.log().contains("aborting backup due to backend exiting"), "stopped cleanly, not by closing the session");
+}
