@@ -3,9 +3,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-use crate::error::pg_error;
 use crate::pg::api::{self, ArchiverStats, ServerFacts};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::label::BackupLabel;
@@ -46,9 +45,7 @@ impl Node {
     /// Connect, turn off session timeouts, learn the server's facts, and check that the
     /// node can give a restorable backup at all (version, WAL archiving).
     pub fn connect(name: &str, info: &ConnInfo, backup_id: &str) -> Result<Checked, String> {
-        let cfg = info.to_config(&format!("pg-backup-hooks {}", backup_id)).map_err(|e| e.msg)?;
-        let mut client =
-            cfg.connect(NoTls).map_err(|e| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e)))?;
+        let mut client = crate::pg::tls::connect(info, &format!("pg-backup-hooks {}", backup_id))?;
         let version_num = api::server_version_num(&mut client)?;
         api::check_supported(version_num)?;
         api::prepare_session(&mut client, version_num)?;

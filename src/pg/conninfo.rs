@@ -29,6 +29,9 @@ const KNOWN_KEYS: &[&str] = &[
     "target_session_attrs",
     "channel_binding",
     "tcp_user_timeout",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
 ];
 
 /// Default Unix-socket directory of Debian's libpq, then the upstream default.
@@ -80,6 +83,9 @@ impl ConnInfo {
             ("password", "PGPASSWORD"),
             ("passfile", "PGPASSFILE"),
             ("sslmode", "PGSSLMODE"),
+            ("sslcert", "PGSSLCERT"),
+            ("sslkey", "PGSSLKEY"),
+            ("sslrootcert", "PGSSLROOTCERT"),
             ("connect_timeout", "PGCONNECT_TIMEOUT"),
             ("options", "PGOPTIONS"),
             ("target_session_attrs", "PGTARGETSESSIONATTRS"),
@@ -132,6 +138,17 @@ impl ConnInfo {
             .join(" ")
     }
 
+    /// The sslmode in force (libpq's default is prefer), checked.
+    pub fn ssl_mode(&self) -> Result<&str> {
+        match self.get("sslmode").unwrap_or("prefer") {
+            m @ ("disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full") => Ok(m),
+            other => Err(Error::usage(format!(
+                "sslmode \"{}\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
+                other
+            ))),
+        }
+    }
+
     /// A short "host:port" for messages.
     pub fn endpoint(&self) -> String {
         let host = self.get("hostaddr").or(self.get("host")).unwrap_or("?");
@@ -166,20 +183,11 @@ impl ConnInfo {
         if let Some(o) = self.get("options") {
             cfg.options(o);
         }
-        match self.get("sslmode").unwrap_or("prefer") {
-            "disable" | "allow" => {
-                cfg.ssl_mode(postgres::config::SslMode::Disable);
-            }
-            "prefer" => {
-                cfg.ssl_mode(postgres::config::SslMode::Prefer);
-            }
-            other => {
-                return Err(Error::usage(format!(
-                    "sslmode={} needs TLS, which this build does not support yet; use a Unix socket or sslmode=prefer/disable",
-                    other
-                )))
-            }
-        }
+        cfg.ssl_mode(match self.ssl_mode()? {
+            "disable" | "allow" => postgres::config::SslMode::Disable,
+            "prefer" => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        });
         let timeout = match self.get("connect_timeout") {
             Some(t) => t
                 .parse::<u64>()

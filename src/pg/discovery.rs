@@ -1,7 +1,7 @@
 //! Citus topology: which servers make up the cluster, read from the coordinator's
 //! pg_dist_node. The query lives here and only here.
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::error::{pg_error, Error, Result};
 use crate::pg::conninfo::ConnInfo;
@@ -37,14 +37,8 @@ impl Role {
 /// The nodes to back up: `coordinator` with the given settings, and `group-<id>` for each
 /// worker group, reached with the coordinator's settings but the worker's host and port.
 pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
-    let cfg = coordinator.to_config("pg-backup-hooks discovery")?;
-    let mut c: Client = cfg.connect(NoTls).map_err(|e| {
-        Error::new(format!(
-            "--discover citus: cannot connect to the coordinator {}: {}",
-            coordinator.endpoint(),
-            pg_error(&e)
-        ))
-    })?;
+    let mut c: Client = crate::pg::tls::connect(coordinator, "pg-backup-hooks discovery")
+        .map_err(|e| Error::new(format!("--discover citus: coordinator: {}", e)))?;
     let rows = c.query(DIST_NODE_QUERY, &[&role.as_str()]).map_err(|e| {
         Error::new(format!(
             "--discover citus: cannot read pg_dist_node on {} ({}): is this the Citus coordinator?",

@@ -6,4 +6,5 @@ pub mod conninfo;
 pub mod control;
 pub mod discovery;
 pub mod label;
+pub mod tls;
 pub mod wal;

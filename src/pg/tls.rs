@@ -1,0 +1,77 @@
+//! Connecting with libpq's sslmode rules, over OpenSSL.
+//!
+//! | sslmode | encryption | certificate checked | host name checked |
+//! |---|---|---|---|
+//! | disable, allow | no | - | - |
+//! | prefer (default) | if the server offers it | no | no |
+//! | require | yes | only when a root certificate file exists (as libpq) | no |
+//! | verify-ca | yes | yes | no |
+//! | verify-full | yes | yes | yes |
+//!
+//! The root certificate is `sslrootcert`, else ~/.postgresql/root.crt; a client certificate
+//! `sslcert`/`sslkey`, else ~/.postgresql/postgresql.{crt,key} when present.
+
+use std::path::PathBuf;
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use postgres::Client;
+use postgres_openssl::MakeTlsConnector;
+
+use crate::error::pg_error;
+use crate::pg::conninfo::ConnInfo;
+
+fn home_file(name: &str) -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql").join(name))
+}
+
+/// Open a session with the settings in `info` (password from the file or environment,
+/// TLS per sslmode). Errors name the server and never include the password.
+pub fn connect(info: &ConnInfo, application_name: &str) -> Result<Client, String> {
+    let cfg = info.to_config(application_name).map_err(|e| e.msg)?;
+    let mode = info.ssl_mode().map_err(|e| e.msg)?;
+    let fail = |e: postgres::Error| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e));
+    if matches!(mode, "disable" | "allow") {
+        return cfg.connect(postgres::NoTls).map_err(fail);
+    }
+    let tls = connector(info, mode)?;
+    cfg.connect(tls).map_err(fail)
+}
+
+fn connector(info: &ConnInfo, mode: &str) -> Result<MakeTlsConnector, String> {
+    let what = |e: openssl::error::ErrorStack| format!("TLS setup for {}: {}", info.endpoint(), e);
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(what)?;
+    let root = match info.get("sslrootcert") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => home_file("root.crt").filter(|p| p.exists()),
+    };
+    let verify = match (mode, &root) {
+        ("verify-ca" | "verify-full", None) => {
+            return Err(format!(
+                "sslmode={} for {} needs the CA certificate: set sslrootcert (or PGSSLROOTCERT), or put it in ~/.postgresql/root.crt",
+                mode,
+                info.endpoint()
+            ))
+        }
+        ("verify-ca" | "verify-full", Some(_)) | ("require", Some(_)) => true,
+        _ => false,
+    };
+    if let (true, Some(root)) = (verify, &root) {
+        b.set_ca_file(root).map_err(|e| format!("sslrootcert {}: {}", root.display(), e))?;
+        b.set_verify(SslVerifyMode::PEER);
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    let cert = info.get("sslcert").map(PathBuf::from).or_else(|| home_file("postgresql.crt").filter(|p| p.exists()));
+    if let Some(cert) = cert {
+        let key = info.get("sslkey").map(PathBuf::from).or_else(|| home_file("postgresql.key")).unwrap_or_default();
+        b.set_certificate_chain_file(&cert).map_err(|e| format!("sslcert {}: {}", cert.display(), e))?;
+        b.set_private_key_file(&key, SslFiletype::PEM).map_err(|e| format!("sslkey {}: {}", key.display(), e))?;
+    }
+    let mut tls = MakeTlsConnector::new(b.build());
+    let check_host = mode == "verify-full";
+    tls.set_callback(move |c, _| {
+        c.set_verify_hostname(check_host);
+        Ok(())
+    });
+    Ok(tls)
+}
