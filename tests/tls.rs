@@ -99,6 +99,10 @@ fn sslmode_require_against_a_server_without_tls_is_refused() {
     let t = Tool::new(&dir);
     let ci = format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require", pg.port);
     t.pre("tls-none", &[("default", ci)], &[]).fails(1, "node default: cannot connect");
+    // As in libpq, a Unix-domain socket never uses TLS: require does not get in the way.
+    let sock = format!("{} sslmode=require", pg.socket_conninfo());
+    t.pre("tls-sock", &[("default", sock)], &[]).ok();
+    t.post("tls-sock").ok();
     // prefer (the default) falls back to a plain connection, as psql does.
     t.pre("tls-prefer", &[("default", pg.conninfo())], &[]).ok();
     t.post("tls-prefer").ok();

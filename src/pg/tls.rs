@@ -8,6 +8,8 @@
 //! | verify-ca | yes | yes | no |
 //! | verify-full | yes | yes | yes |
 //!
+//! As in libpq, a Unix-domain socket never uses TLS, whatever the sslmode.
+//!
 //! The root certificate is `sslrootcert`, else ~/.postgresql/root.crt; a client certificate
 //! `sslcert`/`sslkey`, else ~/.postgresql/postgresql.{crt,key} when present.
 
@@ -30,7 +32,12 @@ pub fn connect(info: &ConnInfo, application_name: &str) -> Result<Client, String
     let cfg = info.to_config(application_name).map_err(|e| e.msg)?;
     let mode = info.ssl_mode().map_err(|e| e.msg)?;
     let fail = |e: postgres::Error| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e));
-    if matches!(mode, "disable" | "allow") {
+    // libpq never uses TLS on a Unix-domain socket, whatever sslmode says.
+    let unix_only = info.get("hostaddr").is_none()
+        && info.get("host").is_some_and(|h| h.split(',').all(|h| h.starts_with('/')));
+    if matches!(mode, "disable" | "allow") || unix_only {
+        let mut cfg = cfg;
+        cfg.ssl_mode(postgres::config::SslMode::Disable);
         return cfg.connect(postgres::NoTls).map_err(fail);
     }
     let tls = connector(info, mode)?;
