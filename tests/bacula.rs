@@ -422,6 +422,26 @@ Messages {{
 
 /// The FileSet and jobs for one cluster: `pgdata` (data directory, our hooks, then the
 /// sidecar job queued from the director) and `sidecar`.
+/// Private Bacula daemons with the data job (file set `datadir`, our wrapper before and
+/// after, hook settings for `nodes` in an env file) and the sidecar job it queues.
+/// Returns the daemons and the log the queued sidecar job writes.
+fn bacula_job(dir: &TestDir, t: &Tool, nodes: &str, datadir: &Path) -> (Bacula, PathBuf) {
+    let env_file = dir.path().join("pgbh.env");
+    write_env(&env_file, t, nodes);
+    let queue_log = dir.path().join("queue.log");
+    let bconsole_conf = dir.path().join("bacula/bconsole.conf");
+    let resources = job_resources(
+        &hooks_dir(),
+        &env_file,
+        &bconsole_conf,
+        &queue_log,
+        datadir,
+        &t.sidecar,
+        &exclude_block(datadir),
+    );
+    (Bacula::start(dir.path(), &resources), queue_log)
+}
+
 fn job_resources(
     hooks: &Path,
     env_file: &Path,
@@ -603,20 +623,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
     pg.execute("create table t(id bigserial primary key, at timestamptz not null, pad text); insert into t(at, pad) select clock_timestamp(), repeat('y', 500) from generate_series(1, 20000)");
-    let env_file = dir.path().join("pgbh.env");
-    write_env(&env_file, &t, &format!("default={}", pg.conninfo()));
-    let queue_log = dir.path().join("queue.log");
-    let bconsole_conf = dir.path().join("bacula/bconsole.conf");
-    let resources = job_resources(
-        &hooks_dir(),
-        &env_file,
-        &bconsole_conf,
-        &queue_log,
-        &pg.datadir,
-        &t.sidecar,
-        &exclude_block(&pg.datadir),
-    );
-    let bacula = Bacula::start(dir.path(), &resources);
+    let (bacula, queue_log) = bacula_job(&dir, &t, &format!("default={}", pg.conninfo()), &pg.datadir);
     eprintln!("bacula up after {:?}", started.elapsed());
 
     // Back up while a client keeps inserting.
@@ -740,21 +747,8 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     let a = Cluster::new(dir.path(), "a");
     let b = Cluster::new(dir.path(), "b");
     let t = Tool::new(&dir);
-    let env_file = dir.path().join("pgbh.env");
     // Two nodes; node b is stopped for the first run.
-    write_env(&env_file, &t, &format!("a={};b={}", a.conninfo(), b.conninfo()));
-    let queue_log = dir.path().join("queue.log");
-    let bconsole_conf = dir.path().join("bacula/bconsole.conf");
-    let resources = job_resources(
-        &hooks_dir(),
-        &env_file,
-        &bconsole_conf,
-        &queue_log,
-        &a.datadir,
-        &t.sidecar,
-        &exclude_block(&a.datadir),
-    );
-    let bacula = Bacula::start(dir.path(), &resources);
+    let (bacula, _) = bacula_job(&dir, &t, &format!("a={};b={}", a.conninfo(), b.conninfo()), &a.datadir);
 
     b.stop("fast");
     let jobid = bacula.run_job("pgdata");
@@ -804,7 +798,7 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     t.abort(&second_id).ok();
 
     // A job cancelled while the file daemon is transferring.
-    let fifo = env_file.with_file_name("blocking.fifo");
+    let fifo = dir.path().join("blocking.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let jobid = bacula.run_job("pgdata-cancelled");
     let id = bacula.unique_name(jobid);

@@ -446,5 +446,8 @@ fn helper_sigint_also_stops_and_discards() {
     wait_no_sessions(&pg, "int");
     common::wait_until(Duration::from_secs(10), "the aborted marker", || t.run_dir.join("int.aborted").exists());
     t.post("int").fails(1, "SIGINT");
-    assert!(!pg.log().contains("aborting backup due to backend exiting"), "stopped cleanly, not by closing the session");
+    assert!(
+        !pg.log().contains("aborting backup due to backend exiting"),
+        "stopped cleanly, not by closing the session"
+    );
 }

@@ -22,23 +22,10 @@ fn run_dir(dir: &TestDir) -> PathBuf {
 }
 
 fn tool(args: &[&str], run: &Path) -> Output {
-    let out = Command::new(common::bin())
-        .args(args)
-        .arg("--run-dir")
-        .arg(run)
-        .env_remove("PGBH_NODES")
-        .env_remove("PGBH_SIDECAR_DIR")
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .expect("running pg-backup-hooks");
-    eprintln!(
-        "$ pg-backup-hooks {}\n{}{}[{}]",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
+    let run = run.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--run-dir", run.as_str()]);
+    run_exe(&common::bin(), &all)
 }
 
 fn ok(out: &Output, what: &str, run: &Path, id: &str) -> String {

@@ -33,8 +33,8 @@ pub fn connect(info: &ConnInfo, application_name: &str) -> Result<Client, String
     let mode = info.ssl_mode().map_err(|e| e.msg)?;
     let fail = |e: postgres::Error| format!("cannot connect to {}: {}", info.endpoint(), pg_error(&e));
     // libpq never uses TLS on a Unix-domain socket, whatever sslmode says.
-    let unix_only = info.get("hostaddr").is_none()
-        && info.get("host").is_some_and(|h| h.split(',').all(|h| h.starts_with('/')));
+    let unix_only =
+        info.get("hostaddr").is_none() && info.get("host").is_some_and(|h| h.split(',').all(|h| h.starts_with('/')));
     if matches!(mode, "disable" | "allow") || unix_only {
         let mut cfg = cfg;
         cfg.ssl_mode(postgres::config::SslMode::Disable);
