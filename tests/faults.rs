@@ -341,3 +341,28 @@ fn a_corrupted_sidecar_is_refused_with_a_precise_message() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("manifest") && r.stderr.lines().count() == 1, "{}", r.stderr);
 }
+
+#[test]
+fn a_post_killed_while_waiting_for_the_archive_does_not_block_the_next_one() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    pg.execute("alter system set archive_command = 'false'");
+    pg.execute("select pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    t.pre("killedpost", &[("default", pg.conninfo())], &[]).ok();
+    // The first post waits (up to an hour) for an archive that does not move; kill it.
+    let run = t.run_dir.display().to_string();
+    let mut first = t.cmd(&["post", "--backup-id", "killedpost", "--run-dir", &run]).spawn().expect("post");
+    std::thread::sleep(Duration::from_secs(1));
+    first.kill().expect("kill post");
+    let _ = first.wait();
+    // The helper still waits for the first post; a retry must not queue behind that wait.
+    let t0 = std::time::Instant::now();
+    t.with_run("post", "killedpost", &["--archive-timeout", "2"]).fails(3, "NOT restorable");
+    assert!(t0.elapsed() < Duration::from_secs(20), "the retry ran its own wait: {:?}", t0.elapsed());
+    pg.execute("alter system reset archive_command");
+    pg.execute("select pg_reload_conf()");
+    t.with_run("post", "killedpost", &["--archive-timeout", "60"]).ok();
+    assert_eq!(t.manifest("killedpost")["status"], "complete");
+}

@@ -105,7 +105,7 @@ fn abort(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) {
 }
 
 fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply)) {
-    let _g = sh.op_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = sh.op_lock.lock().unwrap_or_else(|p| p.into_inner());
     if sh.exiting.load(std::sync::atomic::Ordering::SeqCst) {
         send(&Reply::Error { message: "the helper is ending (aborted or expired)".into(), backup: None });
         return;
@@ -140,6 +140,9 @@ fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply
         });
         return;
     }
+    // The wait only reads: a post retried while an earlier one (killed, say) still waits
+    // must not queue behind it.
+    drop(guard);
     let archived = wait_archived(sh, archive_timeout, send);
     let message = (!archived).then(|| {
         let stalled: Vec<String> = sh
