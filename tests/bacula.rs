@@ -588,13 +588,6 @@ fn exclude_block(pgdata: &Path) -> String {
     assert!(out.status.success(), "exclude-list: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-
-fn sessions(pg: &Cluster, id: &str) -> i64 {
-    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id))
-        .parse()
-        .unwrap_or(-1)
-}
-
 /// A client that keeps inserting one row per transaction; returns the ids it saw committed.
 fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
     let mut client = pg.client();
@@ -649,7 +642,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     assert!(!log.contains("abort --backup-id"), "a successful job must not abort:\n{}", log);
     assert!(t.backup_dir(&id).join("manifest.json").exists(), "post stored no sidecar for {}", id);
     assert_eq!(t.manifest(&id)["status"], "complete");
-    common::wait_until(Duration::from_secs(15), "the helper's session to end", || sessions(&pg, &id) == 0);
+    common::wait_until(Duration::from_secs(15), "the helper's session to end", || pg.backup_sessions(&id) == 0);
 
     // The sidecar job, queued by the director after the data job, ran after it.
     let mut side_id = 0u32;
@@ -758,7 +751,7 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     assert_ne!(status, "T", "a job whose pre failed must fail:\n{}", log);
     assert!(log.contains("pre failed with exit code 1"), "the job log should carry the hook's exit code:\n{}", log);
     assert!(log.contains("node b"), "the job log should name the node that failed:\n{}", log);
-    common::wait_until(Duration::from_secs(15), "no backup session on node a", || sessions(&a, &id) == 0);
+    common::wait_until(Duration::from_secs(15), "no backup session on node a", || a.backup_sessions(&id) == 0);
     assert!(!t.backup_dir(&id).exists(), "a failed job must store no sidecar");
     // No sidecar job is queued for a failed data job.
     std::thread::sleep(Duration::from_secs(2));
@@ -791,7 +784,7 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     }
     for pg in [&a, &b] {
         common::wait_until(Duration::from_secs(15), "no session of the first run left", || {
-            sessions(pg, &first_id) == 0
+            pg.backup_sessions(&first_id) == 0
         });
     }
     assert_eq!(t.with_run("status", &first_id, &[]).code, 4, "the first run's backup must be gone");
@@ -818,7 +811,7 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
     });
     for pg in [&a, &b] {
         common::wait_until(Duration::from_secs(15), "no session left after the cancelled job", || {
-            sessions(pg, &id) == 0
+            pg.backup_sessions(&id) == 0
         });
     }
     assert!(!t.backup_dir(&id).exists(), "a cancelled job must store no sidecar");

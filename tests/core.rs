@@ -8,17 +8,6 @@ use std::time::Duration;
 use common::tool::{label_field, Tool};
 use common::{Cluster, ClusterOpts, TestDir};
 
-/// Sessions the helper holds for this backup on a server.
-fn sessions(pg: &Cluster, id: &str) -> i64 {
-    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id))
-        .parse()
-        .expect("count")
-}
-
-fn wait_no_sessions(pg: &Cluster, id: &str) {
-    common::wait_until(Duration::from_secs(15), "the helper's session to end", || sessions(pg, id) == 0);
-}
-
 #[test]
 fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
     let dir = TestDir::new();
@@ -27,7 +16,7 @@ fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
     pg.execute("create table t(i int); insert into t select generate_series(1, 1000)");
     let pre = t.pre("job-1", &[("default", pg.conninfo())], &[]).ok();
     let start = pre.start_lsn("default");
-    assert_eq!(sessions(&pg, "job-1"), 1, "the helper holds one session during the backup");
+    assert_eq!(pg.backup_sessions("job-1"), 1, "the helper holds one session during the backup");
     pg.execute("insert into t select generate_series(1, 1000)");
 
     let post = t.post("job-1").ok();
@@ -69,7 +58,7 @@ fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
         "t"
     );
 
-    wait_no_sessions(&pg, "job-1");
+    pg.wait_no_backup_sessions("job-1");
     // Files are private.
     use std::os::unix::fs::MetadataExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").mode() & 0o777;
@@ -92,8 +81,8 @@ fn two_nodes_in_one_backup() {
     let t = Tool::new(&dir);
     let pre = t.pre("two", &[("coord", a.conninfo()), ("worker1", b.socket_conninfo())], &[]).ok();
     let (sa, sb) = (pre.start_lsn("coord"), pre.start_lsn("worker1"));
-    assert_eq!(sessions(&a, "two"), 1);
-    assert_eq!(sessions(&b, "two"), 1);
+    assert_eq!(a.backup_sessions("two"), 1);
+    assert_eq!(b.backup_sessions("two"), 1);
     t.post("two").ok();
     assert!(label_field(&t.label("two", "coord"), "START WAL LOCATION").starts_with(&sa));
     assert!(label_field(&t.label("two", "worker1"), "START WAL LOCATION").starts_with(&sb));
@@ -155,7 +144,7 @@ fn a_second_pre_with_the_same_id_is_refused_while_the_first_lives() {
     let t = Tool::new(&dir);
     t.pre("dup", &[("default", pg.conninfo())], &[]).ok();
     t.pre("dup", &[("default", pg.conninfo())], &[]).fails(1, "already in progress");
-    assert_eq!(sessions(&pg, "dup"), 1);
+    assert_eq!(pg.backup_sessions("dup"), 1);
     t.post("dup").ok();
     // Once stored, the id cannot be reused.
     t.pre("dup", &[("default", pg.conninfo())], &[]).fails(2, "already stored");
@@ -176,7 +165,7 @@ fn abort_discards_the_backup_and_post_afterwards_refuses() {
     t.pre("ab", &[("default", pg.conninfo())], &[]).ok();
     let a = t.abort("ab").ok();
     assert!(a.stdout.contains("aborted"), "{}", a.stdout);
-    wait_no_sessions(&pg, "ab");
+    pg.wait_no_backup_sessions("ab");
     assert!(!t.backup_dir("ab").exists(), "abort stores nothing");
     t.post("ab").fails(1, "was aborted");
     let again = t.abort("ab").ok();
@@ -193,7 +182,7 @@ fn helper_killed_between_pre_and_post_fails_post_loudly_and_leaves_nothing_runni
     t.pre("killed", &[("default", pg.conninfo())], &[]).ok();
     let pid = t.helper_pid("killed");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill helper");
-    wait_no_sessions(&pg, "killed");
+    pg.wait_no_backup_sessions("killed");
     t.post("killed").fails(1, "cannot be restored");
     assert!(!t.backup_dir("killed").exists());
     assert!(!t.run_dir.join("killed.sock").exists(), "stale socket cleaned: {:?}", t.run_dir_files());
@@ -202,17 +191,29 @@ fn helper_killed_between_pre_and_post_fails_post_loudly_and_leaves_nothing_runni
     t.post("killed").ok();
 }
 
-#[test]
-fn helper_sigterm_stops_and_discards() {
+/// A signal to the helper stops and discards the backup cleanly (with the stop function,
+/// not by dropping the session), leaves the aborted marker, and post then says why.
+fn signal_stops_and_discards(signal: nix::sys::signal::Signal, id: &str) {
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
-    t.pre("term", &[("default", pg.conninfo())], &[]).ok();
-    let pid = t.helper_pid("term");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("term helper");
-    wait_no_sessions(&pg, "term");
-    common::wait_until(Duration::from_secs(10), "the aborted marker", || t.run_dir.join("term.aborted").exists());
-    t.post("term").fails(1, "SIGTERM");
+    t.pre(id, &[("default", pg.conninfo())], &[]).ok();
+    let pid = t.helper_pid(id);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the helper");
+    pg.wait_no_backup_sessions(id);
+    common::wait_until(Duration::from_secs(10), "the aborted marker", || {
+        t.run_dir.join(format!("{id}.aborted")).exists()
+    });
+    t.post(id).fails(1, signal.as_str());
+    assert!(
+        !pg.log().contains("aborting backup due to backend exiting"),
+        "stopped cleanly, not by closing the session"
+    );
+}
+
+#[test]
+fn helper_sigterm_stops_and_discards() {
+    signal_stops_and_discards(nix::sys::signal::Signal::SIGTERM, "term");
 }
 
 #[test]
@@ -223,7 +224,7 @@ fn an_unreachable_node_fails_pre_and_nothing_is_left_running() {
     let dead = format!("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=3", common::free_port());
     let r = t.pre("unreach", &[("good", pg.conninfo()), ("gone", dead)], &[]).fails(1, "node gone");
     assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
-    assert_eq!(sessions(&pg, "unreach"), 0);
+    assert_eq!(pg.backup_sessions("unreach"), 0);
     let st = t.status_json("unreach");
     assert_eq!(st[0]["phase"], "not-running", "{}", st);
 }
@@ -234,7 +235,7 @@ fn a_node_without_wal_archiving_is_refused() {
     let pg = Cluster::with_opts(dir.path(), "noarch", ClusterOpts { archive: false, ..Default::default() });
     let t = Tool::new(&dir);
     t.pre("noarch", &[("default", pg.conninfo())], &[]).fails(1, "archive_mode is off");
-    assert_eq!(sessions(&pg, "noarch"), 0);
+    assert_eq!(pg.backup_sessions("noarch"), 0);
 }
 
 #[test]
@@ -248,7 +249,7 @@ fn an_unwritable_sidecar_at_post_keeps_the_label_and_a_retry_succeeds() {
     std::fs::write(&t.sidecar, b"not a directory").expect("write");
     let r = t.post("side").fails(1, "run post again");
     assert!(r.stderr.contains("LABEL: side"), "the label is printed for the job log: {}", r.stderr);
-    assert_eq!(sessions(&pg, "side"), 1, "the helper keeps holding");
+    assert_eq!(pg.backup_sessions("side"), 1, "the helper keeps holding");
     std::fs::remove_file(&t.sidecar).expect("rm");
     std::fs::create_dir(&t.sidecar).expect("mkdir");
     t.post("side").ok();
@@ -261,17 +262,14 @@ fn stalled_archiving_stores_a_not_restorable_sidecar_and_a_later_post_completes_
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
-    pg.execute("alter system set archive_command = 'false'");
-    pg.execute("select pg_reload_conf()");
-    std::thread::sleep(Duration::from_millis(300));
+    pg.set_archiving_works(false);
     t.pre("stall", &[("default", pg.conninfo())], &[]).ok();
     let r = t.with_run("post", "stall", &["--archive-timeout", "2"]).fails(3, "NOT restorable");
     assert!(r.stderr.contains("node default"), "{}", r.stderr);
     assert_eq!(t.manifest("stall")["status"], "archive-pending");
     t.run(&["verify", "--backup-id", "stall", "--sidecar-dir", &t.sidecar.display().to_string()])
         .fails(1, "not complete");
-    pg.execute("alter system reset archive_command");
-    pg.execute("select pg_reload_conf()");
+    pg.set_archiving_works(true);
     let ok = t.with_run("post", "stall", &["--archive-timeout", "60"]).ok();
     assert!(ok.stdout.contains("complete and restorable"), "{}", ok.stdout);
     assert_eq!(t.manifest("stall")["status"], "complete");
@@ -283,7 +281,7 @@ fn max_duration_expiry_stops_the_backup_and_post_says_so() {
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
     t.pre("expire", &[("default", pg.conninfo())], &["--max-duration", "1"]).ok();
-    wait_no_sessions(&pg, "expire");
+    pg.wait_no_backup_sessions("expire");
     common::wait_until(Duration::from_secs(10), "the helper to end", || t.run_dir.join("expire.aborted").exists());
     t.post("expire").fails(1, "--max-duration");
 }
@@ -302,7 +300,7 @@ fn a_node_restarted_during_the_backup_is_noticed_and_post_names_it() {
     });
     t.post("restart").fails(1, "node b");
     assert!(!t.backup_dir("restart").join("manifest.json").exists(), "no sidecar for a failed backup");
-    wait_no_sessions(&a, "restart");
+    a.wait_no_backup_sessions("restart");
 }
 
 #[test]
@@ -335,7 +333,7 @@ fn every_sidecar_directory_gets_a_copy() {
     // A missing sidecar directory (an NFS share not mounted) is refused before anything starts.
     let missing = dir.path().join("not-mounted").display().to_string();
     t.pre("copies2", &[("default", pg.conninfo())], &["--sidecar-dir", &missing]).fails(1, "not-mounted");
-    assert_eq!(sessions(&pg, "copies2"), 0);
+    assert_eq!(pg.backup_sessions("copies2"), 0);
 }
 
 #[test]
@@ -373,7 +371,7 @@ fn the_helper_survives_the_hook_process_group_being_killed() {
     nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).expect("kill process group");
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sessions(&pg, "pgkill"), 1, "the helper still holds the backup");
+    assert_eq!(pg.backup_sessions("pgkill"), 1, "the helper still holds the backup");
     t.post("pgkill").ok();
 }
 
@@ -418,7 +416,7 @@ fn start_timeout_gives_up_and_leaves_no_helper() {
     common::wait_until(Duration::from_secs(10), "no helper left", || {
         t.status_json("slow")[0]["phase"] == "not-running"
     });
-    wait_no_sessions(&pg, "slow");
+    pg.wait_no_backup_sessions("slow");
     drop(hold);
 }
 
@@ -437,17 +435,5 @@ fn abort_stops_each_node_once() {
 
 #[test]
 fn helper_sigint_also_stops_and_discards() {
-    let dir = TestDir::new();
-    let pg = Cluster::new(dir.path(), "pg");
-    let t = Tool::new(&dir);
-    t.pre("int", &[("default", pg.conninfo())], &[]).ok();
-    let pid = t.helper_pid("int");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT).expect("int helper");
-    wait_no_sessions(&pg, "int");
-    common::wait_until(Duration::from_secs(10), "the aborted marker", || t.run_dir.join("int.aborted").exists());
-    t.post("int").fails(1, "SIGINT");
-    assert!(
-        !pg.log().contains("aborting backup due to backend exiting"),
-        "stopped cleanly, not by closing the session"
-    );
+    signal_stops_and_discards(nix::sys::signal::Signal::SIGINT, "int");
 }

@@ -92,10 +92,7 @@ fn a_stopped_node_fails_pre_and_the_others_are_left_without_a_backup() {
     let r = t.pre("stopped", &[("coordinator", a.conninfo()), ("w1", b.conninfo()), ("w2", c.conninfo())], &[]);
     r.fails(1, "node w2");
     for pg in [&a, &b] {
-        assert_eq!(
-            pg.query_scalar("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks stopped'"),
-            "0"
-        );
+        assert_eq!(pg.backup_sessions("stopped"), 0);
     }
 }
 
@@ -113,10 +110,7 @@ fn a_node_that_refuses_to_start_gets_the_started_ones_stopped_and_discarded() {
         .fails(1, "node b: the server refused to start the backup");
     assert!(r.stderr.contains("permission denied"), "the server's error is quoted: {}", r.stderr);
     assert!(r.stderr.contains("stopped and their backups discarded"), "{}", r.stderr);
-    assert_eq!(
-        a.query_scalar("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks refuse'"),
-        "0"
-    );
+    assert_eq!(a.backup_sessions("refuse"), 0);
     assert!(!t.run_dir.join("refuse.sock").exists());
 }
 

@@ -13,10 +13,6 @@ use std::time::Duration;
 use common::tool::{label_field, Tool};
 use common::{Cluster, TestDir};
 
-fn sessions(pg: &Cluster, id: &str) -> String {
-    pg.query_scalar(&format!("select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {}'", id))
-}
-
 #[test]
 fn two_pres_racing_for_one_id_exactly_one_wins() {
     let dir = TestDir::new();
@@ -39,7 +35,7 @@ fn two_pres_racing_for_one_id_exactly_one_wins() {
         assert_eq!(*code, 1);
         assert!(stderr.contains("already in progress"), "a loser says why: {}", stderr);
     }
-    assert_eq!(sessions(&pg, "race"), "1");
+    assert_eq!(pg.backup_sessions("race"), 1);
     t.post("race").ok();
 }
 
@@ -110,7 +106,7 @@ fn malformed_oversized_and_unknown_version_messages_are_rejected_and_the_backup_
     let r = raw_request(&t, "fuzzed", &[0xff, 0xfe, b'\n']);
     assert!(r.contains("\"kind\":\"error\""), "{}", r);
     let _ = raw_request(&t, "fuzzed", b"");
-    assert_eq!(sessions(&pg, "fuzzed"), "1", "the backup is still held");
+    assert_eq!(pg.backup_sessions("fuzzed"), 1, "the backup is still held");
     t.post("fuzzed").ok();
 }
 
@@ -144,7 +140,7 @@ fn a_peer_with_another_uid_is_refused_and_logged() {
     std::thread::sleep(Duration::from_millis(200));
     let log = std::fs::read_to_string(t.run_dir.join("peer.log")).expect("log");
     assert!(log.contains("refused a connection from uid"), "{}", log);
-    assert_eq!(sessions(&pg, "peer"), "1", "the stranger's abort did nothing");
+    assert_eq!(pg.backup_sessions("peer"), 1, "the stranger's abort did nothing");
     std::fs::set_permissions(&t.run_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     t.post("peer").ok();
 }
@@ -162,7 +158,7 @@ fn a_run_dir_others_can_write_is_refused() {
         common::chown_to_server_user(&t.run_dir);
         t.pre("open", &[("default", pg.conninfo())], &[]).fails(1, "not by us");
     }
-    assert_eq!(sessions(&pg, "open"), "0");
+    assert_eq!(pg.backup_sessions("open"), 0);
 }
 
 /// A TCP proxy we can cut: forwards 127.0.0.1:<port> to the server until told to drop.
@@ -233,8 +229,8 @@ fn a_cut_network_to_one_node_is_detected_and_post_names_it() {
     let health = t.status_json("netcut")[0]["nodes"][1]["health"].as_str().unwrap_or("").to_string();
     assert!(health.contains("session lost"), "{}", health);
     t.post("netcut").fails(1, "node b");
-    common::wait_until(Duration::from_secs(10), "node b's backup to end", || sessions(&b, "netcut") == "0");
-    assert_eq!(sessions(&a, "netcut"), "0");
+    common::wait_until(Duration::from_secs(10), "node b's backup to end", || b.backup_sessions("netcut") == 0);
+    assert_eq!(a.backup_sessions("netcut"), 0);
 }
 
 #[test]
@@ -347,9 +343,7 @@ fn a_post_killed_while_waiting_for_the_archive_does_not_block_the_next_one() {
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
-    pg.execute("alter system set archive_command = 'false'");
-    pg.execute("select pg_reload_conf()");
-    std::thread::sleep(Duration::from_millis(300));
+    pg.set_archiving_works(false);
     t.pre("killedpost", &[("default", pg.conninfo())], &[]).ok();
     // The first post waits (up to an hour) for an archive that does not move; kill it.
     let run = t.run_dir.display().to_string();
@@ -361,8 +355,7 @@ fn a_post_killed_while_waiting_for_the_archive_does_not_block_the_next_one() {
     let t0 = std::time::Instant::now();
     t.with_run("post", "killedpost", &["--archive-timeout", "2"]).fails(3, "NOT restorable");
     assert!(t0.elapsed() < Duration::from_secs(20), "the retry ran its own wait: {:?}", t0.elapsed());
-    pg.execute("alter system reset archive_command");
-    pg.execute("select pg_reload_conf()");
+    pg.set_archiving_works(true);
     t.with_run("post", "killedpost", &["--archive-timeout", "60"]).ok();
     assert_eq!(t.manifest("killedpost")["status"], "complete");
 }

@@ -455,7 +455,36 @@ impl Cluster {
         })?
     }
 
-    /// Runs `sql` (may hold several statements) on a fresh connection;
+    /// How many sessions a pg-backup-hooks helper holds for backup `id` on this server
+    /// (the helper names its sessions `pg-backup-hooks <id>`).
+    pub fn backup_sessions(&self, id: &str) -> i64 {
+        self.query_scalar(&format!(
+            "select count(*) from pg_stat_activity where application_name = 'pg-backup-hooks {id}'"
+        ))
+        .parse()
+        .expect("count(*) is a number")
+    }
+
+    /// Waits until no helper session for backup `id` is left on this server (its backup
+    /// has ended: stopped, discarded, or its session closed).
+    pub fn wait_no_backup_sessions(&self, id: &str) {
+        wait_until(Duration::from_secs(15), &format!("the sessions of backup {id} to end"), || {
+            self.backup_sessions(id) == 0
+        });
+    }
+
+    /// Makes WAL archiving fail (`archive_command = 'false'`), or work again with the
+    /// harness's own command, through ALTER SYSTEM and a reload.
+    pub fn set_archiving_works(&self, works: bool) {
+        if works {
+            self.execute("alter system reset archive_command");
+        } else {
+            self.execute("alter system set archive_command = 'false'");
+        }
+        self.execute("select pg_reload_conf()");
+        thread::sleep(Duration::from_millis(300));
+    }
+
     /// panics on error.
     pub fn execute(&self, sql: &str) {
         self.client()
