@@ -25,6 +25,12 @@ use crate::protocol::{self, BackupStatus, Phase, StartEvent};
 use crate::rundir::{Marker, RunDir};
 use node::Node;
 
+/// Lock a mutex even if a thread panicked while holding it: a panic elsewhere must not make
+/// the labels we hold unreachable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What `pre` hands the helper on its stdin (never on the command line: conninfo strings
 /// may carry passwords).
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -60,13 +66,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.phase)
     }
     pub fn set_phase(&self, p: Phase) {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
+        *lock(&self.phase) = p;
     }
     pub fn status(&self) -> BackupStatus {
-        let (restore_point, restore_point_note) = self.restore_point.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (restore_point, restore_point_note) = lock(&self.restore_point).clone();
         BackupStatus {
             restore_point,
             restore_point_note,
@@ -123,7 +129,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     }
     let run = RunDir::open(Some(run_dir), true)?;
     let id = cfg.backup_id.clone();
-    let Some(lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
+    let Some(id_lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
         return Err(Error::new(format!(
             "a backup with id {} is already in progress (its helper holds {})",
             id,
@@ -211,7 +217,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     };
     shared.exiting.store(true, Ordering::SeqCst);
     // Wait for a stop or abort in progress, then end whatever is still running.
-    let _guard = shared.op_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = lock(&shared.op_lock);
     let marker = match outcome {
         Exit::Stored => {
             log::info!("sidecar stored; helper exits");
@@ -237,7 +243,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(run.path(&id, "lock"));
-    drop(lock);
+    drop(id_lock);
     Ok(())
 }
 

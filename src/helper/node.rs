@@ -11,6 +11,8 @@ use crate::pg::label::BackupLabel;
 use crate::pg::wal::{self, Lsn};
 use crate::protocol::{NodeStatus, StopResult};
 
+use super::lock;
+
 pub struct Node {
     pub name: String,
     pub conninfo: String,
@@ -35,12 +37,6 @@ pub struct Checked {
     pub node: Node,
     pub warnings: Vec<String>,
 }
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic in another thread must not make the labels we hold unreachable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Node {
     /// Connect, turn off session timeouts, learn the server's facts, and check that the
     /// node can give a restorable backup at all (version, WAL archiving).
@@ -240,6 +236,11 @@ impl Node {
                 s.archived = false;
             }
         }
+    }
+
+    /// Stopped, and the WAL its backup needs is archived (or no wait applies).
+    pub fn is_archived(&self) -> bool {
+        lock(&self.state).stop.as_ref().is_some_and(|s| s.archived)
     }
 
     pub fn archiver(&self) -> Option<ArchiverStats> {

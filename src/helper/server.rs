@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Context, Result};
 use crate::protocol::{self, Phase, Reply, Request};
 
-use super::{Exit, Shared};
+use super::{lock, Exit, Shared};
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     let l = UnixListener::bind(path).context(|| format!("cannot listen on {}", path.display()))?;
@@ -76,7 +76,7 @@ fn handle(stream: UnixStream, sh: Arc<Shared>) {
         Request::Abort => abort(&sh, &mut send),
         Request::Stop { archive_timeout_secs } => stop(&sh, Duration::from_secs(archive_timeout_secs), &mut send),
         Request::Stored => {
-            let all_archived = sh.nodes.iter().all(|n| n.status().stop.is_some_and(|s| s.archived));
+            let all_archived = sh.nodes.iter().all(|n| n.is_archived());
             if sh.phase() == Phase::Stopped && all_archived {
                 send(&Reply::Ok { message: "helper released".into() });
                 sh.request_exit(Exit::Stored);
@@ -91,7 +91,7 @@ fn handle(stream: UnixStream, sh: Arc<Shared>) {
 }
 
 fn abort(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) {
-    let _g = sh.op_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = lock(&sh.op_lock);
     if sh.exiting.load(std::sync::atomic::Ordering::SeqCst) {
         send(&Reply::Ok { message: "the helper is already ending".into() });
         return;
@@ -105,7 +105,7 @@ fn abort(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) {
 }
 
 fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply)) {
-    let guard = sh.op_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = lock(&sh.op_lock);
     if sh.exiting.load(std::sync::atomic::Ordering::SeqCst) {
         send(&Reply::Error { message: "the helper is ending (aborted or expired)".into(), backup: None });
         return;
@@ -148,7 +148,7 @@ fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn FnMut(&Reply
         let stalled: Vec<String> = sh
             .nodes
             .iter()
-            .filter(|n| !n.status().stop.is_some_and(|s| s.archived))
+            .filter(|n| !n.is_archived())
             .map(|n| describe_archiver(&n.name, &n.status().stop, n.archiver()))
             .collect();
         format!("WAL archiving did not finish within {} s: {}", archive_timeout.as_secs(), stalled.join("; "))
@@ -168,7 +168,7 @@ fn create_restore_point(sh: &Arc<Shared>) {
         if let Some(n) = &note {
             log::warn!("{}", n);
         }
-        *sh.restore_point.lock().unwrap_or_else(|p| p.into_inner()) = (rp, note);
+        *lock(&sh.restore_point) = (rp, note);
     };
     let Some(first) = primaries.first() else {
         set(
@@ -275,7 +275,7 @@ fn wait_archived(sh: &Arc<Shared>, timeout: Duration, send: &mut dyn FnMut(&Repl
         }
         if last_progress.elapsed() >= Duration::from_secs(30) {
             last_progress = Instant::now();
-            for n in sh.nodes.iter().filter(|n| !n.status().stop.is_some_and(|s| s.archived)) {
+            for n in sh.nodes.iter().filter(|n| !n.is_archived()) {
                 let msg = describe_archiver(&n.name, &n.status().stop, n.archiver());
                 log::info!("{}", msg);
                 send(&Reply::Progress { message: format!("still waiting for WAL archiving: {}", msg) });
