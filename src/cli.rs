@@ -171,6 +171,12 @@ pub struct RestorePrepArgs {
     /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable
     #[arg(long, env = "PGBH_TABLESPACE_MAP", value_name = "OLD=NEW", value_delimiter = ';')]
     pub tablespace_map: Vec<String>,
+    /// Re-point a pg_wal link (e.g. from `initdb -X`) to this new or empty directory instead of the original server's WAL directory
+    #[arg(long, env = "PGBH_WAL_DIR", value_name = "DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// The original server is gone: its WAL directory and tablespaces, where the copy's links point, may be reused (never while a server runs on them)
+    #[arg(long, env = "PGBH_REUSE_ORIGINAL_DIRS")]
+    pub reuse_original_dirs: bool,
     /// `off` sets archive_mode = 'off' in postgresql.auto.conf (test restores that must not archive into production); `keep` leaves it
     #[arg(long, env = "PGBH_ARCHIVE_MODE", value_name = "MODE", default_value = "keep", value_parser = ["keep", "off"])]
     pub archive_mode: String,

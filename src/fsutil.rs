@@ -1,10 +1,18 @@
 //! Durable file-system writes: every file we leave behind is written to a temporary name,
 //! fsynced, renamed into place, and its directory fsynced.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::{Context, Result};
 
@@ -12,31 +20,51 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).context(|| format!("cannot fsync directory {}", dir.display()))
 }
 
-/// Write `data` to `path` atomically with the given mode. `owner` (uid, gid) is applied
-/// before the rename, so the file never appears with the wrong owner.
+/// 16 hex digits from the kernel's random source, for temporary names nobody can guess.
+pub fn random_suffix() -> Result<String> {
+    let mut b = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context(|| "cannot read /dev/urandom for a temporary name")?;
+    Ok(b.iter().map(|x| format!("{:02x}", x)).collect())
+}
+
+/// Create `path` exclusively (O_CREAT|O_EXCL|O_NOFOLLOW: never an existing file, never
+/// through a link), then set mode and owner on the open file.
+fn create_exclusive(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .context(|| format!("cannot create {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .context(|| format!("cannot give {} to uid {} gid {}", path.display(), uid, gid))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode)).context(|| format!("cannot set mode of {}", path.display()))?;
+    Ok(f)
+}
+
+/// Write `data` to `path` atomically with the given mode. The temporary file has an
+/// unpredictable name and is created exclusively; `owner` (uid, gid) and the mode are set on
+/// the open file before the rename, so the file never appears with the wrong owner. A link
+/// at `path` is replaced, never followed.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{}.tmp.{}", name, std::process::id()));
+    let tmp = dir.join(format!(".{}.tmp.{}", name, random_suffix()?));
+    let mut created = false;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = create_exclusive(&tmp, mode, owner)?;
+        created = true;
         f.write_all(data).context(|| format!("cannot write {}", tmp.display()))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-            .context(|| format!("cannot set mode of {}", tmp.display()))?;
-        if let Some((uid, gid)) = owner {
-            chown(&tmp, uid, gid)?;
-        }
         f.sync_all().context(|| format!("cannot fsync {}", tmp.display()))?;
         fs::rename(&tmp, path).context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         fsync_dir(dir)
     })();
-    if result.is_err() {
+    if result.is_err() && created {
         let _ = fs::remove_file(&tmp);
     }
     result
@@ -46,15 +74,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32
 /// itself renamed into place (the directory rename is the atomic step, so no per-file
 /// rename is needed); the caller fsyncs the directory.
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .context(|| format!("cannot create {}", path.display()))?;
+    let mut f = create_exclusive(path, mode, None)?;
     f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .context(|| format!("cannot set mode of {}", path.display()))?;
     f.sync_all().context(|| format!("cannot fsync {}", path.display()))
 }
 
@@ -75,6 +96,56 @@ pub fn staging_name(target: &Path, what: &str) -> PathBuf {
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     dir.join(format!(".{}.{}.{}", name, what, std::process::id()))
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+/// Open `rel` (relative components) below the directory `root` names, one component at a
+/// time with O_NOFOLLOW: a symbolic link anywhere below `root` (or `root` itself being a
+/// link) makes this fail instead of being followed.
+pub fn open_dir_below(root: &Path, rel: &Path) -> nix::Result<Dir> {
+    let mut cur = Dir::open(root, DIR_FLAGS, Mode::empty())?;
+    for c in rel.components() {
+        match c {
+            Component::Normal(name) => cur = Dir::openat(Some(cur.as_raw_fd()), name, DIR_FLAGS, Mode::empty())?,
+            Component::CurDir => {}
+            _ => return Err(nix::errno::Errno::EINVAL),
+        }
+    }
+    Ok(cur)
+}
+
+/// Remove the entry `name` of `dir` without following any link: a file or a link is
+/// unlinked (a link's target is never touched), a directory is emptied the same way,
+/// through its own descriptor, and removed.
+pub fn remove_at(dir: &mut Dir, name: &OsStr) -> nix::Result<()> {
+    let st = fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        return unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir);
+    }
+    let mut sub = Dir::openat(Some(dir.as_raw_fd()), name, DIR_FLAGS, Mode::empty())?;
+    let names = dir_names(&mut sub)?;
+    for n in names {
+        remove_at(&mut sub, &n)?;
+    }
+    unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
+}
+
+/// The names in an open directory, without "." and "..".
+pub fn dir_names(dir: &mut Dir) -> nix::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for e in dir.iter() {
+        let b = e?.file_name().to_bytes().to_vec();
+        if b != b"." && b != b".." {
+            out.push(OsString::from_vec(b));
+        }
+    }
+    Ok(out)
+}
+
+/// fsync an open directory.
+pub fn fsync_dir_fd(dir: &Dir) -> nix::Result<()> {
+    nix::unistd::fsync(dir.as_raw_fd())
 }
 
 #[cfg(test)]

@@ -97,6 +97,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{:02x}", b)).collect()
 }
 
+/// sha256 of a stored manifest.json: post prints it into the job log and restore-prep
+/// prints it, so an admin can see that the sidecar restore-prep trusts is the one post wrote.
+pub fn manifest_sha256(path: &Path) -> Result<String> {
+    let data = fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {}", path.display(), e)))?;
+    Ok(sha256_hex(&data))
+}
+
 pub fn file_entry(data: &[u8]) -> FileEntry {
     FileEntry { sha256: sha256_hex(data), size: data.len() as u64 }
 }

@@ -119,6 +119,9 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
             }
             Err(e) => errors.push(format!("{}: {}", dir.display(), e.msg)),
         }
+        if let Ok(h) = sidecar::manifest_sha256(&sidecar::backup_dir(dir, id).join(sidecar::MANIFEST)) {
+            println!("manifest sha256: {} ({})", h, sidecar::backup_dir(dir, id).display());
+        }
     }
     if !errors.is_empty() {
         // Keep the labels in the job log: they are what makes the copy restorable.

@@ -32,6 +32,8 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
         tablespace_map: a.tablespace_map.into_iter().filter(|s| !s.trim().is_empty()).collect(),
         archive_mode_off: a.archive_mode == "off",
         force: a.force,
+        wal_dir: a.wal_dir,
+        reuse_original_dirs: a.reuse_original_dirs,
         exe,
     };
     let plan = restore::prepare(&o)?;
@@ -55,6 +57,10 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
     for c in &plan.checks {
         println!("  ok: {}", c);
     }
+    println!(
+        "sidecar manifest sha256: {} (compare with the line post printed into the backup job's log)",
+        plan.manifest_sha256
+    );
     let (rm, wr) = if a.dry_run { ("would remove", "would write") } else { ("removed", "wrote") };
     for p in &plan.removes {
         println!("{} {}", rm, rel(p, d));

@@ -159,6 +159,17 @@ pub fn read(pgdata: &Path) -> Result<ControlFile> {
     })
 }
 
+/// The latest checkpoint's redo location and timeline (checkPointCopy.redo and
+/// .ThisTimeLineID): @40 and @48 from PostgreSQL 11 on, @48 and @56 on 10, which still has
+/// prevCheckPoint @40. restore-prep leaves both alone when it invalidates checkPoint.
+pub fn checkpoint_redo(pgdata: &Path) -> Result<(Lsn, u32)> {
+    let p = pgdata.join(CONTROL_FILE);
+    let bytes = std::fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    let c = parse(&bytes).map_err(|why| Error::new(format!("{} cannot be used: {}", p.display(), why)))?;
+    let off = if c.pg_control_version == 1002 { 48 } else { 40 };
+    Ok((Lsn(u64_at(&bytes, off)), u32_at(&bytes, off + 8)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ pub struct Checked {
     /// One line per check passed, for the report.
     pub passed: Vec<String>,
     pub warnings: Vec<String>,
+    /// sha256 of the sidecar's manifest.json (post prints it into the job log).
+    pub manifest_sha256: String,
 }
 
 /// PG_VERSION's major: "15" → 15, "9.6" → 9 (refused later).
@@ -171,6 +173,50 @@ fn load_sidecar(dirs: &[PathBuf], id: &str) -> Result<(PathBuf, Manifest, Vec<St
     })
 }
 
+/// The label's START and CHECKPOINT lines against the copy's pg_control. A redo location
+/// precedes its checkpoint record. When pg_control holds the label's own checkpoint (it was
+/// copied before any later checkpoint or restartpoint), its redo location and timeline are
+/// the label's START WAL LOCATION and START TIMELINE exactly; when it holds a later one (the
+/// copier took pg_control late, which is legitimate), that checkpoint's redo lies at or after
+/// the label's start. Anything else is an edited label or a copy from elsewhere.
+fn check_label_against_control(pgdata: &Path, label: &BackupLabel, ck: crate::pg::wal::Lsn, id: &str) -> Result<()> {
+    let (redo, tli) = control::checkpoint_redo(pgdata)?;
+    let why = if label.start_lsn > label.checkpoint_lsn {
+        Some(format!(
+            "its START WAL LOCATION {} lies after its CHECKPOINT LOCATION {}",
+            label.start_lsn, label.checkpoint_lsn
+        ))
+    } else if ck == label.checkpoint_lsn && redo != label.start_lsn {
+        Some(format!(
+            "pg_control holds the label's checkpoint {}, whose redo location is {}, but the label says START WAL LOCATION {}",
+            ck, redo, label.start_lsn
+        ))
+    } else if ck == label.checkpoint_lsn && label.start_timeline.is_some_and(|t| t != tli) {
+        Some(format!(
+            "pg_control's checkpoint {} is on timeline {}, but the label says START TIMELINE {}",
+            ck,
+            tli,
+            label.start_timeline.unwrap_or_default()
+        ))
+    } else if redo < label.start_lsn {
+        Some(format!(
+            "pg_control's redo location {} lies before the label's START WAL LOCATION {}",
+            redo, label.start_lsn
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::new(format!(
+            "the label of backup {} does not fit the copy in {}: {}; the sidecar was edited or belongs to another copy: use another copy of the sidecar (--sidecar-dir) or restore another backup",
+            id,
+            pgdata.display(),
+            why
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub struct Request<'a> {
     pub pgdata: &'a Path,
     pub sidecar_dirs: &'a [PathBuf],
@@ -209,6 +255,7 @@ pub fn run(r: &Request) -> Result<Checked> {
 
     let (sidecar_dir, manifest, problems) = load_sidecar(r.sidecar_dirs, r.backup_id)?;
     let id = r.backup_id;
+    let manifest_sha256 = sidecar::manifest_sha256(&sidecar::backup_dir(&sidecar_dir, id).join(sidecar::MANIFEST))?;
     if manifest.status != Status::Complete {
         return Err(Error::new(format!(
             "backup {} is archive-pending in {}: its WAL had not reached the archive when post last ran, so this copy is not restorable yet; run post for it again (or check that the WAL is in the archive), or restore another backup",
@@ -321,6 +368,7 @@ pub fn run(r: &Request) -> Result<Checked> {
             id
         )));
     }
+    check_label_against_control(pgdata, &label, ck, id)?;
     if node.from_standby {
         warnings.push(
             "backup taken from a standby: only checked that the copy's checkpoint is not before the backup's".into(),
@@ -368,5 +416,6 @@ pub fn run(r: &Request) -> Result<Checked> {
         label_in_place,
         passed,
         warnings,
+        manifest_sha256,
     })
 }

@@ -11,8 +11,11 @@
 //! * anywhere in the data directory and in the tablespaces: `pgsql_tmp*`,
 //!   `pg_internal.init*` and `*.tmp` files.
 //!
-//! Symbolic links are never followed while walking (pg_tblspc/<oid> may still point at the
-//! original cluster's tablespace); tablespaces are cleaned at their final, mapped paths.
+//! Symbolic links are never followed, neither while walking nor while removing: a directory
+//! this module empties that is a link is refused (see [`entries`]), and [`remove`] works
+//! through directory descriptors opened with O_NOFOLLOW, so a link planted anywhere is
+//! removed itself and its target is never touched. pg_wal and the tablespaces are cleaned at
+//! the real directories [`crate::restore::links`] chose (never through the copy's links).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,22 @@ const EMPTIED_DIRS: &[&str] =
     &["pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"];
 const TOP_FILES: &[&str] = &["postmaster.opts", "backup_manifest"];
 
+/// The entries of a real directory (none when it does not exist). A link is refused: the
+/// copy's own directories are emptied, never what a link points at.
 fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+            return Err(Error::new(format!(
+                "{} is a symbolic link to {}: restore-prep empties this directory and never follows a link; replace the link with an empty directory owned by the data directory's owner",
+                dir.display(),
+                target
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::new(format!("cannot stat {}: {}", dir.display(), e))),
+    }
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -63,9 +81,11 @@ fn walk_temp(dir: &Path, out: &mut Vec<PathBuf>, skip: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-/// Everything to remove, in a stable order. `tablespaces` are the final mapped paths.
+/// Everything to remove, in a stable order. `wal` is the real directory behind pg_wal (see
+/// [`crate::restore::links`]); `tablespaces` are the final mapped paths.
 pub fn find(
     pgdata: &Path,
+    wal: &Path,
     stale_pid: bool,
     tablespaces: &[PathBuf],
     remove_tablespace_map: bool,
@@ -80,13 +100,12 @@ pub fn find(
             out.push(p);
         }
     }
-    if remove_tablespace_map && pgdata.join("tablespace_map").exists() {
+    if remove_tablespace_map && fs::symlink_metadata(pgdata.join("tablespace_map")).is_ok() {
         out.push(pgdata.join("tablespace_map"));
     }
-    let wal = pgdata.join("pg_wal");
-    for e in entries(&wal)? {
+    for e in entries(wal)? {
         let name = e.file_name().to_string_lossy().to_string();
-        let is_dir = e.path().is_dir();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if is_dir {
             if name == "archive_status" || name == "summaries" {
                 out.extend(entries(&e.path())?.iter().map(|x| x.path()));
@@ -101,7 +120,8 @@ pub fn find(
     for d in EMPTIED_DIRS {
         out.extend(entries(&pgdata.join(d))?.iter().map(|x| x.path()));
     }
-    let skip: Vec<PathBuf> = std::iter::once(wal).chain(EMPTIED_DIRS.iter().map(|d| pgdata.join(d))).collect();
+    let skip: Vec<PathBuf> =
+        std::iter::once(pgdata.join("pg_wal")).chain(EMPTIED_DIRS.iter().map(|d| pgdata.join(d))).collect();
     walk_temp(pgdata, &mut out, &skip)?;
     for ts in tablespaces {
         walk_temp(ts, &mut out, &[])?;
@@ -109,27 +129,64 @@ pub fn find(
     Ok(out)
 }
 
-/// Remove what `find` listed, fsyncing each parent directory once.
-pub fn remove(paths: &[PathBuf]) -> Result<()> {
-    let mut parents: Vec<PathBuf> = Vec::new();
+/// Remove what `find` listed. Each path lies below one of `roots` (the data directory, the
+/// WAL directory, the tablespaces): it is reached from there one directory descriptor at a
+/// time without following links, and removed without following links (fsutil::remove_at).
+/// Each parent directory is fsynced once.
+pub fn remove(roots: &[PathBuf], paths: &[PathBuf]) -> Result<()> {
+    let mut open: Option<(PathBuf, nix::dir::Dir)> = None;
     for p in paths {
-        let meta = match fs::symlink_metadata(p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::new(format!("cannot stat {}: {}", p.display(), e))),
+        let (root, rel) = split_root(roots, p)?;
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(Error::new(format!(
+                "refusing to remove {}: it is not below the directory it was found in",
+                p.display()
+            )));
         };
-        let r = if meta.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
-        r.map_err(|e| Error::new(format!("cannot remove {}: {}", p.display(), e)))?;
-        if let Some(parent) = p.parent() {
-            if !parents.iter().any(|x| x == parent) {
-                parents.push(parent.to_path_buf());
+        let parent_path = root.join(parent);
+        if open.as_ref().map(|(d, _)| d != &parent_path).unwrap_or(true) {
+            sync_open(&mut open)?;
+            let dir = fsutil::open_dir_below(root, parent).map_err(|e| not_followed(&parent_path, e))?;
+            open = Some((parent_path.clone(), dir));
+        }
+        if let Some((_, dir)) = open.as_mut() {
+            match fsutil::remove_at(dir, name) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(not_followed(p, e)),
             }
         }
     }
-    for d in &parents {
-        fsutil::fsync_dir(d)?;
+    sync_open(&mut open)
+}
+
+fn sync_open(open: &mut Option<(PathBuf, nix::dir::Dir)>) -> Result<()> {
+    if let Some((path, dir)) = open.take() {
+        fsutil::fsync_dir_fd(&dir)
+            .map_err(|e| Error::new(format!("cannot fsync directory {}: {}", path.display(), e)))?;
     }
     Ok(())
+}
+
+/// The deepest root `p` lies below, and the rest of the path.
+fn split_root<'a>(roots: &'a [PathBuf], p: &'a Path) -> Result<(&'a Path, &'a Path)> {
+    roots
+        .iter()
+        .filter_map(|r| p.strip_prefix(r).ok().map(|rel| (r.as_path(), rel)))
+        .filter(|(_, rel)| rel.components().count() > 0)
+        .max_by_key(|(r, _)| r.components().count())
+        .ok_or_else(|| {
+            Error::new(format!("refusing to remove {}: it is outside the directories restore-prep cleans", p.display()))
+        })
+}
+
+fn not_followed(p: &Path, e: nix::errno::Errno) -> Error {
+    let why = match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+            "a symbolic link is in the way (restore-prep never follows one): replace it with the directory it stands for".to_string()
+        }
+        e => e.desc().to_string(),
+    };
+    Error::new(format!("cannot remove {}: {}", p.display(), why))
 }
 
 #[cfg(test)]
@@ -169,7 +226,7 @@ mod tests {
             fs::write(p.join(f), b"x").unwrap();
         }
         std::os::unix::fs::symlink("/", p.join("pg_tblspc_link")).unwrap();
-        let found = find(p, true, &[], false).unwrap();
+        let found = find(p, &p.join("pg_wal"), true, &[], false).unwrap();
         let rel: Vec<String> = found.iter().map(|x| x.strip_prefix(p).unwrap().display().to_string()).collect();
         assert_eq!(
             rel,
@@ -185,11 +242,11 @@ mod tests {
                 "base/pgsql_tmp",
             ]
         );
-        remove(&found).unwrap();
+        remove(&[p.to_path_buf()], &found).unwrap();
         assert!(p.join("pg_wal/archive_status").is_dir());
         assert!(p.join("pg_wal/00000002.history").exists());
         assert!(p.join("pg_replslot").is_dir());
         assert!(p.join("base/1/1259").exists());
-        assert!(find(p, false, &[], false).unwrap().is_empty());
+        assert!(find(p, &p.join("pg_wal"), false, &[], false).unwrap().is_empty());
     }
 }

@@ -110,6 +110,38 @@ pub fn remap(original: &str, major: u32, specs: &[String]) -> Result<(String, Ve
     Ok((render_map(&map, major), map))
 }
 
+/// Tablespace paths are where restore-prep cleans and the restored server writes: each must
+/// be absolute and plain (no `..`), not `/`, and neither inside nor around the data directory.
+/// An edited sidecar (or a mistyped --tablespace-map) cannot point them anywhere else.
+pub fn validate_map(map: &[Tablespace], pgdata: &Path) -> Result<()> {
+    for t in map {
+        let p = Path::new(&t.path);
+        let why = if !p.is_absolute() {
+            Some("it is not an absolute path")
+        } else if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            Some("it contains \"..\"")
+        } else if p.parent().is_none() {
+            Some("it is the root directory")
+        } else {
+            let c = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if c.starts_with(pgdata) {
+                Some("it is inside the data directory")
+            } else if pgdata.starts_with(&c) {
+                Some("it contains the data directory")
+            } else {
+                None
+            }
+        };
+        if let Some(why) = why {
+            return Err(Error::new(format!(
+                "tablespace {} would be restored at {:?}, but {}: the tablespace_map in the sidecar was edited or damaged, or --tablespace-map is wrong; give --tablespace-map {}=NEW_PATH with an absolute directory outside the data directory",
+                t.oid, t.path, why, t.oid
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Every tablespace path in the final map must be an existing directory.
 pub fn check_tablespaces(map: &[Tablespace]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -124,6 +156,22 @@ pub fn check_tablespaces(map: &[Tablespace]) -> Result<Vec<PathBuf>> {
         out.push(p);
     }
     Ok(out)
+}
+
+/// restore-prep never reads or writes through a link in the data directory: a file it
+/// rewrites (postgresql.auto.conf, recovery.conf, backup_label...) that is a link is refused.
+pub fn refuse_link(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let to = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+            Err(Error::new(format!(
+                "{} is a symbolic link to {}: restore-prep never writes through a link; replace it with a regular file (a copy of what it should hold) owned by the data directory's owner",
+                path.display(),
+                to
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Is this file already there with exactly this content?

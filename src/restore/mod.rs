@@ -18,6 +18,8 @@ pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
 pub mod install;
+pub mod links;
+pub mod privs;
 pub mod recovery;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,11 @@ pub struct Options {
     pub tablespace_map: Vec<String>,
     pub archive_mode_off: bool,
     pub force: bool,
+    /// `--wal-dir`: re-point a pg_wal link to this directory (see links).
+    pub wal_dir: Option<PathBuf>,
+    /// `--reuse-original-dirs`: the original server is gone; its WAL directory and
+    /// tablespaces (where the copy's links point) may be used, unless a server runs on them.
+    pub reuse_original_dirs: bool,
     /// The program restore_command runs for --archive-dir (normally our own executable).
     pub exe: PathBuf,
 }
@@ -62,8 +69,15 @@ pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     pub removes: Vec<PathBuf>,
     pub start_command: String,
+    /// sha256 of the sidecar's manifest.json, as post printed it into the job log.
+    pub manifest_sha256: String,
     #[serde(skip)]
     files: Vec<FileWrite>,
+    #[serde(skip)]
+    wal: links::WalPlan,
+    /// The directories `removes` lie below (data directory, WAL directory, tablespaces).
+    #[serde(skip)]
+    roots: Vec<PathBuf>,
     #[serde(skip)]
     owner: (u32, u32),
 }
@@ -136,6 +150,12 @@ pub fn prepare(o: &Options) -> Result<Plan> {
             cmd.clone()
         }
         WalSource::ArchiveDir(dir) => {
+            if dir.to_string_lossy().contains(|c: char| c.is_control()) {
+                return Err(Error::usage(format!(
+                    "--archive-dir {:?} contains a line break or control character: it would go into restore_command; rename the directory",
+                    dir
+                )));
+            }
             if !dir.is_dir() {
                 return Err(Error::usage(format!(
                     "--archive-dir {} is not a directory: give the directory archive_command copies WAL into",
@@ -162,7 +182,14 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
 
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
+    install::validate_map(&map, &pgdata)?;
     let tablespaces = install::check_tablespaces(&map)?;
+    let live = links::LiveDirs::scan();
+    for note in links::check_tablespaces(&pgdata, &map, o.reuse_original_dirs, &live)? {
+        warnings.push(note);
+    }
+    let wal = links::plan_wal(&pgdata, o.wal_dir.as_deref(), o.reuse_original_dirs, &live)?;
+    passed.extend(wal.note.iter().cloned());
     if !map.is_empty() {
         passed.push(format!(
             "{} tablespace(s) in place: {}",
@@ -172,7 +199,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
 
     let rec = recovery::plan(&pgdata, c.major, &restore_command, &target, &o.target_action, o.archive_mode_off)?;
-    let mut removes = cleanup::find(&pgdata, c.stale_pid, &tablespaces, map.is_empty())?;
+    let mut removes = cleanup::find(&pgdata, &wal.dir, c.stale_pid, &tablespaces, map.is_empty())?;
     removes.extend(rec.removes.iter().cloned());
 
     let mut files = Vec::new();
@@ -193,6 +220,11 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
     files.push(install::control_write(&pgdata)?);
     files.extend(rec.writes);
+    for f in &files {
+        install::refuse_link(&f.path)?;
+    }
+    let roots: Vec<PathBuf> =
+        [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
     let writes = files
         .iter()
         .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
@@ -211,7 +243,10 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         writes,
         removes,
         start_command: start_command(&pgdata, c.owner.0),
+        manifest_sha256: c.manifest_sha256.clone(),
         files,
+        wal,
+        roots,
         owner: c.owner,
     })
 }
@@ -239,7 +274,18 @@ fn warn_unreachable(exe: &Path, owner: (u32, u32), warnings: &mut Vec<String>) {
 }
 
 /// Make the changes. Returns the paths written (files already in place are skipped).
+/// Everything inside the data directory, the WAL directory and the tablespaces is done with
+/// the data directory owner's rights ([`privs::as_owner`]); only a missing `--wal-dir` is
+/// created first as the caller (its parent may be root's) and given to the owner.
 pub fn apply(plan: &Plan) -> Result<Vec<PathBuf>> {
-    cleanup::remove(&plan.removes)?;
-    install::write_all(&plan.files, plan.owner)
+    if let Some(new) = &plan.wal.repoint {
+        links::create_wal_dir(new, plan.owner)?;
+    }
+    privs::as_owner(plan.owner, || {
+        if let Some(new) = &plan.wal.repoint {
+            links::repoint(&plan.pgdata, new)?;
+        }
+        cleanup::remove(&plan.roots, &plan.removes)?;
+        install::write_all(&plan.files, plan.owner)
+    })
 }

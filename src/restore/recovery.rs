@@ -106,6 +106,18 @@ pub fn check_restore_command(cmd: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a value that would not stay one line in a configuration file: any control
+/// character (newline, carriage return, NUL, the other C0 controls, DEL) is never written.
+pub fn check_config_value(file: &str, key: &str, value: &str) -> Result<()> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(Error::usage(format!(
+            "refusing to write {} = {:?} into {}: it contains the control character {:?} (U+{:04X}); a configuration value must be one line: fix the option it comes from (--archive-dir, --restore-command, --target) or, for a restore point name, the sidecar's manifest",
+            key, value, file, c, c as u32
+        )));
+    }
+    Ok(())
+}
+
 const TARGET_KEYS: &[&str] =
     &["recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid", "recovery_target_name"];
 
@@ -172,6 +184,7 @@ pub fn plan(
 ) -> Result<RecoveryPlan> {
     let pre12 = major < 12;
     let auto_path = pgdata.join("postgresql.auto.conf");
+    crate::restore::install::refuse_link(&auto_path)?;
     let auto_text = read_opt(&auto_path)?.unwrap_or_default();
     let mut auto_settings: Vec<(&str, String)> = Vec::new();
     let recovery = settings(restore_command, target, action, pre12);
@@ -182,6 +195,9 @@ pub fn plan(
     }
     if archive_mode_off {
         auto_settings.push(("archive_mode", "off".into()));
+    }
+    for (k, v) in auto_settings.iter().chain(recovery.iter()) {
+        check_config_value(if pre12 { "recovery.conf" } else { "postgresql.auto.conf" }, k, v)?;
     }
     if !auto_settings.is_empty() {
         writes.push(FileWrite {
