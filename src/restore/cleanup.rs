@@ -70,6 +70,10 @@ fn walk_temp(dir: &Path, out: &mut Vec<PathBuf>, skip: &[PathBuf]) -> Result<()>
         let ft = e.file_type().map_err(|err| Error::new(format!("cannot stat {}: {}", path.display(), err)))?;
         let name = e.file_name().to_string_lossy().to_string();
         if ft.is_symlink() {
+            // A temporary name that is a link goes itself (its target is never touched).
+            if is_temp_name(&name, false) {
+                out.push(path);
+            }
             continue;
         }
         if is_temp_name(&name, ft.is_dir()) {

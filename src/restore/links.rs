@@ -197,13 +197,18 @@ pub fn check_tablespaces(pgdata: &Path, map: &[Tablespace], reuse: bool, live: &
             )));
         }
         let path = PathBuf::from(&t.path);
+        let original = link_target(&link)?;
         if let Some(what) = live.user_of(&path) {
             return Err(Error::new(format!(
-                "tablespace {} would be restored at {}, which is {}: a restored copy never shares a directory with a live server; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH",
-                t.oid, t.path, what, t.path
+                "tablespace {} ({} links to {}) would be restored at {}, which is {}: a restored copy never shares a directory with a live server; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH",
+                t.oid,
+                link.display(),
+                original.display(),
+                t.path,
+                what,
+                t.path
             )));
         }
-        let original = link_target(&link)?;
         if original == canonical(&path) {
             if !reuse {
                 return Err(Error::new(format!(
