@@ -161,7 +161,8 @@ fn check_new_wal_dir(new: &Path, live: &LiveDirs) -> Result<()> {
         let e = e.map_err(|e| Error::new(format!("cannot list {}: {}", new.display(), e)))?;
         let name = e.file_name().to_string_lossy().to_string();
         let dir_ok = (name == "archive_status" || name == "summaries") && e.file_type().is_ok_and(|t| t.is_dir());
-        if !dir_ok && !(is_wal_name(&name) && e.file_type().is_ok_and(|t| t.is_file())) {
+        let wal_ok = is_wal_name(&name) && e.file_type().is_ok_and(|t| t.is_file());
+        if !(dir_ok || wal_ok) {
             return bad(format!(
                 "it holds {:?}, which is not WAL: restore-prep empties this directory; give a new or empty one",
                 name
