@@ -45,8 +45,12 @@ impl LiveDirs {
             if !(comm.starts_with("postgres") || comm.starts_with("postmaster")) {
                 continue;
             }
+            // A postgres process that has not reached its data directory yet (pg_ctl's
+            // `postgres -C`, a starting server) runs elsewhere, e.g. in /: only a directory
+            // holding PG_VERSION and postmaster.pid is a server's.
             if let Ok(cwd) = fs::read_link(e.path().join("cwd")) {
-                if !datadirs.iter().any(|(d, _)| *d == cwd) {
+                let is_datadir = cwd.join("PG_VERSION").is_file() && cwd.join("postmaster.pid").is_file();
+                if is_datadir && !datadirs.iter().any(|(d, _)| *d == cwd) {
                     datadirs.push((cwd, name));
                 }
             }
