@@ -154,6 +154,26 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
+    fn remove_at_never_follows_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir_all(victim.join("sub")).unwrap();
+        fs::write(victim.join("sub/keep"), b"x").unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&victim, tree.join("a/b/link")).unwrap();
+        std::os::unix::fs::symlink(&victim, tree.join("a/top")).unwrap();
+        let mut root = open_dir_below(d.path(), Path::new("tree")).unwrap();
+        remove_at(&mut root, OsStr::new("a")).unwrap();
+        assert!(!tree.join("a").exists());
+        assert!(victim.join("sub/keep").exists());
+        // A link on the way is never followed either.
+        std::os::unix::fs::symlink(&victim, tree.join("via")).unwrap();
+        let e = open_dir_below(&tree, Path::new("via/sub")).err();
+        assert!(matches!(e, Some(nix::errno::Errno::ELOOP) | Some(nix::errno::Errno::ENOTDIR)), "{e:?}");
+    }
+
+    #[test]
     fn atomic_write_sets_mode_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");

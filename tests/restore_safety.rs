@@ -165,6 +165,23 @@ fn wal_link_to_a_running_primary_is_refused_and_wal_dir_re_points_it() {
     assert!(files(&new_wal).keys().any(|n| n.len() == 24), "the restored server writes its WAL into --wal-dir");
     assert_eq!(pg.query_scalar("select count(*) from t"), "150", "production still runs");
     assert_wal_untouched(&waldir, &before, &current);
+
+    // Disaster restore on the original host: the original server is gone. The link is still
+    // refused by default, and reused only when the user says so.
+    drop(copy_server);
+    pg.stop("immediate");
+    let again = dir.mkdir("again");
+    tar_extract(&b.tars[0], &again);
+    let copy2 = again.join("data");
+    refused(
+        prep(&exe, &tool, &copy2, &pg.archive_dir, &[]),
+        &["pg_wal", s(&waldir), "--wal-dir", "--reuse-original-dirs"],
+    );
+    assert!(!files(&waldir).is_empty());
+    let out = prep(&exe, &tool, &copy2, &pg.archive_dir, &["--reuse-original-dirs"]).ok();
+    assert!(out.stdout.contains("reused (--reuse-original-dirs)"), "{}", out.stdout);
+    assert_eq!(fs::read_link(copy2.join("pg_wal")).expect("link"), waldir);
+    assert!(files(&waldir).keys().all(|n| n.ends_with(".history")), "the reused WAL directory is emptied");
 }
 
 // ---------------------------------------------------------------- item 1: tablespace link

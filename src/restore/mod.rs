@@ -182,13 +182,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
 
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
-    install::validate_map(&map, &pgdata)?;
-    let tablespaces = install::check_tablespaces(&map)?;
-    let live = links::LiveDirs::scan();
-    for note in links::check_tablespaces(&pgdata, &map, o.reuse_original_dirs, &live)? {
-        warnings.push(note);
-    }
-    let wal = links::plan_wal(&pgdata, o.wal_dir.as_deref(), o.reuse_original_dirs, &live)?;
+    let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
     passed.extend(wal.note.iter().cloned());
     if !map.is_empty() {
         passed.push(format!(
@@ -249,6 +243,22 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         roots,
         owner: c.owner,
     })
+}
+
+/// Where the copy's links lead (see [`links`]): the tablespaces' final directories, checked,
+/// and what happens to pg_wal. Refuses a link out of the data directory that was not
+/// re-pointed or explicitly reused, and any directory a running server uses.
+fn check_links(
+    o: &Options,
+    map: &[install::Tablespace],
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<PathBuf>, links::WalPlan)> {
+    install::validate_map(map, &o.pgdata)?;
+    let tablespaces = install::check_tablespaces(map)?;
+    let live = links::LiveDirs::scan();
+    warnings.extend(links::check_tablespaces(&o.pgdata, map, o.reuse_original_dirs, &live)?);
+    let wal = links::plan_wal(&o.pgdata, o.wal_dir.as_deref(), o.reuse_original_dirs, &live)?;
+    Ok((tablespaces, wal))
 }
 
 /// The server user runs restore_command: warn when it could not execute our binary.
