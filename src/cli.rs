@@ -205,7 +205,9 @@ pub struct WalRestoreArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Products and their events: bacula (before, after, failed, queue-job), commvault (pre, post, abort), netbackup (start, end; or run as bpstart_notify / bpend_notify), veeam (pre, post, abort; pre-job, post-job, pre-freeze, post-thaw), generic (pre, post, abort, status). Settings come from the environment file PGBH_ENV_FILE [default: /etc/pg-backup-hooks/env]: KEY=value lines, never run as shell code. See docs/hooks/<product>.md.")]
+#[command(
+    after_help = "Products and their events: bacula (before, after, failed, queue-job), commvault (pre, post, abort), netbackup (start, end; or run as bpstart_notify / bpend_notify), veeam (pre, post, abort; pre-job, post-job, pre-freeze, post-thaw), generic (pre, post, abort, status). Settings come from the environment file PGBH_ENV_FILE [default: /etc/pg-backup-hooks/env]: KEY=value lines, never run as shell code. See docs/hooks/<product>.md."
+)]
 pub struct HookArgs {
     /// The backup product whose calling convention to follow
     #[arg(value_name = "PRODUCT")]
@@ -216,4 +218,40 @@ pub struct HookArgs {
     /// The arguments the product passes, in its own order (job name, level, -attempt N...)
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PGBH_FAST=1 from an environment file (also yes/on/true, and 0/no/off/false); the
+    /// flag itself still works. The only test that sets PGBH_FAST.
+    #[test]
+    fn boolean_settings_accept_the_usual_words() {
+        let fast = |v: Option<&str>, flag: bool| {
+            match v {
+                Some(v) => std::env::set_var("PGBH_FAST", v),
+                None => std::env::remove_var("PGBH_FAST"),
+            }
+            let mut argv = vec!["pg-backup-hooks", "pre", "--backup-id", "x", "--sidecar-dir", "/s"];
+            if flag {
+                argv.push("--fast");
+            }
+            let r = Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Pre(a) => a.fast,
+                _ => unreachable!(),
+            });
+            std::env::remove_var("PGBH_FAST");
+            r
+        };
+        for v in ["1", "yes", "on", "true", "TRUE"] {
+            assert!(fast(Some(v), false).unwrap(), "{}", v);
+        }
+        for v in ["0", "no", "off", "false"] {
+            assert!(!fast(Some(v), false).unwrap(), "{}", v);
+        }
+        assert!(fast(Some("maybe"), false).is_err());
+        assert!(fast(None, true).unwrap());
+        assert!(!fast(None, false).unwrap());
+    }
 }

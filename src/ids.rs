@@ -37,10 +37,7 @@ pub fn from_job_name(name: &str) -> Result<String> {
     let tail = &mapped[mapped.len().saturating_sub(MAX_ID_LEN)..];
     let id = tail.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
     if id.is_empty() {
-        return Err(Error::usage(format!(
-            "cannot make a backup id from {:?}: it has no letter or digit",
-            name
-        )));
+        return Err(Error::usage(format!("cannot make a backup id from {:?}: it has no letter or digit", name)));
     }
     validate(&id)?;
     Ok(id)

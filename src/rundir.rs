@@ -32,7 +32,11 @@ pub fn default_dir() -> PathBuf {
         return state.join("pg-backup-hooks/run");
     }
     let home = absolute(std::env::var_os("HOME")).or_else(|| {
-        nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.dir).filter(|p| p.is_absolute() && p != Path::new("/"))
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|p| p.is_absolute() && p != Path::new("/"))
     });
     match home {
         Some(h) => h.join(".local/state/pg-backup-hooks/run"),

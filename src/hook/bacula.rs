@@ -34,7 +34,11 @@ pub const PRODUCT: Product = Product {
 };
 
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
-    let usage = || Error::usage("usage: bacula before JOBNAME [LEVEL] (use %j %l), bacula after|failed JOBNAME, or bacula queue-job JOB");
+    let usage = || {
+        Error::usage(
+            "usage: bacula before JOBNAME [LEVEL] (use %j %l), bacula after|failed JOBNAME, or bacula queue-job JOB",
+        )
+    };
     let job = args.first().ok_or_else(usage)?;
     match (event, args.len()) {
         ("before", 1 | 2) => before(ctx, &ids::from_job_name(job)?, args.get(1)),

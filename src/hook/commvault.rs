@@ -59,8 +59,7 @@ fn parse(args: &[String]) -> Result<Appended> {
             "job" => a.job = Some(v.clone()),
             "status" => a.status = Some(v.clone()),
             "attempt" => {
-                a.attempt =
-                    v.parse().map_err(|_| Error::usage(format!("-attempt {:?}: expected a number", v)))?
+                a.attempt = v.parse().map_err(|_| Error::usage(format!("-attempt {:?}: expected a number", v)))?
             }
             _ => {}
         }

@@ -88,7 +88,11 @@ pub fn load_default(known: &[String]) -> Result<Option<PathBuf>> {
 /// The file's text, if root or we own it and neither group nor others may write it.
 pub fn read_trusted(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| {
-        Error::new(format!("cannot read the environment file {}: {} (run the hook as a user that may read it)", path.display(), e))
+        Error::new(format!(
+            "cannot read the environment file {}: {} (run the hook as a user that may read it)",
+            path.display(),
+            e
+        ))
     })?;
     let meta = f.metadata().map_err(|e| Error::new(format!("environment file {}: {}", path.display(), e)))?;
     let me = nix::unistd::geteuid().as_raw();

@@ -9,14 +9,8 @@ use super::{setting, state, Ctx, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids;
 
-pub const PRODUCT: Product = Product {
-    name: "generic",
-    keys: &["PGBH_HOOK_KEY"],
-    argv0: &[],
-    stderr_to_stdout: false,
-    timeouts: None,
-    run,
-};
+pub const PRODUCT: Product =
+    Product { name: "generic", keys: &["PGBH_HOOK_KEY"], argv0: &[], stderr_to_stdout: false, timeouts: None, run };
 
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     if args.len() > 1 {

@@ -202,7 +202,9 @@ impl Ctx {
                 Command::Status(a) => crate::commands::status::run(a),
                 _ => Err(Error::usage(format!("{} is not a hook command", name))),
             },
-            Err(e) => Err(Error::usage(format!("{} (check the environment file)", crate::error::one_line(&e.to_string())))),
+            Err(e) => {
+                Err(Error::usage(format!("{} (check the environment file)", crate::error::one_line(&e.to_string()))))
+            }
         };
         let code = crate::error::report(result);
         if name == "status" {

@@ -44,11 +44,7 @@ struct Streams {
 fn number(name: &str) -> Result<Option<u32>> {
     match setting(name) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::usage(format!("{}={:?}: expected a number", name, v))),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| Error::usage(format!("{}={:?}: expected a number", name, v))),
     }
 }
 
@@ -73,7 +69,9 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
 /// (user archive) deletes the files after the copy and is never allowed on a data directory.
 fn check_schedule_type(t: &str) -> Result<()> {
     if t.eq_ignore_ascii_case("UARC") {
-        return Err(Error::usage("schedule type UARC (user archive) removes the files it copied: never use it on a data directory"));
+        return Err(Error::usage(
+            "schedule type UARC (user archive) removes the files it copied: never use it on a data directory",
+        ));
     }
     let full = t.eq_ignore_ascii_case("FULL") || t.eq_ignore_ascii_case("UBAK");
     check_level(t, full, "Use a FULL schedule for this policy")
@@ -114,7 +112,10 @@ fn start(ctx: &Ctx, job: &str, key: &str, policy: &str, stream: u32) -> Result<i
         let s = Streams { id, expected, started: [stream].into(), ended: BTreeSet::new(), failed: Vec::new() };
         state::write_json(run, key, &s)?;
         if expected > 1 {
-            ctx.say(&format!("stream {} started backup {}; it is stopped when {} streams have ended", stream, s.id, expected));
+            ctx.say(&format!(
+                "stream {} started backup {}; it is stopped when {} streams have ended",
+                stream, s.id, expected
+            ));
         }
     }
     Ok(rc)

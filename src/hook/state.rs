@@ -79,9 +79,9 @@ pub fn new_id(prefix: &str) -> Result<String> {
 pub fn read_json<T: DeserializeOwned>(run: &RunDir, key: &str) -> Result<Option<T>> {
     let p = path(run, key, "json")?;
     let Some(text) = read_own(&p)? else { return Ok(None) };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::new(format!("{} is damaged ({}): remove it after checking `pg-backup-hooks status`", p.display(), e)))
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::new(format!("{} is damaged ({}): remove it after checking `pg-backup-hooks status`", p.display(), e))
+    })
 }
 
 pub fn write_json<T: Serialize>(run: &RunDir, key: &str, value: &T) -> Result<()> {
