@@ -206,11 +206,11 @@ pub struct WalRestoreArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Products and their events: bacula (before, after, failed, queue-job), commvault (pre, post, abort), netbackup (start, end; or run as bpstart_notify / bpend_notify), veeam (pre, post, abort; pre-job, post-job, pre-freeze, post-thaw), generic (pre, post, abort, status). Settings come from the environment file PGBH_ENV_FILE [default: /etc/pg-backup-hooks/env]: KEY=value lines, never run as shell code. See docs/hooks/<product>.md."
+    after_help = "Settings come from the environment file PGBH_ENV_FILE [default: /etc/pg-backup-hooks/env]: KEY=value lines, never run as shell code. See docs/hooks/<product>.md."
 )]
 pub struct HookArgs {
     /// The backup product whose calling convention to follow
-    #[arg(value_name = "PRODUCT")]
+    #[arg(value_name = "PRODUCT", value_parser = crate::hook::product_values())]
     pub product: String,
     /// What the product is doing (its own word for it: before/after, pre/post, start/end...)
     #[arg(value_name = "EVENT")]

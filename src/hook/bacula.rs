@@ -20,6 +20,7 @@ use crate::ids;
 
 pub const PRODUCT: Product = Product {
     name: "bacula",
+    summary: "Bacula/Bareos RunScripts: before %j %l, after %j, failed %j; queue-job JOB on the director",
     keys: &[
         "PGBH_ALLOW_LEVELS",
         "PGBH_BACULA_CLEAN_LEFTOVERS",

@@ -23,6 +23,7 @@ use crate::ids;
 
 pub const PRODUCT: Product = Product {
     name: "commvault",
+    summary: "Commvault pre/post process commands: pre|post|abort, then the arguments the CommServe appends",
     keys: &["PGBH_COMMVAULT_KEY", "PGBH_COMMVAULT_SUCCESS_STATUS", "PGBH_COMMVAULT_RESTARTS_COPY"],
     argv0: &[],
     stderr_to_stdout: false,

@@ -9,8 +9,15 @@ use super::{setting, state, Ctx, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids;
 
-pub const PRODUCT: Product =
-    Product { name: "generic", keys: &["PGBH_HOOK_KEY"], argv0: &[], stderr_to_stdout: false, timeouts: None, run };
+pub const PRODUCT: Product = Product {
+    name: "generic",
+    summary: "any program with pre/post job commands: pre|post|abort [ID], status",
+    keys: &["PGBH_HOOK_KEY"],
+    argv0: &[],
+    stderr_to_stdout: false,
+    timeouts: None,
+    run,
+};
 
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     if args.len() > 1 {

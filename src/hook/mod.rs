@@ -26,6 +26,8 @@ use crate::rundir::RunDir;
 
 pub struct Product {
     pub name: &'static str,
+    /// Who calls it and its events with their arguments, for --help.
+    pub summary: &'static str,
     /// Settings (environment file keys) this product's adapter reads.
     pub keys: &'static [&'static str],
     /// Program names (prefixes) that mean `hook NAME EVENT`: (prefix, event).
@@ -40,6 +42,13 @@ pub struct Product {
 
 pub const PRODUCTS: &[&Product] =
     &[&bacula::PRODUCT, &commvault::PRODUCT, &netbackup::PRODUCT, &veeam::PRODUCT, &generic::PRODUCT];
+
+/// The PRODUCT argument's values, each with its summary (shown by --help and in man pages).
+pub fn product_values() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        PRODUCTS.iter().map(|p| clap::builder::PossibleValue::new(p.name).help(p.summary)),
+    )
+}
 
 fn product(name: &str) -> Result<&'static Product> {
     PRODUCTS.iter().copied().find(|p| p.name == name).ok_or_else(|| {

@@ -22,7 +22,7 @@ use crate::error::{exit, Error, Result};
 use crate::ids;
 
 pub const PRODUCT: Product = Product {
-    name: "netbackup",
+    name: "netbackup", summary: "NetBackup notify scripts: start|end CLIENT POLICY SCHEDULE SCHEDTYPE [STATUS]; or run as bpstart_notify / bpend_notify",
     keys: &["PGBH_NETBACKUP_STREAMS", "PGBH_ALLOW_LEVELS"],
     argv0: &[("bpstart_notify", "start"), ("bpend_notify", "end")],
     stderr_to_stdout: false,

@@ -16,6 +16,8 @@ use crate::error::{exit, Error, Result};
 
 pub const PRODUCT: Product = Product {
     name: "veeam",
+    summary:
+        "Veeam Agent job scripts, B&R guest scripts: pre|post|abort (also pre-job, post-job, pre-freeze, post-thaw)",
     keys: &["PGBH_VEEAM_KEY"],
     argv0: &[],
     stderr_to_stdout: false,
