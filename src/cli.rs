@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,8 @@ pub enum Command {
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
     WalRestore(WalRestoreArgs),
+    /// Run as a backup product's job script: parse its calling convention, make or recall the backup id, read the environment file, then run pre, post or abort (docs/hooks/).
+    Hook(HookArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -42,7 +45,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunDirArg {
-    /// Directory for the helper's socket, lock and log [default: $XDG_RUNTIME_DIR/pg-backup-hooks, /run/pg-backup-hooks for root, else /tmp/pg-backup-hooks-UID]
+    /// Directory for the helper's socket, lock and log [default: /run/pg-backup-hooks for root, else $XDG_STATE_HOME/pg-backup-hooks/run (~/.local/state/pg-backup-hooks/run)]
     #[arg(long, env = "PGBH_RUN_DIR", value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
 }
@@ -65,7 +68,7 @@ pub struct PreArgs {
     #[arg(long, env = "PGBH_DISCOVER_ROLE", value_name = "ROLE", value_enum, default_value = "primary")]
     pub discover_role: crate::pg::discovery::Role,
     /// Ask for an immediate checkpoint instead of a spread one
-    #[arg(long, env = "PGBH_FAST")]
+    #[arg(long, env = "PGBH_FAST", value_parser = BoolishValueParser::new())]
     pub fast: bool,
     /// Give up if the backup has not started on every node within this many seconds
     #[arg(long, env = "PGBH_START_TIMEOUT", value_name = "SECS", default_value_t = 900)]
@@ -181,13 +184,13 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_ARCHIVE_MODE", value_name = "MODE", default_value = "keep", value_parser = ["keep", "off"])]
     pub archive_mode: String,
     /// Print the checks and the plan; change nothing
-    #[arg(long, env = "PGBH_DRY_RUN")]
+    #[arg(long, env = "PGBH_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     /// Replace a backup_label already in the data directory that is not this backup's
-    #[arg(long, env = "PGBH_FORCE")]
+    #[arg(long, env = "PGBH_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,
     /// Machine-readable output
-    #[arg(long, env = "PGBH_JSON")]
+    #[arg(long, env = "PGBH_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
 }
 
@@ -205,4 +208,56 @@ pub struct WalRestoreArgs {
     /// Where to put it (%p, relative to the data directory)
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Settings come from the environment file PGBH_ENV_FILE [default: /etc/pg-backup-hooks/env]: KEY=value lines, never run as shell code. See docs/hooks/<product>.md."
+)]
+pub struct HookArgs {
+    /// The backup product whose calling convention to follow
+    #[arg(value_name = "PRODUCT", value_parser = crate::hook::product_values())]
+    pub product: String,
+    /// What the product is doing (its own word for it: before/after, pre/post, start/end...)
+    #[arg(value_name = "EVENT")]
+    pub event: String,
+    /// The arguments the product passes, in its own order (job name, level, -attempt N...)
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PGBH_FAST=1 from an environment file (also yes/on/true, and 0/no/off/false); the
+    /// flag itself still works. The only test that sets PGBH_FAST.
+    #[test]
+    fn boolean_settings_accept_the_usual_words() {
+        let fast = |v: Option<&str>, flag: bool| {
+            match v {
+                Some(v) => std::env::set_var("PGBH_FAST", v),
+                None => std::env::remove_var("PGBH_FAST"),
+            }
+            let mut argv = vec!["pg-backup-hooks", "pre", "--backup-id", "x", "--sidecar-dir", "/s"];
+            if flag {
+                argv.push("--fast");
+            }
+            let r = Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Pre(a) => a.fast,
+                _ => unreachable!(),
+            });
+            std::env::remove_var("PGBH_FAST");
+            r
+        };
+        for v in ["1", "yes", "on", "true", "TRUE"] {
+            assert!(fast(Some(v), false).unwrap(), "{}", v);
+        }
+        for v in ["0", "no", "off", "false"] {
+            assert!(!fast(Some(v), false).unwrap(), "{}", v);
+        }
+        assert!(fast(Some("maybe"), false).is_err());
+        assert!(fast(None, true).unwrap());
+        assert!(!fast(None, false).unwrap());
+    }
 }

@@ -11,6 +11,18 @@ pub mod exit {
     pub const NOT_RESTORABLE_YET: i32 = 3;
     /// `post`/`status`: no helper is running for this backup id.
     pub const NO_BACKUP: i32 = 4;
+
+    /// What an exit code means for the copy the backup program just made, in the words a
+    /// job log needs (hook adapters print it after each command).
+    pub fn meaning(code: i32) -> &'static str {
+        match code {
+            OK => "succeeded",
+            USAGE => "usage error: check the job's command line and the environment file",
+            NOT_RESTORABLE_YET => "labels stored but the WAL is not archived yet: this backup is NOT restorable until archiving catches up and post is run again",
+            NO_BACKUP => "no backup with this id is in progress (did pre fail or not run?): this backup is NOT restorable",
+            _ => "failed",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -40,6 +52,22 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Print a command's error the way the binary does (an OK-coded "error" is news for
+/// stdout) and return the exit code.
+pub fn report(result: Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.code == exit::OK {
+                println!("{}", e.msg);
+            } else {
+                eprintln!("pg-backup-hooks: error: {}", e.msg);
+            }
+            e.code
+        }
+    }
+}
 
 /// Build an error from a format string: `err!("cannot read {}", path)`.
 #[macro_export]

@@ -28,6 +28,21 @@ pub fn validate(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A backup id from a name the backup program gives (a job name, a job id): characters
+/// outside the allowed set become `_`, the tail (the unique part of most job names) is kept
+/// when it is too long, and leading characters that cannot start an id are dropped.
+pub fn from_job_name(name: &str) -> Result<String> {
+    let mapped: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-:+@=,".contains(c) { c } else { '_' }).collect();
+    let tail = &mapped[mapped.len().saturating_sub(MAX_ID_LEN)..];
+    let id = tail.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    if id.is_empty() {
+        return Err(Error::usage(format!("cannot make a backup id from {:?}: it has no letter or digit", name)));
+    }
+    validate(&id)?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +61,16 @@ mod tests {
             assert_eq!(e.code, 2);
             assert!(e.msg.contains("backup id"), "{}", e.msg);
         }
+    }
+
+    #[test]
+    fn job_names_become_ids_as_the_shell_wrappers_made_them() {
+        assert_eq!(from_job_name("pgdata.2026-11-22_16.40.55_03").unwrap(), "pgdata.2026-11-22_16.40.55_03");
+        assert_eq!(from_job_name("cv-12 34/x").unwrap(), "cv-12_34_x");
+        assert_eq!(from_job_name("__a").unwrap(), "a");
+        assert_eq!(from_job_name(&format!("{}tail", "y".repeat(70))).unwrap().len(), MAX_ID_LEN);
+        assert!(from_job_name(&format!("{}tail", "y".repeat(70))).unwrap().ends_with("tail"));
+        assert_eq!(from_job_name("ü").unwrap_err().code, 2);
+        assert_eq!(from_job_name("").unwrap_err().code, 2);
     }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exclude;
 pub mod fsutil;
 pub mod helper;
+pub mod hook;
 pub mod ids;
 pub mod pg;
 pub mod protocol;

@@ -1,12 +1,12 @@
 //! pg-backup-hooks: consistent, restorable file-level backups of running PostgreSQL
 //! clusters, driven from any backup program's pre/post job scripts.
 
-use pg_backup_hooks::{cli, commands, error, helper};
+use pg_backup_hooks::{cli, commands, error, helper, hook};
 
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(hook::rewrite_argv0(std::env::args_os().collect()));
     let is_helper = matches!(cli.command, cli::Command::Helper(_));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if is_helper {
         "info"
@@ -25,17 +25,8 @@ fn main() {
         cli::Command::ExcludeList(a) => commands::exclude_list::run(a),
         cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
         cli::Command::WalRestore(a) => commands::wal_restore::run(a),
+        cli::Command::Hook(a) => commands::hook::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            if e.code == error::exit::OK {
-                println!("{}", e.msg);
-            } else {
-                eprintln!("pg-backup-hooks: error: {}", e.msg);
-            }
-            std::process::exit(e.code);
-        }
-    }
+    std::process::exit(error::report(result));
 }

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
 
@@ -15,15 +15,32 @@ use crate::error::{Context, Error, Result};
 /// Unix socket paths are limited to 107 bytes.
 const MAX_SOCKET_PATH: usize = 107;
 
+/// The default run directory. It must outlive a login session: a helper holds a backup
+/// from pre (one SSH-run script) to post (another), and systemd-logind empties
+/// $XDG_RUNTIME_DIR when the user's last session ends, so that is never used.
+/// Root: /run/pg-backup-hooks (created at boot by the tmpfiles.d line in docs/hooks), and
+/// root ignores XDG_* variables, which `sudo -E` or `su` may carry over from a user.
+/// Others: $XDG_STATE_HOME/pg-backup-hooks/run, else ~/.local/state/pg-backup-hooks/run,
+/// else (no home) /tmp/pg-backup-hooks-UID.
 pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("pg-backup-hooks");
-    }
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
-        PathBuf::from("/run/pg-backup-hooks")
-    } else {
-        PathBuf::from(format!("/tmp/pg-backup-hooks-{}", uid))
+        return PathBuf::from("/run/pg-backup-hooks");
+    }
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(state) = absolute(std::env::var_os("XDG_STATE_HOME")) {
+        return state.join("pg-backup-hooks/run");
+    }
+    let home = absolute(std::env::var_os("HOME")).or_else(|| {
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|p| p.is_absolute() && p != Path::new("/"))
+    });
+    match home {
+        Some(h) => h.join(".local/state/pg-backup-hooks/run"),
+        None => PathBuf::from(format!("/tmp/pg-backup-hooks-{}", uid)),
     }
 }
 
@@ -198,7 +215,7 @@ impl RunDir {
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let Some((id, ext)) = name.rsplit_once('.') else { continue };
-            if !matches!(ext, "done" | "aborted" | "failed" | "log") || self.helper_alive(id) {
+            if !matches!(ext, "done" | "aborted" | "failed" | "log" | "json") || self.helper_alive(id) {
                 continue;
             }
             if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff) {

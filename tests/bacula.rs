@@ -481,7 +481,7 @@ Job {{
   Storage = File
   Pool = Default
   Messages = Standard
-  ClientRunBeforeJob = "{env} {hook} before %j"
+  ClientRunBeforeJob = "{env} {hook} before %j %l"
   ClientRunAfterJob = "{env} {hook} after %j"
   RunScript {{
     RunsWhen = After
@@ -639,6 +639,9 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     assert!(log.contains("pg-backup-hooks bacula: pre succeeded"), "job log lacks pre's outcome:\n{}", log);
     assert!(log.contains("pg-backup-hooks bacula: post succeeded"), "job log lacks post's outcome:\n{}", log);
     assert!(log.contains("node default: backup started at"), "job log lacks pre's output:\n{}", log);
+    // The job passes its level (%l, Full) and the adapter took it.
+    assert!(log.contains("running: pre --backup-id"), "pre ran through the adapter:\n{}", log);
+    assert!(!log.contains("no job level passed"), "the job passes %l:\n{}", log);
     assert!(!log.contains("abort --backup-id"), "a successful job must not abort:\n{}", log);
     assert!(t.backup_dir(&id).join("manifest.json").exists(), "post stored no sidecar for {}", id);
     assert_eq!(t.manifest(&id)["status"], "complete");

@@ -1,9 +1,12 @@
-//! The hooks/ wrappers: valid POSIX sh, shellcheck-clean, and the ones that invent an id
-//! (Veeam, generic) carry it from pre to post against a real server.
+//! The product adapters (`pg-backup-hooks hook PRODUCT EVENT ...`, reached through the
+//! hooks/ shims the products run), each called exactly as its product documents: argument
+//! order, environment, what runs on failure, a second stream, a retried attempt; against a
+//! real server. The shims are valid POSIX sh and shellcheck-clean.
 
 mod common;
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::tool::{Ran, Tool};
@@ -30,13 +33,65 @@ fn every_wrapper_is_posix_sh_and_shellcheck_clean() {
     }
 }
 
-fn run_hook(name: &str, env_file: &std::path::Path, args: &[&str]) -> Ran {
-    let mut c = Command::new(hook(name));
-    c.args(args).env("PGBH_ENV_FILE", env_file);
-    for v in ["PGBH_BACKUP_ID", "PGBH_RUN_DIR", "PGBH_SIDECAR_DIR", "PGBH_NODES", "PGBH_BIN"] {
+/// A product's script `program` (a hooks/ shim or a link to it) with this environment file
+/// and nothing of ours leaking in from the test's environment.
+fn hook_cmd(program: &Path, env_file: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env("PGBH_ENV_FILE", env_file);
+    for v in [
+        "PGBH_BACKUP_ID",
+        "PGBH_RUN_DIR",
+        "PGBH_SIDECAR_DIR",
+        "PGBH_NODES",
+        "PGBH_BIN",
+        "PGBH_FAST",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "STREAM_NUMBER",
+        "STREAM_COUNT",
+        "BACKUPID",
+    ] {
         c.env_remove(v);
     }
-    c.output().expect("running the hook").into()
+    c
+}
+
+fn run_hook(name: &str, env_file: &Path, args: &[&str]) -> Ran {
+    hook_cmd(&hook(name), env_file).args(args).output().expect("running the hook").into()
+}
+
+/// The settings every test's environment file holds, plus `extra` lines; mode 0600.
+fn write_env(path: &Path, t: &Tool, pg: &Cluster, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "PGBH_BIN='{}'\nPGBH_SIDECAR_DIR='{}'\nPGBH_RUN_DIR='{}'\nPGBH_NODES='default={}'\nPGBH_FAST=true\n{}",
+            common::bin().display(),
+            t.sidecar.display(),
+            t.run_dir.display(),
+            pg.conninfo(),
+            extra
+        ),
+    )
+    .expect("env file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod env file");
+}
+
+struct Setup {
+    dir: TestDir,
+    pg: Cluster,
+    t: Tool,
+    env_file: PathBuf,
+}
+
+fn setup(extra: &str) -> Setup {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let env_file = dir.path().join("env");
+    write_env(&env_file, &t, &pg, extra);
+    Setup { dir, pg, t, env_file }
 }
 
 #[test]
@@ -78,4 +133,321 @@ fn veeam_and_generic_invent_an_id_at_pre_and_post_stores_it() {
     // The environment file named by PGBH_ENV_FILE must exist.
     let r = run_hook("generic", &dir.path().join("missing"), &["status"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn boolean_settings_accept_1_yes_on_as_the_environment_file_writes_them() {
+    let s = setup("");
+    for (i, word) in ["1", "yes", "on", "True"].iter().enumerate() {
+        write_env(&s.env_file, &s.t, &s.pg, "");
+        let text = std::fs::read_to_string(&s.env_file)
+            .expect("env")
+            .replace("PGBH_FAST=true", &format!("PGBH_FAST={}", word));
+        std::fs::write(&s.env_file, text).expect("env");
+        let id = format!("fast-{}", i);
+        let r = run_hook("generic", &s.env_file, &["pre", &id]);
+        assert_eq!(r.code, 0, "PGBH_FAST={}: {}", word, r.stderr);
+        run_hook("generic", &s.env_file, &["post", &id]).ok();
+        assert_eq!(s.t.manifest(&id)["status"], "complete");
+    }
+    // The plain binary reads the same words from its environment.
+    let r: Ran =
+        s.t.cmd(&["pre", "--backup-id", "direct", "--run-dir", &s.t.run_dir.display().to_string()])
+            .env("PGBH_FAST", "1")
+            .env("PGBH_SIDECAR_DIR", &s.t.sidecar)
+            .env("PGBH_NODES", format!("default={}", s.pg.conninfo()))
+            .output()
+            .expect("pre")
+            .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(s.pg.log().contains("checkpoint starting: immediate"), "PGBH_FAST=1 asks for an immediate checkpoint");
+    s.t.abort("direct").ok();
+    let r: Ran =
+        s.t.cmd(&["pre", "--backup-id", "x", "--sidecar-dir", "/tmp"])
+            .env("PGBH_FAST", "maybe")
+            .output()
+            .expect("pre")
+            .into();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn the_environment_file_is_read_never_run_and_only_when_trusted() {
+    let s = setup("");
+    let planted = s.dir.path().join("pwned");
+    let base = std::fs::read_to_string(&s.env_file).expect("env");
+    let refused = |text: &str, mode: u32, needle: &str| {
+        std::fs::write(&s.env_file, text).expect("env");
+        std::fs::set_permissions(&s.env_file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        // PGBH_BIN from the job's environment: the binary itself must refuse the file.
+        let r: Ran = hook_cmd(&hook("generic"), &s.env_file)
+            .args(["pre", "refused"])
+            .env("PGBH_BIN", common::bin())
+            .output()
+            .expect("hook")
+            .into();
+        assert_ne!(r.code, 0, "{}", r.stderr);
+        assert!(r.stderr.contains(needle), "expected {:?}:\n{}", needle, r.stderr);
+        assert!(r.stderr.contains(&s.env_file.display().to_string()), "the error names the file:\n{}", r.stderr);
+        assert_eq!(s.pg.backup_sessions("refused"), 0, "nothing may start");
+    };
+    // Shell code is refused, not run.
+    refused(&format!("{}PGBH_MAX_DURATION=$(touch {})\n", base, planted.display()), 0o600, "line 6");
+    assert!(!planted.exists(), "the environment file was run as shell code");
+    // A typo is an error naming the file and line, not a setting silently ignored.
+    refused(&format!("{}PGBH_FAAST=1\n", base), 0o600, "line 6: unknown setting PGBH_FAAST");
+    // A file others may write is refused.
+    refused(&base, 0o666, "writable by group or others");
+    // Also through a link planted in its place.
+    let target = s.dir.path().join("elsewhere");
+    std::fs::write(&target, &base).expect("target");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let link = s.dir.path().join("env-link");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let r: Ran = hook_cmd(&hook("generic"), &link)
+        .args(["pre", "refused"])
+        .env("PGBH_BIN", common::bin())
+        .output()
+        .expect("hook")
+        .into();
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("writable by group or others"), "{}", r.stderr);
+    // A file owned by another (non-root) user is refused.
+    if let Some((uid, _)) = common::server_user_ids() {
+        std::fs::write(&s.env_file, &base).expect("env");
+        std::os::unix::fs::lchown(&s.env_file, Some(uid.as_raw()), None).expect("chown");
+        refused(&base, 0o600, "not by root or us");
+    }
+}
+
+#[test]
+fn invented_ids_are_kept_only_in_a_run_directory_nobody_else_can_write() {
+    let s = setup("");
+    let open_dir = s.dir.path().join("open-run");
+    std::fs::create_dir(&open_dir).expect("mkdir");
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let text = std::fs::read_to_string(&s.env_file).expect("env").replace(
+        &format!("PGBH_RUN_DIR='{}'", s.t.run_dir.display()),
+        &format!("PGBH_RUN_DIR='{}'", open_dir.display()),
+    );
+    std::fs::write(&s.env_file, text).expect("env");
+    let r = run_hook("veeam", &s.env_file, &["pre"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("writable by group or others"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&open_dir).expect("dir").count(), 0, "nothing may be kept there");
+}
+
+#[test]
+fn bacula_leftover_cleanup_aborts_only_earlier_runs_of_the_same_job() {
+    let s = setup("");
+    // Bacula's unique job names (%j) of three runs: two jobs whose names share a prefix.
+    let replica = "pgdata.replica.2026-11-22_16.40.55_01";
+    let leftover = "pgdata.2026-11-22_16.30.00_02";
+    let current = "pgdata.2026-11-22_16.41.00_03";
+    run_hook("bacula", &s.env_file, &["before", replica, "Full"]).ok();
+    run_hook("bacula", &s.env_file, &["before", leftover, "Full"]).ok();
+    let r = run_hook("bacula", &s.env_file, &["before", current, "Full"]).ok();
+    assert!(r.stdout.contains(&format!("aborting leftover backup {}", leftover)), "{}", r.stdout);
+    assert!(!r.stdout.contains(replica), "another job's running backup was touched:\n{}", r.stdout);
+    s.pg.wait_no_backup_sessions(leftover);
+    assert_eq!(s.pg.backup_sessions(replica), 1, "the backup of job pgdata.replica must keep running");
+    for id in [replica, current] {
+        let r = run_hook("bacula", &s.env_file, &["after", id]).ok();
+        assert!(r.stdout.contains("post succeeded"), "Bacula keeps only stdout: the outcome is there\n{}", r.stdout);
+        assert_eq!(s.t.manifest(id)["status"], "complete");
+    }
+}
+
+#[test]
+fn bacula_refuses_an_incremental_level_unless_the_admin_allows_it() {
+    let s = setup("");
+    let id = "pgdata.2026-11-22_16.40.55_04";
+    for level in ["Incremental", "Differential"] {
+        let r = run_hook("bacula", &s.env_file, &["before", id, level]);
+        assert_eq!(r.code, 2, "{}", r.stdout);
+        assert!(r.stdout.contains("Level = Full") && r.stdout.contains("PGBH_ALLOW_LEVELS"), "{}", r.stdout);
+        assert_eq!(s.pg.backup_sessions(id), 0);
+    }
+    write_env(&s.env_file, &s.t, &s.pg, "PGBH_ALLOW_LEVELS=Incremental\n");
+    let r = run_hook("bacula", &s.env_file, &["before", id, "Incremental"]).ok();
+    assert!(r.stdout.contains("allowed by PGBH_ALLOW_LEVELS"), "{}", r.stdout);
+    run_hook("bacula", &s.env_file, &["after", id]).ok();
+    assert_eq!(s.t.manifest(id)["status"], "complete");
+}
+
+/// Commvault appends its arguments to the command: -bkplevel, -attempt, -status, -job.
+fn commvault(s: &Setup, event: &str, job: &str, attempt: &str, status: &str) -> Ran {
+    run_hook("commvault", &s.env_file, &[event, "-bkplevel", "1", "-attempt", attempt, "-status", status, "-job", job])
+}
+
+#[test]
+fn commvault_post_of_a_failed_or_killed_job_discards_the_backup() {
+    let s = setup("");
+    // Which -status values mean success is not documented: until the admin says, nothing is stored.
+    commvault(&s, "pre", "100", "1", "1").ok();
+    let r = commvault(&s, "post", "100", "1", "1");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("PGBH_COMMVAULT_SUCCESS_STATUS"), "{}", r.stderr);
+    assert!(!s.t.backup_dir("cv-100").exists());
+    s.pg.wait_no_backup_sessions("cv-100");
+
+    write_env(&s.env_file, &s.t, &s.pg, "PGBH_COMMVAULT_SUCCESS_STATUS=1\n");
+    commvault(&s, "pre", "101", "1", "1").ok();
+    let r = commvault(&s, "post", "101", "1", "3");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("failed or was killed"), "{}", r.stderr);
+    assert!(!s.t.backup_dir("cv-101").exists(), "a failed job must never get a sidecar");
+    s.pg.wait_no_backup_sessions("cv-101");
+
+    commvault(&s, "pre", "102", "1", "1").ok();
+    commvault(&s, "post", "102", "1", "1").ok();
+    assert_eq!(s.t.manifest("cv-102")["status"], "complete");
+}
+
+#[test]
+fn commvault_a_retried_attempt_never_mixes_two_backup_starts() {
+    let s = setup("PGBH_COMMVAULT_SUCCESS_STATUS=1\n");
+    // Attempt 1 started the backup; the copy failed and Commvault runs the pre process
+    // again as attempt 2 while the backup is still held: it continues under that start.
+    let first = commvault(&s, "pre", "200", "1", "1").ok();
+    let start = first.start_lsn("default");
+    s.pg.execute("create table moved(i int); insert into moved select generate_series(1, 1000); checkpoint");
+    let r = commvault(&s, "pre", "200", "2", "1").ok();
+    assert!(r.stderr.contains("continues under it"), "{}", r.stderr);
+    assert_eq!(s.pg.backup_sessions("cv-200"), 1);
+    commvault(&s, "post", "200", "2", "1").ok();
+    let label = s.t.label("cv-200", "default");
+    assert!(common::tool::label_field(&label, "START WAL LOCATION").starts_with(&start), "{}", label);
+
+    // Attempt 1's backup was ended by a post process that ran after the failed attempt:
+    // attempt 2 might resume the copy, so a new start is refused, naming the setting...
+    commvault(&s, "pre", "201", "1", "1").ok();
+    commvault(&s, "post", "201", "1", "3");
+    s.pg.wait_no_backup_sessions("cv-201");
+    let r = commvault(&s, "pre", "201", "2", "1");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Run Post Backup Process for all attempts"), "{}", r.stderr);
+    assert_eq!(s.pg.backup_sessions("cv-201"), 0);
+    // ...unless the admin says every attempt copies everything again.
+    write_env(&s.env_file, &s.t, &s.pg, "PGBH_COMMVAULT_SUCCESS_STATUS=1\nPGBH_COMMVAULT_RESTARTS_COPY=yes\n");
+    commvault(&s, "pre", "201", "2", "1").ok();
+    commvault(&s, "post", "201", "2", "1").ok();
+    assert_eq!(s.t.manifest("cv-201")["status"], "complete");
+}
+
+/// NetBackup runs /usr/openv/netbackup/bin/bpstart_notify.POLICY: here a link of that
+/// name to hooks/netbackup (or to the binary itself).
+fn netbackup_links(s: &Setup) -> (PathBuf, PathBuf) {
+    let bin = s.dir.mkdir("openv-bin");
+    let start = bin.join("bpstart_notify.pgdata");
+    let end = bin.join("bpend_notify.pgdata");
+    std::os::unix::fs::symlink(hook("netbackup"), &start).expect("link");
+    std::os::unix::fs::symlink(common::bin(), &end).expect("link");
+    (start, end)
+}
+
+fn notify(s: &Setup, script: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = hook_cmd(script, &s.env_file);
+    c.args(["client1", "pgdata", "daily"]).args(args).envs(env.iter().copied());
+    c
+}
+
+fn nbu_id(s: &Setup) -> String {
+    let state = s.t.run_dir.join("nbu-client1-pgdata-daily.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).expect("stream record")).expect("json");
+    v["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn netbackup_streams_of_one_job_share_one_backup_and_the_last_end_stores_it() {
+    let s = setup("");
+    let (start, end) = netbackup_links(&s);
+    // Two streams start at the same moment.
+    let streams: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|n| {
+            notify(&s, &start, &["FULL"], &[("STREAM_NUMBER", n), ("STREAM_COUNT", "2")])
+                .spawn()
+                .expect("bpstart_notify")
+        })
+        .collect();
+    for child in streams {
+        let r: Ran = child.wait_with_output().expect("bpstart_notify").into();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let id = nbu_id(&s);
+    assert_eq!(s.pg.backup_sessions(&id), 1, "one backup for both streams");
+    assert_eq!(s.t.run_dir_files().iter().filter(|f| f.ends_with(".sock")).count(), 1);
+    let r: Ran = notify(&s, &end, &["FULL", "0"], &[("STREAM_NUMBER", "2")]).output().expect("end").into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("stays held"), "{}", r.stderr);
+    assert_eq!(s.pg.backup_sessions(&id), 1, "stream 1 is still copying: the backup must stay held");
+    assert!(!s.t.backup_dir(&id).exists());
+    let r: Ran = notify(&s, &end, &["FULL", "0"], &[("STREAM_NUMBER", "1")]).output().expect("end").into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.t.manifest(&id)["status"], "complete");
+
+    // One stream failing (status 1: files skipped) discards the backup at the last end.
+    for n in ["1", "2"] {
+        let r: Ran = notify(&s, &start, &["FULL"], &[("STREAM_NUMBER", n), ("STREAM_COUNT", "2")])
+            .output()
+            .expect("start")
+            .into();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let id = nbu_id(&s);
+    notify(&s, &end, &["FULL", "1"], &[("STREAM_NUMBER", "1")]).output().expect("end");
+    let r: Ran = notify(&s, &end, &["FULL", "0"], &[("STREAM_NUMBER", "2")]).output().expect("end").into();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("discarding backup"), "{}", r.stderr);
+    s.pg.wait_no_backup_sessions(&id);
+    assert!(!s.t.backup_dir(&id).exists());
+}
+
+#[test]
+fn netbackup_a_stream_that_cannot_join_is_refused_and_the_running_backup_left_alone() {
+    let s = setup("");
+    let (start, end) = netbackup_links(&s);
+    let r: Ran = notify(&s, &start, &["FULL"], &[]).output().expect("start").into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let id = nbu_id(&s);
+    // Multistreaming without a stream count: the second stream is refused (status 73).
+    let r: Ran = notify(&s, &start, &["FULL"], &[("STREAM_NUMBER", "2")]).output().expect("start").into();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("PGBH_NETBACKUP_STREAMS") && r.stderr.contains("left alone"), "{}", r.stderr);
+    assert_eq!(s.pg.backup_sessions(&id), 1, "the first stream's backup must keep running");
+    let r: Ran = notify(&s, &end, &["FULL", "0"], &[]).output().expect("end").into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.t.manifest(&id)["status"], "complete");
+    // Incremental schedules are refused like Bacula's levels; bpend without a start fails loudly.
+    let r: Ran = notify(&s, &start, &["INCR"], &[]).output().expect("start").into();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r: Ran = notify(&s, &end, &["FULL", "0"], &[]).output().expect("end").into();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("NOT restorable"), "{}", r.stderr);
+}
+
+#[test]
+fn the_default_run_directory_survives_logout_and_root_ignores_xdg_runtime_dir() {
+    let status = |uid_root: bool| -> String {
+        let mut c = if uid_root { Command::new(common::bin()) } else { common::server_command(common::bin()) };
+        c.arg("status").env_remove("PGBH_RUN_DIR").env("XDG_RUNTIME_DIR", "/run/user/4242");
+        c.env_remove("XDG_STATE_HOME");
+        let r: Ran = c.output().expect("status").into();
+        r.stdout + &r.stderr
+    };
+    if nix::unistd::geteuid().is_root() {
+        let out = status(true);
+        assert!(out.contains("/run/pg-backup-hooks"), "root: {}", out);
+        assert!(!out.contains("/run/user/"), "root must ignore XDG_RUNTIME_DIR: {}", out);
+        // A backup user (runuser gives it its own HOME): a directory in its home.
+        let user = common::server_user().expect("server user");
+        let home = nix::unistd::User::from_name(&user).expect("passwd").expect("user").dir;
+        let out = status(false);
+        assert!(out.contains(&format!("{}/.local/state/pg-backup-hooks/run", home.display())), "user: {}", out);
+    } else {
+        let out = status(true);
+        assert!(!out.contains("/run/user/"), "XDG_RUNTIME_DIR is emptied at logout: {}", out);
+    }
 }

@@ -1,0 +1,175 @@
+//! Commvault subclient pre/post process commands:
+//!
+//!   commvault pre|post|abort [what the CommServe appends: -bkplevel N -attempt N -status N -job JOBID ...]
+//!
+//! The backup id is cv-JOBID (from -job). Without -job (the arguments suppressed) pre
+//! invents one and keeps it under PGBH_COMMVAULT_KEY for post.
+//!
+//! post runs for successful, failed and killed jobs alike, so it stores the labels only
+//! when -status is one of PGBH_COMMVAULT_SUCCESS_STATUS (the values are not documented
+//! where we could read: the admin names them) and discards the backup otherwise.
+//!
+//! A later attempt (-attempt 2 and up) never mixes files copied under two backup starts:
+//! if the backup an earlier attempt started is still held, the attempt continues under it
+//! (every file of every attempt is then copied between that start and the stop); if it has
+//! ended, a new start is made only when the admin says every attempt copies everything
+//! again (PGBH_COMMVAULT_RESTARTS_COPY=yes), otherwise pre fails naming the setting.
+
+use serde::{Deserialize, Serialize};
+
+use super::{setting, setting_bool, state, Ctx, Product};
+use crate::error::{exit, Error, Result};
+use crate::ids;
+
+pub const PRODUCT: Product = Product {
+    name: "commvault",
+    summary: "Commvault pre/post process commands: pre|post|abort, then the arguments the CommServe appends",
+    keys: &["PGBH_COMMVAULT_KEY", "PGBH_COMMVAULT_SUCCESS_STATUS", "PGBH_COMMVAULT_RESTARTS_COPY"],
+    argv0: &[],
+    stderr_to_stdout: false,
+    timeouts: None,
+    run,
+};
+
+#[derive(Default)]
+struct Appended {
+    job: Option<String>,
+    attempt: u32,
+    status: Option<String>,
+}
+
+/// What pre of one job remembers for its later attempts.
+#[derive(Serialize, Deserialize)]
+struct Started {
+    id: String,
+    attempt: u32,
+}
+
+fn parse(args: &[String]) -> Result<Appended> {
+    let mut a = Appended { attempt: 1, ..Default::default() };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let key = flag.trim_start_matches('-').to_ascii_lowercase();
+        if !matches!(key.as_str(), "job" | "attempt" | "status" | "bkplevel") {
+            continue;
+        }
+        let Some(v) = it.next() else {
+            return Err(Error::usage(format!("{} has no value", flag)));
+        };
+        match key.as_str() {
+            "job" => a.job = Some(v.clone()),
+            "status" => a.status = Some(v.clone()),
+            "attempt" => {
+                a.attempt = v.parse().map_err(|_| Error::usage(format!("-attempt {:?}: expected a number", v)))?
+            }
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
+    let a = parse(args)?;
+    let key = setting("PGBH_COMMVAULT_KEY").unwrap_or_else(|| "commvault".into());
+    let id = match &a.job {
+        Some(job) => Some(ids::from_job_name(&format!("cv-{}", job))?),
+        None => state::kept_id(ctx.run_dir(), &key)?,
+    };
+    match (event, id) {
+        ("pre", None) => ctx.pre_invented(&key, "cv"),
+        ("pre", Some(id)) if a.job.is_none() => {
+            // Only an invented id is kept: a pre whose post never came.
+            ctx.say(&format!("backup {} never got its post: aborting it first", id));
+            ctx.abort(&id);
+            state::forget_id(ctx.run_dir(), &key);
+            ctx.pre_invented(&key, "cv")
+        }
+        ("pre", Some(id)) => pre_attempt(ctx, &id, a.attempt),
+        ("post", Some(id)) => post(ctx, &key, &id, &a),
+        ("abort", Some(id)) => Ok(finish(ctx, &key, &id, &a, false)),
+        ("post" | "abort", None) => Err(Error::new(format!(
+            "no -job argument and no backup started by pre ({}): this copy is NOT restorable",
+            state::kept_id_path(ctx.run_dir(), &key).display()
+        ))),
+        _ => Err(Error::usage("usage: commvault pre|post|abort [the arguments the CommServe appends]")),
+    }
+}
+
+fn pre_attempt(ctx: &Ctx, id: &str, attempt: u32) -> Result<i32> {
+    let run = ctx.run_dir();
+    let earlier: Option<Started> = state::read_json(run, id)?;
+    if attempt > 1 {
+        if run.helper_alive(id) {
+            ctx.say(&format!(
+                "attempt {}: backup {} started by attempt {} is still held: this attempt continues under it (files copied by every attempt lie between its start and the stop at post)",
+                attempt,
+                id,
+                earlier.as_ref().map(|e| e.attempt.to_string()).unwrap_or_else(|| "?".into())
+            ));
+            return Ok(exit::OK);
+        }
+        if let Some(e) = &earlier {
+            if !setting_bool("PGBH_COMMVAULT_RESTARTS_COPY", false)? {
+                return Err(Error::new(format!(
+                    "attempt {}: the backup {} that attempt {} started has ended (a post process ran after the failed attempt), and if this attempt resumes the copy where it stopped, its files would mix two backup starts: NOT restorable. Clear \"Run Post Backup Process for all attempts\" on the subclient's Pre/Post Process tab so that a failed attempt keeps the backup, or, if every attempt of this subclient copies everything again, set PGBH_COMMVAULT_RESTARTS_COPY=yes",
+                    attempt, id, e.attempt
+                )));
+            }
+            ctx.say(&format!(
+                "attempt {}: the backup of attempt {} has ended; starting a new one (PGBH_COMMVAULT_RESTARTS_COPY=yes: this attempt copies everything again)",
+                attempt, e.attempt
+            ));
+        }
+    }
+    let rc = ctx.pre(id);
+    if rc == exit::OK {
+        state::write_json(run, id, &Started { id: id.to_string(), attempt })?;
+    }
+    Ok(rc)
+}
+
+/// The job's -status: is it a success the admin listed?
+fn succeeded(ctx: &Ctx, a: &Appended) -> Result<bool> {
+    let Some(status) = &a.status else {
+        ctx.say("Commvault passed no -status (are the arguments suppressed?): a failed or killed job cannot be told from a successful one, so nothing is stored; remove /suppress from the post process command");
+        return Ok(false);
+    };
+    let Some(ok) = setting("PGBH_COMMVAULT_SUCCESS_STATUS") else {
+        ctx.say(&format!(
+            "Commvault passed -status {}, and which values mean success is not documented where we could read: set PGBH_COMMVAULT_SUCCESS_STATUS in the environment file to the value a successful job passes (see this line in a successful job's log); until then nothing is stored",
+            status
+        ));
+        return Ok(false);
+    };
+    if ok.split(',').any(|v| v.trim() == status.trim()) {
+        return Ok(true);
+    }
+    ctx.say(&format!(
+        "Commvault reports -status {} (PGBH_COMMVAULT_SUCCESS_STATUS={}): the job failed or was killed; its copy is not restorable",
+        status, ok
+    ));
+    Ok(false)
+}
+
+fn post(ctx: &Ctx, key: &str, id: &str, a: &Appended) -> Result<i32> {
+    if succeeded(ctx, a)? {
+        return Ok(finish(ctx, key, id, a, true));
+    }
+    ctx.say(&format!("discarding backup {}", id));
+    finish(ctx, key, id, a, false);
+    Ok(exit::FAILURE)
+}
+
+fn finish(ctx: &Ctx, key: &str, id: &str, a: &Appended, store: bool) -> i32 {
+    let rc = if a.job.is_none() {
+        ctx.finish_kept(key, id, store)
+    } else if store {
+        ctx.post(id)
+    } else {
+        ctx.abort(id)
+    };
+    if store && rc == exit::OK {
+        state::remove_json(ctx.run_dir(), id);
+    }
+    rc
+}

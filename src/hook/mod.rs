@@ -1,0 +1,259 @@
+//! `pg-backup-hooks hook PRODUCT EVENT [ARGS...]`: the backup products' adapters.
+//!
+//! Each product is one file holding a [`Product`]: its name, the settings it reads, the
+//! program names it answers to (NetBackup runs files named bpstart_notify/bpend_notify),
+//! default time limits below the product's own script timeout, and a function that turns
+//! the product's event and arguments into pre, post or abort. This module does the part
+//! every product shares: the environment file, the run directory, ids kept between pre
+//! and post, and running the commands in-process with an outcome line for the job log.
+//! Adding a product: one file here and one line in [`PRODUCTS`].
+
+pub mod bacula;
+pub mod commvault;
+pub mod envfile;
+pub mod generic;
+pub mod netbackup;
+pub mod state;
+pub mod veeam;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, HookArgs};
+use crate::error::{exit, Error, Result};
+use crate::rundir::RunDir;
+
+pub struct Product {
+    pub name: &'static str,
+    /// Who calls it and its events with their arguments, for --help.
+    pub summary: &'static str,
+    /// Settings (environment file keys) this product's adapter reads.
+    pub keys: &'static [&'static str],
+    /// Program names (prefixes) that mean `hook NAME EVENT`: (prefix, event).
+    pub argv0: &'static [(&'static str, &'static str)],
+    /// The product keeps only stdout in its job log (Bacula): send stderr there too.
+    pub stderr_to_stdout: bool,
+    /// Defaults for PGBH_START_TIMEOUT and PGBH_ARCHIVE_TIMEOUT, below the product's own
+    /// time limit for a script, used when the environment file sets none.
+    pub timeouts: Option<(u64, u64)>,
+    pub run: fn(&Ctx, &str, &[String]) -> Result<i32>,
+}
+
+pub const PRODUCTS: &[&Product] =
+    &[&bacula::PRODUCT, &commvault::PRODUCT, &netbackup::PRODUCT, &veeam::PRODUCT, &generic::PRODUCT];
+
+/// The PRODUCT argument's values, each with its summary (shown by --help and in man pages).
+pub fn product_values() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        PRODUCTS.iter().map(|p| clap::builder::PossibleValue::new(p.name).help(p.summary)),
+    )
+}
+
+fn product(name: &str) -> Result<&'static Product> {
+    PRODUCTS.iter().copied().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PRODUCTS.iter().map(|p| p.name).collect();
+        Error::usage(format!("unknown product {:?}: use one of {}", name, names.join(", ")))
+    })
+}
+
+/// A program started under a product's script name (a link named bpstart_notify.POLICY to
+/// the binary) runs as `hook PRODUCT EVENT ARGS...`.
+pub fn rewrite_argv0(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.first() else { return args };
+    let name = std::path::Path::new(first).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for p in PRODUCTS {
+        if let Some((_, event)) = p.argv0.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+            let mut out: Vec<OsString> = vec![first.clone(), "hook".into(), p.name.into(), (*event).into()];
+            out.extend(args.into_iter().skip(1));
+            return out;
+        }
+    }
+    args
+}
+
+/// The `hook` subcommand.
+pub fn run(a: HookArgs) -> Result<i32> {
+    let p = product(&a.product)?;
+    if p.stderr_to_stdout {
+        let _ = nix::unistd::dup2(1, 2);
+    }
+    let result = (|| {
+        envfile::load_default(&known_keys())?;
+        if let Some((start, archive)) = p.timeouts {
+            default_setting("PGBH_START_TIMEOUT", start);
+            default_setting("PGBH_ARCHIVE_TIMEOUT", archive);
+        }
+        let run = RunDir::open(setting("PGBH_RUN_DIR").map(Into::into), true)?;
+        let ctx = Ctx { product: p.name, run };
+        (p.run)(&ctx, &a.event, &a.args)
+    })();
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            say(p.name, &e.msg);
+            Ok(e.code)
+        }
+    }
+}
+
+/// Every key an environment file may set: each command's flag variables, each product's
+/// settings, PGBH_BIN (read by the hooks/ shims) and libpq's connection variables.
+fn known_keys() -> Vec<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut keys: Vec<String> = cmd
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    keys.extend(PRODUCTS.iter().flat_map(|p| p.keys.iter()).map(|k| k.to_string()));
+    keys.push("PGBH_BIN".into());
+    keys.extend(envfile::LIBPQ_KEYS.iter().map(|k| k.to_string()));
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A setting from the environment (after the environment file was applied); empty = unset.
+pub fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn default_setting(name: &str, value: u64) {
+    if setting(name).is_none() {
+        std::env::set_var(name, value.to_string());
+    }
+}
+
+/// A yes/no setting: 1/0, yes/no, on/off, true/false (clap's boolish words).
+pub fn setting_bool(name: &str, default: bool) -> Result<bool> {
+    let Some(v) = setting(name) else { return Ok(default) };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "y" | "yes" | "on" | "t" | "true" => Ok(true),
+        "0" | "n" | "no" | "off" | "f" | "false" => Ok(false),
+        _ => Err(Error::usage(format!("{}={:?}: use yes or no (also 1/0, on/off, true/false)", name, v))),
+    }
+}
+
+/// A job level the product passes (Bacula's %l, NetBackup's schedule type). A file-level
+/// incremental of a data directory is restorable only if every file changed since the
+/// last copy is copied again and deleted files are dropped; PostgreSQL rewrites files in
+/// place and the product decides by mtimes (and by its own accurate mode), which we cannot
+/// check. So only full copies are taken unless PGBH_ALLOW_LEVELS names the level.
+pub fn check_level(level: &str, full: bool, how_to_fix: &str) -> Result<()> {
+    if full {
+        return Ok(());
+    }
+    let allowed = setting("PGBH_ALLOW_LEVELS").unwrap_or_default();
+    if allowed.split(',').any(|l| l.trim().eq_ignore_ascii_case(level)) {
+        eprintln!(
+            "pg-backup-hooks: warning: level {} is allowed by PGBH_ALLOW_LEVELS: the copy is restorable only if the program copies every changed file and drops deleted ones",
+            level
+        );
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "job level {} refused: a file-level {} copy of a running data directory is restorable only if every file changed since the last copy is copied again (PostgreSQL rewrites files in place; the program judges by mtimes) and deleted files are dropped, which cannot be checked from here. {}, or set PGBH_ALLOW_LEVELS={} in the environment file if you have made sure of both",
+        level, level, how_to_fix, level
+    )))
+}
+
+/// One line in the job log, naming the product.
+fn say(product: &str, msg: &str) {
+    eprintln!("pg-backup-hooks {}: {}", product, msg);
+}
+
+/// What a product's adapter works with.
+pub struct Ctx {
+    pub product: &'static str,
+    run: RunDir,
+}
+
+impl Ctx {
+    pub fn say(&self, msg: &str) {
+        say(self.product, msg)
+    }
+
+    /// The run directory (opened and checked: ours, not writable by group or others).
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
+    pub fn pre(&self, id: &str) -> i32 {
+        self.command("pre", &["--backup-id", id])
+    }
+
+    pub fn post(&self, id: &str) -> i32 {
+        self.command("post", &["--backup-id", id])
+    }
+
+    pub fn abort(&self, id: &str) -> i32 {
+        self.command("abort", &["--backup-id", id])
+    }
+
+    pub fn status(&self) -> i32 {
+        self.command("status", &[])
+    }
+
+    /// Run a command in this process, with its flags' settings from the environment, and
+    /// say how it ended.
+    fn command(&self, name: &str, args: &[&str]) -> i32 {
+        if name != "status" {
+            self.say(&format!("running: {} {}", name, args.join(" ")));
+        }
+        let argv = std::iter::once("pg-backup-hooks").chain(std::iter::once(name)).chain(args.iter().copied());
+        let result = match Cli::try_parse_from(argv) {
+            Ok(cli) => match cli.command {
+                Command::Pre(a) => crate::commands::pre::run(a),
+                Command::Post(a) => crate::commands::post::run(a),
+                Command::Abort(a) => crate::commands::abort::run(a),
+                Command::Status(a) => crate::commands::status::run(a),
+                _ => Err(Error::usage(format!("{} is not a hook command", name))),
+            },
+            Err(e) => {
+                Err(Error::usage(format!("{} (check the environment file)", crate::error::one_line(&e.to_string()))))
+            }
+        };
+        let code = crate::error::report(result);
+        if name == "status" {
+            return code;
+        }
+        match code {
+            exit::OK => self.say(&format!("{} succeeded", name)),
+            exit::NOT_RESTORABLE_YET | exit::NO_BACKUP => {
+                self.say(&format!("{}: exit {}: {}", name, code, exit::meaning(code)))
+            }
+            _ => self.say(&format!("{} failed with exit code {}", name, code)),
+        }
+        code
+    }
+
+    /// pre under a new id kept under `key` for post; a kept id whose post never came is
+    /// aborted first (the products that need this run one job per key at a time).
+    pub fn pre_invented(&self, key: &str, prefix: &str) -> Result<i32> {
+        let run = self.run_dir();
+        let _lock = state::lock(run, key)?;
+        if let Some(old) = state::kept_id(run, key)? {
+            self.say(&format!("backup {} never got its post: aborting it first", old));
+            self.abort(&old);
+            state::forget_id(run, key);
+        }
+        let id = state::new_id(prefix)?;
+        state::keep_id(run, key, &id)?;
+        let rc = self.pre(&id);
+        if rc != exit::OK {
+            state::forget_id(run, key);
+        }
+        Ok(rc)
+    }
+
+    /// post or abort of the id kept under `key`, forgetting it once the backup is over.
+    pub fn finish_kept(&self, key: &str, id: &str, post: bool) -> i32 {
+        let rc = if post { self.post(id) } else { self.abort(id) };
+        if rc == exit::OK || rc == exit::NO_BACKUP {
+            state::forget_id(self.run_dir(), key);
+        }
+        rc
+    }
+}
