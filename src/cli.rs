@@ -203,7 +203,7 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
     pub archive_dir: Option<PathBuf>,
     /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
-    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD")]
+    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD", hide_env_values = true)]
     pub restore_command: Option<String>,
     /// Where recovery stops: latest, backup-end, restore-point, time:TS, lsn:LSN, xid:XID, name:NAME [default: latest for one node, restore-point for several]
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]

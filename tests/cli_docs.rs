@@ -147,10 +147,13 @@ fn environment_variables_do_what_help_says() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "status printed JSON: {}", text);
     assert!(text.contains("no backups in progress"), "{}", text);
-    // A connection string from the environment may hold a password: --help does not show it.
-    let out = run_ok(Command::new(bin()).args(["pre", "--help"]).env("PGBH_NODES", "a=host=x password=hunter2"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PGBH_NODES") && !text.contains("hunter2"), "{}", text);
+    // A connection string or a restore command from the environment may hold a secret: --help
+    // names the variable, never its value.
+    for (sub, env) in [("pre", "PGBH_NODES"), ("restore-prep", "PGBH_RESTORE_COMMAND")] {
+        let out = run_ok(Command::new(bin()).args([sub, "--help"]).env(env, "a=host=x password=hunter2"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(env) && !text.contains("hunter2"), "{}", text);
+    }
 }
 
 #[test]
