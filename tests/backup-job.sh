@@ -36,11 +36,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The server user runs restore_command, which calls our binary: give it a copy it can reach.
+# The server user runs restore_command, which calls our binary: if it cannot reach PGBH_BIN
+# (say, in root's build tree), give it a copy it can.
 mkdir -p "$work/bin" "$work/sock" "$work/archive" "$work/run" "$work/sidecar"
-cp "$PGBH_BIN" "$work/bin/pg-backup-hooks"
-tool="$work/bin/pg-backup-hooks"
-chmod 0755 "$work/bin" "$tool"
+tool=$(command -v "$PGBH_BIN") || { echo "PGBH_BIN=$PGBH_BIN: no such program"; exit 1; }
+case $tool in /*) ;; *) tool="$PWD/$tool" ;; esac
+if ! as_server test -x "$tool"; then
+    cp "$tool" "$work/bin/pg-backup-hooks"
+    tool="$work/bin/pg-backup-hooks"
+    chmod 0755 "$work/bin" "$tool"
+fi
 chmod 0700 "$work/run" "$work/sidecar"
 [ "$(id -u)" = 0 ] && chown "$pguser" "$work/sock" "$work/archive"
 
