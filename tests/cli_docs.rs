@@ -257,3 +257,60 @@ fn env_example_lists_every_variable_and_is_valid_shell() {
     let under = format!("{}/", pgdata.display());
     assert!(!listed.is_empty() && listed.lines().all(|l| l.starts_with(&under)), "{}", listed);
 }
+
+fn mode_and_owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {}", path.display(), e));
+    assert!(meta.is_dir(), "{} is not a directory", path.display());
+    (meta.mode() & 0o7777, meta.uid())
+}
+
+/// The package's postinst, run for `configure` into a scratch root (DPKG_ROOT) with the given PATH.
+fn run_postinst(root: &Path, path: &std::ffi::OsStr) {
+    let tmpfiles = root.join("usr/lib/tmpfiles.d");
+    std::fs::create_dir_all(&tmpfiles).expect("creating usr/lib/tmpfiles.d");
+    std::fs::write(tmpfiles.join("pg-backup-hooks.conf"), repo_file("pkg/deb/tmpfiles.conf")).expect("tmpfiles");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/deb/postinst");
+    run_ok(Command::new("/bin/sh").arg(script).arg("configure").env("DPKG_ROOT", root).env("PATH", path));
+    let uid = nix::unistd::geteuid().as_raw();
+    for dir in ["run/pg-backup-hooks", "var/lib/pg-backup-hooks/sidecar"] {
+        let (mode, owner) = mode_and_owner(&root.join(dir));
+        assert!(
+            mode == 0o700 && owner == uid,
+            "{} after postinst: mode {:o} owner {}, want 700 {}",
+            dir,
+            mode,
+            owner,
+            uid
+        );
+    }
+}
+
+#[test]
+fn postinst_creates_the_run_and_sidecar_directories_0700_with_or_without_systemd() {
+    let dir = TestDir::new();
+    // Without systemd-tmpfiles on PATH (a container): postinst makes them itself.
+    let bare = dir.path().join("bare-bin");
+    std::fs::create_dir(&bare).expect("creating bare-bin");
+    std::os::unix::fs::symlink("/bin/mkdir", bare.join("mkdir")).expect("linking mkdir");
+    run_postinst(&dir.path().join("root-without"), bare.as_os_str());
+    // With it (Debian with systemd): the tmpfiles.d entry does, as it does at boot.
+    if Path::new("/usr/bin/systemd-tmpfiles").exists() || Path::new("/bin/systemd-tmpfiles").exists() {
+        run_postinst(&dir.path().join("root-with"), std::ffi::OsStr::new("/usr/sbin:/usr/bin:/sbin:/bin"));
+    } else {
+        eprintln!("SKIPPED the systemd-tmpfiles half: systemd-tmpfiles is not installed");
+    }
+}
+
+#[test]
+fn packaging_scripts_are_shellcheck_clean() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scripts = ["scripts/build-deb.sh", ".ci/check-deb.sh", "pkg/deb/postinst"];
+    match Command::new("shellcheck").args(scripts.iter().map(|s| root.join(s))).output() {
+        Ok(out) => assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout)),
+        Err(_) if std::env::var_os("PGBH_REQUIRE_BACULA").is_none() => {
+            eprintln!("SKIPPED shellcheck: not installed (apt-get install shellcheck)")
+        }
+        Err(e) => panic!("shellcheck: {}", e),
+    }
+}
