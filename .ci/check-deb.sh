@@ -18,7 +18,7 @@ lintian --fail-on error "$deb" || fail "lintian reports errors for $deb"
 if grep -rqs 'path-exclude.*/usr/share/man' /etc/dpkg/dpkg.cfg.d/; then
     echo 'path-include /usr/share/man/man1/pg-backup-hooks*' >/etc/dpkg/dpkg.cfg.d/zz-pg-backup-hooks-man
 fi
-apt-get install -y -qq --reinstall "./$(basename "$deb")" >/dev/null
+apt-get install -y -qq --reinstall "$deb" >/dev/null
 
 [ "$(command -v pg-backup-hooks)" = /usr/bin/pg-backup-hooks ] || fail "pg-backup-hooks is not /usr/bin/pg-backup-hooks"
 pg-backup-hooks --version
