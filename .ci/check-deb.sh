@@ -28,7 +28,7 @@ pg-backup-hooks --version
 [ "$(stat -c '%a %U' /var/lib/pg-backup-hooks/sidecar)" = "700 root" ] || fail "the sidecar directory is not 0700 root"
 
 # The man page renders and documents restore-prep's flags.
-page=$(MANWIDTH=100 man -P cat pg-backup-hooks-restore-prep 2>&1) || fail "man pg-backup-hooks-restore-prep: $page"
+page=$(LC_ALL=C.UTF-8 MANWIDTH=100 man -P cat pg-backup-hooks-restore-prep 2>&1) || fail "man pg-backup-hooks-restore-prep: $page"
 grep -q -- '--archive-dir' <<<"$page" || fail "man pg-backup-hooks-restore-prep lacks --archive-dir: $page"
 echo "check-deb: man pg-backup-hooks-restore-prep renders ($(wc -l <<<"$page") lines)"
 

@@ -172,6 +172,7 @@ fn man_pages_render_for_the_tool_and_every_subcommand() {
             .args(["--warnings", "-E", "UTF-8", "-P", "cat", "-l"])
             .arg(&file)
             .env("MANWIDTH", "200")
+            .env("LC_ALL", "C.UTF-8")
             .output()
             .unwrap_or_else(|e| panic!("running man (install man-db): {}", e));
         let text = String::from_utf8_lossy(&out.stdout);
