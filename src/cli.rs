@@ -1,5 +1,7 @@
-//! Command-line definitions. Every flag also reads an environment variable (shown in
-//! --help) so hook scripts can keep their settings in an environment file.
+//! Command-line definitions: the one place every flag, its help and its environment variable
+//! are defined. Most flags also read an environment variable, and --help shows which
+//! (`[env: NAME]`), so hook scripts can keep their settings in an environment file; README's
+//! tables, the man pages and the completions are generated from here (`__gen`).
 
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     name = "pg-backup-hooks",
     version,
     about = "Consistent, restorable file-level backups of running PostgreSQL clusters from any backup program's pre/post job scripts",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 post: label stored but WAL not archived yet (not restorable; run post again), 4 no such backup in progress."
+    after_help = crate::error::exit::summary()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,6 +43,9 @@ pub enum Command {
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
+    /// Internal: generate the man pages, completions, env.example and README's tables from these definitions.
+    #[command(hide = true, name = "__gen")]
+    Gen(GenArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,7 +64,13 @@ pub struct PreArgs {
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
     pub sidecar_dir: Vec<PathBuf>,
     /// A node to back up, as NAME=CONNINFO (libpq key=value string or postgresql:// URI); repeatable. Without it, one node "default" connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
-    #[arg(long = "node", env = "PGBH_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    #[arg(
+        long = "node",
+        env = "PGBH_NODES",
+        value_name = "NAME=CONNINFO",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub nodes: Vec<String>,
     /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`)
     #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
@@ -118,10 +129,13 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// The backup to check
     #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
     pub backup_id: String,
+    /// Where post stored the sidecar
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR")]
     pub sidecar_dir: PathBuf,
+    /// Machine-readable output
     #[arg(long)]
     pub json: bool,
 }
@@ -145,6 +159,35 @@ pub struct HelperArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct GenArgs {
+    #[command(subcommand)]
+    pub what: GenWhat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenWhat {
+    /// Write the man pages (pg-backup-hooks.1 and one per subcommand) into DIR
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL
+    Completion {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Rewrite the generated part of README (between its markers); --check only compares
+    Readme {
+        #[arg(value_name = "README", default_value = "README.md")]
+        path: PathBuf,
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the example environment file
+    EnvExample,
+}
+
+#[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("wal_source").required(true).args(["archive_dir", "restore_command"])))]
 pub struct RestorePrepArgs {
     /// The backup whose copy was restored into --pgdata
@@ -163,7 +206,7 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
     pub archive_dir: Option<PathBuf>,
     /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
-    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD")]
+    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD", hide_env_values = true)]
     pub restore_command: Option<String>,
     /// Where recovery stops: latest, backup-end, restore-point, time:TS, lsn:LSN, xid:XID, name:NAME [default: latest for one node, restore-point for several]
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Exit codes, listed in README.md. Hook wrappers rely on them.
+/// Exit codes. `TABLE` is the one list of them: README.md's table, the man pages and
+/// `--help` are generated from it (`pg-backup-hooks __gen readme`). Hook wrappers rely on them.
 pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
@@ -22,6 +23,57 @@ pub mod exit {
             NO_BACKUP => "no backup with this id is in progress (did pre fail or not run?): this backup is NOT restorable",
             _ => "failed",
         }
+    }
+
+    /// `wal-restore`: anything but "not in the archive"; above 125 so PostgreSQL aborts recovery.
+    pub const ABORT_RECOVERY: i32 = 126;
+
+    /// One exit code: its number, the commands that use it (empty: every command) and what it means.
+    pub struct Code {
+        pub code: i32,
+        pub commands: &'static [&'static str],
+        pub meaning: &'static str,
+    }
+
+    /// Every exit code, in order. A new code gets a constant above and a row here.
+    pub const TABLE: &[Code] = &[
+        Code {
+            code: OK,
+            commands: &[],
+            meaning: "success (also: post of a backup already stored, abort with nothing to abort)",
+        },
+        Code {
+            code: FAILURE,
+            commands: &[],
+            meaning: "failure: the message says what failed, on which node, and what to do; \
+                      wal-restore: the archive does not have the file (how recovery finds the end of the archive)",
+        },
+        Code { code: USAGE, commands: &[], meaning: "usage error (bad flag, bad backup id, bad connection string)" },
+        Code {
+            code: NOT_RESTORABLE_YET,
+            commands: &["post"],
+            meaning: "labels stored but WAL archiving has not caught up: **not restorable yet**; \
+                      fix archiving and run post again",
+        },
+        Code { code: NO_BACKUP, commands: &["post", "status"], meaning: "no backup with this id is in progress" },
+        Code {
+            code: ABORT_RECOVERY,
+            commands: &["wal-restore"],
+            meaning: "the archive has the file but it cannot be used (unreadable, damaged, another system's, \
+                      write error): PostgreSQL aborts recovery instead of ending it early",
+        },
+    ];
+
+    /// The codes in one paragraph, for `--help`.
+    pub fn summary() -> String {
+        let rows: Vec<String> = TABLE
+            .iter()
+            .map(|c| {
+                let who = if c.commands.is_empty() { String::new() } else { format!("{}: ", c.commands.join("/")) };
+                format!("{} {}{}", c.code, who, c.meaning.replace("**", ""))
+            })
+            .collect();
+        format!("Exit codes:\n  {}", rows.join("\n  "))
     }
 }
 

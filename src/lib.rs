@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod docgen;
 pub mod error;
 pub mod exclude;
 pub mod fsutil;

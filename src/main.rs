@@ -26,6 +26,7 @@ fn main() {
         cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
         cli::Command::WalRestore(a) => commands::wal_restore::run(a),
         cli::Command::Hook(a) => commands::hook::run(a),
+        cli::Command::Gen(a) => commands::gen::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
     std::process::exit(error::report(result));

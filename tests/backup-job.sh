@@ -4,9 +4,11 @@
 #   -> lose the cluster -> untar -> restore-prep -> start -> compare the data.
 # It narrates each step. Exit status 0 means the restored cluster has every committed row.
 #
-# Environment: PGBH_BIN (our binary; built with cargo when unset), PGBH_PG_BINDIR
-# (PostgreSQL binaries, default Debian's 15), PGBH_TEST_USER (server user when run as
-# root, default postgres), KEEP=1 keeps the work directory.
+# Environment: PGBH_BIN (our binary; built with cargo when unset), PGBH_HOOKS_DIR (run pre
+# and post through DIR/generic, e.g. the package's /usr/lib/pg-backup-hooks/hooks, instead of
+# calling the binary), PGBH_PG_BINDIR (PostgreSQL binaries, default Debian's 15),
+# PGBH_TEST_USER (server user when run as root, default postgres), KEEP=1 keeps the work
+# directory.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,11 +36,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The server user runs restore_command, which calls our binary: give it a copy it can reach.
+# The server user runs restore_command, which calls our binary: if it cannot reach PGBH_BIN
+# (say, in root's build tree), give it a copy it can.
 mkdir -p "$work/bin" "$work/sock" "$work/archive" "$work/run" "$work/sidecar"
-cp "$PGBH_BIN" "$work/bin/pg-backup-hooks"
-tool="$work/bin/pg-backup-hooks"
-chmod 0755 "$work/bin" "$tool"
+tool=$(command -v "$PGBH_BIN") || { echo "PGBH_BIN=$PGBH_BIN: no such program"; exit 1; }
+case $tool in /*) ;; *) tool="$PWD/$tool" ;; esac
+if ! as_server test -x "$tool"; then
+    cp "$tool" "$work/bin/pg-backup-hooks"
+    tool="$work/bin/pg-backup-hooks"
+    chmod 0755 "$work/bin" "$tool"
+fi
 chmod 0700 "$work/run" "$work/sidecar"
 [ "$(id -u)" = 0 ] && chown "$pguser" "$work/sock" "$work/archive"
 
@@ -60,8 +67,24 @@ writer=$!
 sleep 0.5
 
 export PGHOST="$work/sock" PGUSER=postgres PGDATABASE=postgres
-step "3. the backup program runs the pre script: pg-backup-hooks pre"
-"$tool" pre --backup-id "$id" --sidecar-dir "$work/sidecar" --run-dir "$work/run" --fast | sed 's/^/   /'
+# pre and post as a backup program's job runs them: the binary, or the generic hook with its
+# settings in an environment file.
+if [ -n "${PGBH_HOOKS_DIR:-}" ]; then
+    printf 'PGBH_BIN=%s\nPGBH_SIDECAR_DIR=%s\nPGBH_RUN_DIR=%s\nPGBH_FAST=true\n' \
+        "$tool" "$work/sidecar" "$work/run" >"$work/env"
+    job() { PGBH_ENV_FILE="$work/env" "$PGBH_HOOKS_DIR/generic" "$1" "$id" 2>&1; }
+    how="$PGBH_HOOKS_DIR/generic"
+else
+    job() {
+        case $1 in
+            pre) "$tool" pre --backup-id "$id" --sidecar-dir "$work/sidecar" --run-dir "$work/run" --fast ;;
+            post) "$tool" post --backup-id "$id" --run-dir "$work/run" ;;
+        esac
+    }
+    how="pg-backup-hooks"
+fi
+step "3. the backup program runs the pre script: $how pre"
+job pre | sed 's/^/   /'
 before_pre_returned=$(psql_ -c "select count(*) from orders")
 say "$before_pre_returned rows were committed before pre returned"
 
@@ -74,8 +97,8 @@ set -e
 [ "$rc" -le 1 ] || { cat "$work/tar.err"; exit 1; }
 say "copied $(du -h "$work/copy.tar" | cut -f1) while the client kept writing"
 
-step "5. the backup program runs the post script: pg-backup-hooks post"
-"$tool" post --backup-id "$id" --run-dir "$work/run" | sed 's/^/   /'
+step "5. the backup program runs the post script: $how post"
+job post | sed 's/^/   /'
 say "sidecar: $(cd "$work/sidecar" && find "$id" -type f | sort | tr '\n' ' ')"
 
 sleep 0.3

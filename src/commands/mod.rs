@@ -3,6 +3,7 @@
 pub mod abort;
 pub mod exclude_list;
 pub mod hook;
+pub mod gen;
 pub mod post;
 pub mod pre;
 pub mod restore_prep;

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pg::wal::is_segment_name;
 
-pub const ABORT_RECOVERY: i32 = 126;
+pub const ABORT_RECOVERY: i32 = crate::error::exit::ABORT_RECOVERY;
 
 fn loud(msg: String) -> Error {
     Error::with_code(ABORT_RECOVERY, msg)
