@@ -60,7 +60,11 @@ fn arg_usage(arg: &Arg) -> String {
     match arg.get_long() {
         Some(long) if takes_value(arg) => format!("--{} {}", long, value_text(arg)),
         Some(long) => format!("--{}", long),
-        None => value_text(arg),
+        // A positional shows its name (`hook PRODUCT EVENT`); --help lists its possible values.
+        None => match arg.get_value_names() {
+            Some(names) if !names.is_empty() => names[0].to_string(),
+            _ => value_text(arg),
+        },
     }
 }
 
