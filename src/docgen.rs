@@ -304,6 +304,20 @@ pub fn env_example() -> String {
         }
         out.push_str(&format!("#{}={}\n", env, example_value(arg)));
     }
+    out.push_str(&product_settings());
+    out
+}
+
+/// The settings only a product adapter reads (`hook PRODUCT ...`), one commented line each;
+/// docs/hooks/PRODUCT.md says what each means.
+fn product_settings() -> String {
+    let mut out = String::new();
+    for product in crate::hook::PRODUCTS.iter().filter(|p| !p.keys.is_empty()) {
+        out.push_str(&format!("\n# hook {} only (docs/hooks/{}.md)\n", product.name, product.name));
+        for key in product.keys {
+            out.push_str(&format!("#{}=\n", key));
+        }
+    }
     out
 }
 
@@ -328,8 +342,10 @@ const ENV_EXAMPLE_HEAD: &str = "\
 # Copy this file to /etc/pg-backup-hooks/env (or point PGBH_ENV_FILE at a copy), keep it
 # readable only by the user the backup program runs hooks as (chmod 0600: connection
 # strings may name hosts and users), and uncomment what you need.
-# Shell syntax, KEY=value lines; the hooks export every line. A flag on the command line
-# wins over its variable. Generated from the command-line definitions (`pg-backup-hooks __gen env-example`).
+# KEY=value lines, read by `pg-backup-hooks hook` and never run as shell code; the file is
+# refused unless owned by root or the hook user and not writable by group or others. A flag on
+# the command line wins over its variable. Generated from the command-line definitions and the
+# product adapters (`pg-backup-hooks __gen env-example`).
 #
 # Passwords do not belong here: use ~/.pgpass (or PGPASSFILE) of the user the hooks run as.
 # Without --node / PGBH_NODES, one node \"default\" connects the way psql does: PGHOST,

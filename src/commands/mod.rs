@@ -2,8 +2,8 @@
 
 pub mod abort;
 pub mod exclude_list;
-pub mod hook;
 pub mod gen;
+pub mod hook;
 pub mod post;
 pub mod pre;
 pub mod restore_prep;
