@@ -59,7 +59,8 @@ while [ $# -ge 2 ]; do case $1 in --config) c=$2;; --disk) d=$2;; --timestamp) t
 st='{state}'/$(printf '%s %s' "$c" "$d" | cksum | cut -d' ' -f1)
 case $ev in
 support) printf 'CONFIG YES\nHOST YES\nDISK YES\nMESSAGE-LINE YES\nEXECUTE-WHERE YES\nTIMESTAMP YES\n' ;;
-PRE-DLE-BACKUP) n=1; while [ -e "$st.$ts.$n" ]; do n=$((n+1)); done; : >"$st.$ts.$n"
+PRE-DLE-BACKUP) [ -s "$st" ] && "$PGBH_BIN" abort --backup-id "$(cat "$st")"
+  n=1; while [ -e "$st.$ts.$n" ]; do n=$((n+1)); done; : >"$st.$ts.$n"
   id=$(printf '%s' "amanda.$c.$d.$ts.$n" | tr -c 'A-Za-z0-9._-' _); echo "$id" >"$st"
   "$PGBH_BIN" pre --backup-id "$id" || {{ rc=$?; rm -f "$st"; exit $rc; }} ;;
 POST-DLE-BACKUP) [ -s "$st" ] || exit 0; id=$(cat "$st"); rm -f "$st"; exec "$PGBH_BIN" post --backup-id "$id" ;;
@@ -92,7 +93,9 @@ impl Drop for Amanda {
         }
         let _ = fs::remove_dir_all(Path::new(CONFIG_DIR).join(&self.name));
         let _ = fs::remove_file(Path::new(SCRIPT_DIR).join(&self.name));
-        let _ = fs::remove_file(Path::new(SCRIPT_DIR).join(format!("{}-fail", self.name)));
+        for suffix in ["fail", "slow"] {
+            let _ = fs::remove_file(Path::new(SCRIPT_DIR).join(format!("{}-{}", self.name, suffix)));
+        }
         for side in ["server", "client"] {
             let _ = fs::remove_dir_all(Path::new("/var/log/amanda").join(side).join(&self.name));
         }
@@ -141,7 +144,7 @@ impl Amanda {
         fs::write(conf_dir.join("amanda-client.conf"), format!("amandates \"{}/amandates\"\n", root.display()))
             .expect("amanda-client.conf");
         let disklist = format!(
-            "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost sidecar {side} sidecar\n",
+            "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost killed {data} pgdata-slow\nlocalhost sidecar {side} sidecar\n",
             data = datadir.display(),
             side = root.join("sidecar").display()
         );
@@ -155,6 +158,10 @@ impl Amanda {
         let failing = Path::new(SCRIPT_DIR).join(format!("{name}-fail"));
         fs::write(&failing, "#!/bin/sh\n[ \"$1\" = support ] && { echo 'CONFIG YES'; exit 0; }\n[ \"$1\" = PRE-DLE-BACKUP ] && { echo 'a later script failed on purpose' >&2; exit 1; }\nexit 0\n").expect("writing the failing script");
         fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        let slow = Path::new(SCRIPT_DIR).join(format!("{name}-slow"));
+        let flag = root.join("slow");
+        fs::write(&slow, format!("#!/bin/sh\n[ \"$1\" = support ] && {{ echo 'CONFIG YES'; exit 0; }}\n[ \"$1\" = PRE-DLE-BACKUP ] && [ -e '{}' ] && sleep 60\nexit 0\n", flag.display())).expect("writing the slow script");
+        fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).expect("chmod script");
         Amanda { name, hook_run: root.join("run"), hook_sidecar: root.join("sidecar"), root }
     }
 
@@ -256,6 +263,12 @@ define script-tool later-fails {{
     execute-on pre-dle-backup
     order 200
 }}
+define script-tool slow {{
+    plugin "{name}-slow"
+    execute-where client
+    execute-on pre-dle-backup
+    order 200
+}}
 define dumptype base {{
     program "APPLICATION"
     application "gtar"
@@ -274,6 +287,10 @@ define dumptype pgdata {{
 define dumptype pgdata-late {{
     pgdata
     script "later-fails"
+}}
+define dumptype pgdata-slow {{
+    pgdata
+    script "slow"
 }}
 define dumptype sidecar {{
     base
@@ -373,4 +390,47 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
     }
     let (code, status) = amanda.tool(&["status", "--backup-id", &ids[0]]);
     assert_eq!(code, 4, "no backup may be held after the failed dump: {}", status);
+
+    // The run is killed (amcleanup -k) while the dump runs, after our pre: Amanda runs
+    // nothing more on the client, so the backup stays held...
+    fs::write(amanda.root.join("slow"), "").expect("flag");
+    let name = amanda.name.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(8));
+        products::run_limited(
+            Command::new("runuser")
+                .args(["-u", AMANDA_USER, "--", "/usr/sbin/amcleanup", "-k", &name])
+                .current_dir("/"),
+            Duration::from_secs(120),
+        )
+    });
+    let (code, out) = amanda.amdump("killed");
+    let (_, cleanup) = killer.join().expect("amcleanup thread");
+    assert_ne!(code, 0, "the killed run should fail:\n{}\n--- amcleanup ---\n{}", out, cleanup);
+    let held: Vec<String> = fs::read_dir(&amanda.hook_run)
+        .expect("run dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".sock").map(str::to_string))
+        .collect();
+    assert_eq!(
+        held.len(),
+        1,
+        "the killed run's backup should still be held (nothing ran after pre): {:?}\n{}",
+        held,
+        cleanup
+    );
+    assert_eq!(a.backup_sessions(&held[0]), 1);
+    // ...until the next run of the same DLE discards it before its own pre.
+    fs::remove_file(amanda.root.join("slow")).expect("flag");
+    let (code, out) = amanda.amdump("killed");
+    assert_eq!(code, 0, "the next run should succeed:\n{}\n{}", out, amanda.trace_log());
+    for pg in [&a, &b] {
+        pg.wait_no_backup_sessions(&held[0]);
+    }
+    let (_, status) = amanda.tool(&["status", "--backup-id", &held[0]]);
+    assert!(status.contains("aborted on request"), "the leftover should have been aborted: {}", status);
+    assert!(
+        amanda.ids_in(&amanda.hook_sidecar).iter().any(|i| i.starts_with(&format!("amanda.{}.killed.", amanda.name))),
+        "the next run stores its own backup"
+    );
 }
