@@ -19,8 +19,9 @@ mod products;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::tool::Tool;
@@ -73,7 +74,8 @@ fn hook_script(env_file: &Path, state_dir: &Path) -> String {
 set -a; . '{env}'; set +a
 st='{state}'/$(printf '%s %s' "$2" "$3" | cksum | cut -d' ' -f1)
 case $1 in
-pre) id=borgmatic.$(basename "$2" .yaml).$(date -u +%Y%m%dT%H%M%SZ); echo "$id" >"$st"
+pre) [ -s "$st" ] && "$PGBH_BIN" abort --backup-id "$(cat "$st")"
+  id=borgmatic.$(basename "$2" .yaml).$(date -u +%Y%m%dT%H%M%SZ); echo "$id" >"$st"
   "$PGBH_BIN" pre --backup-id "$id" || {{ rc=$?; rm -f "$st"; exit $rc; }} ;;
 post) id=$(cat "$st") || exit 4; rm -f "$st"; exec "$PGBH_BIN" post --backup-id "$id" ;;
 abort) [ -s "$st" ] || exit 0; id=$(cat "$st"); rm -f "$st"; exec "$PGBH_BIN" abort --backup-id "$id" ;;
@@ -91,6 +93,7 @@ struct Borgmatic {
     root: PathBuf,
     confdir: PathBuf,
     repo: PathBuf,
+    hook: PathBuf,
 }
 
 impl Borgmatic {
@@ -108,7 +111,7 @@ impl Borgmatic {
         let hook = root.join("pgbh-hook");
         fs::write(&hook, hook_script(&env_file, &root.join("state"))).expect("writing the hook script");
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod hook");
-        let b = Borgmatic { generation, confdir, repo: root.join("repo"), root };
+        let b = Borgmatic { generation, confdir, repo: root.join("repo"), hook: hook.clone(), root };
         let excludes = products::exclude_list("plain", None).iter().map(|p| datadir.join(p)).collect::<Vec<_>>();
         let data = b.config(&[datadir], "pgdata", &b.repo, &excludes, Some(&hook));
         let side = b.config(&[&t.sidecar], "pgsidecar", &b.repo, &[], None);
@@ -141,6 +144,20 @@ impl Borgmatic {
         excludes: &[PathBuf],
         hook: Option<&Path>,
     ) -> String {
+        self.config_reading(sources, prefix, repo, excludes, hook, false)
+    }
+
+    /// [`Borgmatic::config`], with `read_special` (borg then reads FIFOs, and blocks on one
+    /// nobody writes to).
+    fn config_reading(
+        &self,
+        sources: &[&Path],
+        prefix: &str,
+        repo: &Path,
+        excludes: &[PathBuf],
+        hook: Option<&Path>,
+        read_special: bool,
+    ) -> String {
         let list =
             |items: Vec<String>, indent: &str| items.iter().map(|i| format!("{indent}- '{i}'\n")).collect::<String>();
         let sources = sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
@@ -155,6 +172,9 @@ impl Borgmatic {
                 );
                 if !excludes.is_empty() {
                     s += &format!("exclude_patterns:\n{}", list(excludes, "  "));
+                }
+                if read_special {
+                    s += "read_special: true\n";
                 }
                 if let Some(h) = hook {
                     // borgmatic 2 shell-quotes what it puts in for {variables}.
@@ -173,6 +193,9 @@ impl Borgmatic {
                 );
                 if !excludes.is_empty() {
                     s += &format!("  exclude_patterns:\n{}", list(excludes, "    "));
+                }
+                if read_special {
+                    s += "  read_special: true\n";
                 }
                 s += &format!("storage:\n  archive_name_format: '{format}'\n");
                 if let Some(h) = hook {
@@ -332,6 +355,59 @@ fn failures(generation: Generation) {
         pg.wait_no_backup_sessions(&id);
     }
     assert!(stored_ids(&t).is_empty(), "a failed create must store nothing: {:?}", stored_ids(&t));
+
+    // borgmatic is stopped (SIGTERM, as systemd stops it) while borg create is blocked on a
+    // FIFO, after pre. 2.x runs the `fail` after-hook: abort. 1.7.7 runs nothing more (its
+    // on_error only runs for errors it catches), so the backup stays held until the next run
+    // of the same configuration aborts it before its own pre.
+    stopped_by_sigterm(&dir, &bm, &t, &a);
+}
+
+fn stopped_by_sigterm(dir: &TestDir, bm: &Borgmatic, t: &Tool, a: &Cluster) {
+    let fifo_dir = dir.path().join("fifo-source");
+    fs::create_dir_all(&fifo_dir).expect("mkdir");
+    nix::unistd::mkfifo(&fifo_dir.join("blocks"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let conf = bm.root.join("slow.yaml");
+    fs::write(&conf, bm.config_reading(&[&fifo_dir], "slow", &bm.repo, &[], Some(&bm.hook), true)).expect("config");
+    let held_before: Vec<String> = t.run_dir_files();
+    let mut cmd = Command::new(bm.generation.program());
+    cmd.arg("-c").arg(&conf).arg("create");
+    bm.borg_env(&mut cmd);
+    // Its own process group, as under systemd or cron: borgmatic passes a TERM on to its
+    // whole process group, which would otherwise be this test.
+    cmd.process_group(0);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("borgmatic");
+    let mut id = String::new();
+    common::wait_until(Duration::from_secs(60), "pre to have started a backup", || {
+        let now = t.run_dir_files();
+        if let Some(sock) = now.iter().find(|f| f.ends_with(".sock") && !held_before.contains(f)) {
+            id = sock.trim_end_matches(".sock").to_string();
+        }
+        !id.is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    common::wait_until(Duration::from_secs(60), "borgmatic to exit", || child.try_wait().ok().flatten().is_some());
+    let aborted = || {
+        let st = t.with_run("status", &id, &[]);
+        st.code == 4 && st.stdout.contains("aborted on request")
+    };
+    match bm.generation {
+        Generation::V2 => {
+            common::wait_until(Duration::from_secs(30), "the fail hook to abort the backup", aborted);
+        }
+        Generation::Debian17 => {
+            std::thread::sleep(Duration::from_secs(3));
+            assert_eq!(a.backup_sessions(&id), 1, "1.7.7 runs no hook after SIGTERM: the backup should be held");
+            fs::remove_file(fifo_dir.join("blocks")).expect("rm fifo");
+            let (code, out) = bm.run(&["-c", &conf.display().to_string(), "create"]);
+            assert_eq!(code, 0, "the next run should succeed:\n{}", out);
+            assert!(aborted(), "the next run's pre should have aborted the leftover {}:\n{}", id, out);
+        }
+    }
+    a.wait_no_backup_sessions(&id);
+    assert!(!t.backup_dir(&id).exists(), "a stopped run must store nothing");
 }
 
 #[test]
