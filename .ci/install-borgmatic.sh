@@ -7,6 +7,9 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 venv=${PGBH_BORGMATIC2:-/opt/pgbh-borgmatic2}
+# The 2.x release the tests were written against (docs/hooks/borgmatic.md); pinned so that CI
+# does not change under us. Set PGBH_BORGMATIC2_VERSION to try another.
+want=${PGBH_BORGMATIC2_VERSION:-2.1.10}
 pkgs="borgbackup borgmatic python3-venv"
 missing=""
 for p in $pkgs; do
@@ -18,9 +21,9 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq -o DPkg::Lock::Timeout=600 $missing >/dev/null
 fi
 # Debian's python3 (not whatever python3 comes first on PATH), so the venv survives PATH changes.
-if [ ! -x "$venv/bin/borgmatic" ]; then
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check 'borgmatic>=2.0.3,<3'
+if [ ! -x "$venv/bin/borgmatic" ] || [ "$("$venv/bin/borgmatic" --version 2>/dev/null)" != "$want" ]; then
+    [ -x "$venv/bin/pip" ] || /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "borgmatic==$want"
 fi
 for f in /usr/bin/borg /usr/bin/borgmatic "$venv/bin/borgmatic"; do
     [ -x "$f" ] || { echo "install-borgmatic: $f is missing after installing" >&2; exit 1; }
