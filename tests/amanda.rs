@@ -234,7 +234,7 @@ impl Amanda {
         fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).expect("chmod script");
         let slow = Path::new(SCRIPT_DIR).join(format!("{name}-slow"));
         let flag = root.join("slow");
-        fs::write(&slow, format!("#!/bin/sh\n[ \"$1\" = support ] && {{ echo 'CONFIG YES'; exit 0; }}\n[ \"$1\" = PRE-DLE-BACKUP ] && [ -e '{}' ] && sleep 60\nexit 0\n", flag.display())).expect("writing the slow script");
+        fs::write(&slow, format!("#!/bin/sh\n[ \"$1\" = support ] && {{ echo 'CONFIG YES'; exit 0; }}\n[ \"$1\" = PRE-DLE-BACKUP ] && [ -e '{}' ] && sleep 20\nexit 0\n", flag.display())).expect("writing the slow script");
         fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).expect("chmod script");
         Amanda { name, hook_run: root.join("run"), hook_sidecar: root.join("sidecar"), root, amandad }
     }
@@ -493,8 +493,9 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
     let (code, status) = amanda.tool(&["status", "--backup-id", &ids[0]]);
     assert_eq!(code, 4, "no backup may be held after the failed dump: {}", status);
 
-    // The run is killed (amcleanup -k) while the dump runs, after our pre: Amanda runs
-    // nothing more on the client, so the backup stays held...
+    // The run is killed (amcleanup -k on the server) while the dump runs, after our pre. The
+    // client's sendbackup goes on until its script returns, then dies on the broken
+    // connection without running post-dle-backup, so the backup stays held...
     fs::write(amanda.root.join("slow"), "").expect("flag");
     let name = amanda.name.clone();
     let killer = std::thread::spawn(move || {
@@ -509,6 +510,12 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
     let (code, out) = amanda.amdump("killed");
     let (_, cleanup) = killer.join().expect("amcleanup thread");
     assert_ne!(code, 0, "the killed run should fail:\n{}\n--- amcleanup ---\n{}", out, cleanup);
+    let slow = format!("{}-slow", amanda.name);
+    common::wait_until(Duration::from_secs(60), "the killed run's client side to end", || !process_running(&slow));
+    std::thread::sleep(Duration::from_secs(3));
+    let post_killed =
+        format!("POST-DLE-BACKUP --execute-where client --config {} --host localhost --disk killed", amanda.name);
+    assert!(!amanda.client_debug("sendbackup").contains(&post_killed), "post-dle-backup ran after the kill");
     let held: Vec<String> = fs::read_dir(&amanda.hook_run)
         .expect("run dir")
         .flatten()
@@ -535,4 +542,16 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
         amanda.ids_in(&amanda.hook_sidecar).iter().any(|i| i.starts_with(&format!("amanda.{}.killed.", amanda.name))),
         "the next run stores its own backup"
     );
+}
+
+/// Whether a process whose command line contains `needle` is running.
+fn process_running(needle: &str) -> bool {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+            })
+        })
+        .unwrap_or(false)
 }
