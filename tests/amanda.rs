@@ -79,8 +79,6 @@ esac
     )
 }
 
-/// A private Amanda configuration; removed (with what Amanda put outside the test's
-/// directory) on drop.
 /// A private inetd for amandad on 127.0.0.1: for each connection, `amandad -auth=bsdtcp
 /// amdump` runs as the amanda user with the connection as its stdin and stdout. Stops
 /// listening, and ends what it started, on drop.
@@ -144,12 +142,51 @@ impl Drop for Amandad {
     }
 }
 
+/// What the test must put outside its directory: the configuration (Amanda reads them only
+/// under /etc/amanda), the scripts (only run from its application directory), and the debug
+/// logs Amanda keeps per configuration. Removed on drop, also when the setup fails halfway.
+struct SystemFiles {
+    name: String,
+}
+
+impl SystemFiles {
+    fn conf_dir(&self) -> PathBuf {
+        Path::new(CONFIG_DIR).join(&self.name)
+    }
+
+    /// The script `NAME` (suffix "") or `NAME-suffix` in Amanda's application directory.
+    fn script(&self, suffix: &str) -> PathBuf {
+        let file = if suffix.is_empty() { self.name.clone() } else { format!("{}-{}", self.name, suffix) };
+        Path::new(SCRIPT_DIR).join(file)
+    }
+
+    fn install_script(&self, suffix: &str, text: &str) {
+        let path = self.script(suffix);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+    }
+}
+
+impl Drop for SystemFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.conf_dir());
+        for suffix in ["", "fail", "slow"] {
+            let _ = fs::remove_file(self.script(suffix));
+        }
+        for side in ["server", "client"] {
+            let _ = fs::remove_dir_all(Path::new("/var/log/amanda").join(side).join(&self.name));
+        }
+    }
+}
+
+/// A private Amanda configuration, its amandad, and our hooks' directories.
 struct Amanda {
     name: String,
     root: PathBuf,
     hook_run: PathBuf,
     hook_sidecar: PathBuf,
     amandad: Amandad,
+    _files: SystemFiles,
 }
 
 impl Drop for Amanda {
@@ -162,14 +199,6 @@ impl Drop for Amanda {
                     let _ = self.tool(&["abort", "--backup-id", id]);
                 }
             }
-        }
-        let _ = fs::remove_dir_all(Path::new(CONFIG_DIR).join(&self.name));
-        let _ = fs::remove_file(Path::new(SCRIPT_DIR).join(&self.name));
-        for suffix in ["fail", "slow"] {
-            let _ = fs::remove_file(Path::new(SCRIPT_DIR).join(format!("{}-{}", self.name, suffix)));
-        }
-        for side in ["server", "client"] {
-            let _ = fs::remove_dir_all(Path::new("/var/log/amanda").join(side).join(&self.name));
         }
     }
 }
@@ -187,19 +216,29 @@ fn chown_tree_to_backup(path: &Path) {
     common::run_checked(Command::new("chown").arg("-R").arg(format!("{}:{}", user.uid, user.gid)).arg(path));
 }
 
+/// A script that fails the dump at pre-dle-backup, and one that sleeps there while `flag`
+/// exists: both run after ours.
+fn failing_script() -> String {
+    "#!/bin/sh\n[ \"$1\" = support ] && { echo 'CONFIG YES'; exit 0; }\n[ \"$1\" = PRE-DLE-BACKUP ] && { echo 'a later script failed on purpose' >&2; exit 1; }\nexit 0\n".to_string()
+}
+
+fn slow_script(flag: &Path) -> String {
+    format!("#!/bin/sh\n[ \"$1\" = support ] && {{ echo 'CONFIG YES'; exit 0; }}\n[ \"$1\" = PRE-DLE-BACKUP ] && [ -e '{}' ] && sleep 20\nexit 0\n", flag.display())
+}
+
 impl Amanda {
     /// Writes the configuration: DLE `datadir` (the cluster's data directory, our script, the
-    /// exclude list), DLE `latefail` (the same directory, our script and then one that fails
-    /// the dump) and DLE `sidecar` (the hooks' sidecar directory, no script).
+    /// exclude list), DLE `latefail` (the same, then a script that fails the dump), DLE
+    /// `killed` (the same, then a script that sleeps while `ROOT/slow` exists) and DLE
+    /// `sidecar` (the hooks' sidecar directory, no script).
     fn new(dir: &TestDir, nodes: &str, datadir: &Path) -> Amanda {
         // The amanda user must reach its directories inside the test's directory.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod test dir");
         let unique =
             dir.path().file_name().expect("name").to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        let name = format!("pgbh-{}", unique);
+        let files = SystemFiles { name: format!("pgbh-{}", unique) };
         let root = dir.path().join("amanda");
-        backup_owned_dir(&root);
-        for d in ["vtapes", "holding", "curinfo", "log", "index", "gnutar-lists", "run", "sidecar", "state"] {
+        for d in ["", "vtapes", "holding", "curinfo", "log", "index", "gnutar-lists", "run", "sidecar", "state"] {
             backup_owned_dir(&root.join(d));
         }
         for slot in 1..=8 {
@@ -207,36 +246,20 @@ impl Amanda {
         }
         let env_file = root.join("pgbh.env");
         products::write_env(&env_file, &root.join("sidecar"), &root.join("run"), nodes);
-        let excludes = root.join("exclude.list");
-        fs::write(&excludes, products::exclude_list("plain", None).join("\n") + "\n").expect("exclude list");
-
-        let conf_dir = Path::new(CONFIG_DIR).join(&name);
-        fs::create_dir_all(&conf_dir).expect("mkdir config dir");
         let amandad = Amandad::start();
-        fs::write(conf_dir.join("amanda.conf"), amanda_conf(&name, &root, &excludes, amandad.port))
-            .expect("amanda.conf");
-        fs::write(conf_dir.join("amanda-client.conf"), format!("amandates \"{}/amandates\"\n", root.display()))
-            .expect("amanda-client.conf");
-        let disklist = format!(
-            "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost killed {data} pgdata-slow\nlocalhost sidecar {side} sidecar\n",
-            data = datadir.display(),
-            side = root.join("sidecar").display()
-        );
-        fs::write(conf_dir.join("disklist"), disklist).expect("disklist");
-        chown_tree_to_backup(&conf_dir);
+        write_config(&files, &root, datadir, amandad.port);
         chown_tree_to_backup(&root);
-
-        let script = Path::new(SCRIPT_DIR).join(&name);
-        fs::write(&script, hook_script(&env_file, &root.join("state"))).expect("writing the hook script");
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod script");
-        let failing = Path::new(SCRIPT_DIR).join(format!("{name}-fail"));
-        fs::write(&failing, "#!/bin/sh\n[ \"$1\" = support ] && { echo 'CONFIG YES'; exit 0; }\n[ \"$1\" = PRE-DLE-BACKUP ] && { echo 'a later script failed on purpose' >&2; exit 1; }\nexit 0\n").expect("writing the failing script");
-        fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).expect("chmod script");
-        let slow = Path::new(SCRIPT_DIR).join(format!("{name}-slow"));
-        let flag = root.join("slow");
-        fs::write(&slow, format!("#!/bin/sh\n[ \"$1\" = support ] && {{ echo 'CONFIG YES'; exit 0; }}\n[ \"$1\" = PRE-DLE-BACKUP ] && [ -e '{}' ] && sleep 20\nexit 0\n", flag.display())).expect("writing the slow script");
-        fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).expect("chmod script");
-        Amanda { name, hook_run: root.join("run"), hook_sidecar: root.join("sidecar"), root, amandad }
+        files.install_script("", &hook_script(&env_file, &root.join("state")));
+        files.install_script("fail", &failing_script());
+        files.install_script("slow", &slow_script(&root.join("slow")));
+        Amanda {
+            name: files.name.clone(),
+            hook_run: root.join("run"),
+            hook_sidecar: root.join("sidecar"),
+            root,
+            amandad,
+            _files: files,
+        }
     }
 
     /// `amdump CONFIG localhost DISK` as the amanda user: (exit code, output).
@@ -308,6 +331,26 @@ impl Amanda {
         ids.sort();
         ids
     }
+}
+
+/// /etc/amanda/NAME: amanda.conf, amanda-client.conf (amandates in the test's directory), the
+/// disklist, all owned by the amanda user.
+fn write_config(files: &SystemFiles, root: &Path, datadir: &Path, client_port: u16) {
+    let conf_dir = files.conf_dir();
+    fs::create_dir_all(&conf_dir).expect("mkdir config dir");
+    let excludes = root.join("exclude.list");
+    fs::write(&excludes, products::exclude_list("plain", None).join("\n") + "\n").expect("exclude list");
+    fs::write(conf_dir.join("amanda.conf"), amanda_conf(&files.name, root, &excludes, client_port))
+        .expect("amanda.conf");
+    fs::write(conf_dir.join("amanda-client.conf"), format!("amandates \"{}/amandates\"\n", root.display()))
+        .expect("amanda-client.conf");
+    let disklist = format!(
+        "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost killed {data} pgdata-slow\nlocalhost sidecar {side} sidecar\n",
+        data = datadir.display(),
+        side = root.join("sidecar").display()
+    );
+    fs::write(conf_dir.join("disklist"), disklist).expect("disklist");
+    chown_tree_to_backup(&conf_dir);
 }
 
 fn amanda_conf(name: &str, root: &Path, excludes: &Path, client_port: u16) -> String {
