@@ -554,7 +554,9 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
     let (_, cleanup) = killer.join().expect("amcleanup thread");
     assert_ne!(code, 0, "the killed run should fail:\n{}\n--- amcleanup ---\n{}", out, cleanup);
     let slow = format!("{}-slow", amanda.name);
-    common::wait_until(Duration::from_secs(60), "the killed run's client side to end", || !process_running(&slow));
+    common::wait_until(Duration::from_secs(60), "the killed run's client side to end", || {
+        !products::process_running(&slow)
+    });
     std::thread::sleep(Duration::from_secs(3));
     let post_killed =
         format!("POST-DLE-BACKUP --execute-where client --config {} --host localhost --disk killed", amanda.name);
@@ -585,16 +587,4 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
         amanda.ids_in(&amanda.hook_sidecar).iter().any(|i| i.starts_with(&format!("amanda.{}.killed.", amanda.name))),
         "the next run stores its own backup"
     );
-}
-
-/// Whether a process whose command line contains `needle` is running.
-fn process_running(needle: &str) -> bool {
-    fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten().any(|e| {
-                fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
-            })
-        })
-        .unwrap_or(false)
 }

@@ -385,7 +385,11 @@ fn stopped_by_sigterm(dir: &TestDir, bm: &Borgmatic, t: &Tool, a: &Cluster) {
         }
         !id.is_empty()
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Stop it only once borg create runs (blocked on the FIFO), not while pre still runs.
+    common::wait_until(Duration::from_secs(60), "borg create to run", || {
+        products::process_running(&format!("{}::slow-", bm.repo.display()))
+    });
+    std::thread::sleep(Duration::from_millis(500));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("SIGTERM");
     common::wait_until(Duration::from_secs(60), "borgmatic to exit", || child.try_wait().ok().flatten().is_some());

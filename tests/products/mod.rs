@@ -176,3 +176,15 @@ pub fn prepare_start_and_check(t: &Tool, pg: &Cluster, id: &str, restored_sideca
     assert_eq!((got, got_max), (expected.count, expected.max_id), "rows lost in the restore");
     assert_eq!(pg.query_scalar(&format!("select count(*) from t where id = {}", expected.last_seen)), "1");
 }
+
+/// Whether a process whose command line contains `needle` is running.
+pub fn process_running(needle: &str) -> bool {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+            })
+        })
+        .unwrap_or(false)
+}
