@@ -542,7 +542,11 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
     fs::write(amanda.root.join("slow"), "").expect("flag");
     let name = amanda.name.clone();
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(8));
+        // Once our pre has run and the script after it holds the dump up.
+        let slow = format!("{name}-slow PRE-DLE-BACKUP");
+        common::wait_until(Duration::from_secs(120), "the dump to reach the slow script", || {
+            products::process_running(&slow)
+        });
         products::run_limited(
             Command::new("runuser")
                 .args(["-u", AMANDA_USER, "--", "/usr/sbin/amcleanup", "-k", &name])
