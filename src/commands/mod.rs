@@ -2,6 +2,7 @@
 
 pub mod abort;
 pub mod exclude_list;
+pub mod list;
 pub mod post;
 pub mod pre;
 pub mod restore_prep;

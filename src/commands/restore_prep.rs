@@ -33,6 +33,8 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
         archive_mode_off: a.archive_mode == "off",
         force: a.force,
         exe,
+        label_from_archive: a.label_from_archive,
+        backup_history_file: a.backup_history_file,
     };
     let plan = restore::prepare(&o)?;
     let written: Vec<PathBuf> = if a.dry_run { Vec::new() } else { restore::apply(&plan)? };

@@ -17,6 +17,7 @@
 pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
+pub mod from_archive;
 pub mod install;
 pub mod recovery;
 
@@ -45,6 +46,10 @@ pub struct Options {
     pub force: bool,
     /// The program restore_command runs for --archive-dir (normally our own executable).
     pub exe: PathBuf,
+    /// Rebuild the label from the backup history file in the archive (the sidecar is lost).
+    pub label_from_archive: bool,
+    /// With label_from_archive: the history file's name (needed with some restore_commands).
+    pub backup_history_file: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -89,9 +94,14 @@ fn start_command(pgdata: &Path, owner: u32) -> String {
 /// Check everything and compute the changes. Touches nothing.
 pub fn prepare(o: &Options) -> Result<Plan> {
     let pgdata = o.pgdata.clone();
+    let rebuilt = if o.label_from_archive { Some(rebuild_label(o)?) } else { None };
+    let sidecar_dirs = match &rebuilt {
+        Some(r) => vec![r.sidecar.path().to_path_buf()],
+        None => o.sidecar_dirs.clone(),
+    };
     let c = checks::run(&checks::Request {
         pgdata: &pgdata,
-        sidecar_dirs: &o.sidecar_dirs,
+        sidecar_dirs: &sidecar_dirs,
         backup_id: &o.backup_id,
         node: o.node.as_deref(),
         force: o.force,
@@ -107,6 +117,14 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     );
     if c.label_in_place {
         passed.push("backup_label is already in place (identical)".into());
+    }
+    if let Some(r) = &rebuilt {
+        // The staged sidecar's own line says nothing: say where the label came from.
+        let at = passed.iter().position(|p| p.starts_with("sidecar ")).unwrap_or(passed.len());
+        passed.splice(at..(at + 1).min(passed.len()), r.checks.iter().cloned());
+        warnings.extend(r.warnings.iter().cloned());
+    } else if let WalSource::ArchiveDir(dir) = &o.source {
+        passed.extend(from_archive::check_sidecar_against_dir(dir, &c.node, &c.label_text)?);
     }
 
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
@@ -193,6 +211,10 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
     files.push(install::control_write(&pgdata)?);
     files.extend(rec.writes);
+    if let Some(r) = &rebuilt {
+        let from = format!("rebuilt from backup history file {}", r.history);
+        files.iter_mut().for_each(|f| f.what = f.what.replace("from the sidecar", &from));
+    }
     let writes = files
         .iter()
         .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
@@ -213,6 +235,24 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         start_command: start_command(&pgdata, c.owner.0),
         files,
         owner: c.owner,
+    })
+}
+
+/// --label-from-archive: the label from the archive's history file, staged as a sidecar.
+fn rebuild_label(o: &Options) -> Result<from_archive::Rebuilt> {
+    let (archive_dir, restore_command) = match &o.source {
+        WalSource::ArchiveDir(d) => (Some(d.as_path()), None),
+        WalSource::Command(c) => (None, Some(c.as_str())),
+    };
+    from_archive::rebuild(&from_archive::Request {
+        backup_id: &o.backup_id,
+        pgdata: &o.pgdata,
+        node: o.node.as_deref(),
+        sidecar_dirs: &o.sidecar_dirs,
+        archive_dir,
+        restore_command,
+        history_file: o.backup_history_file.as_deref(),
+        tablespace_map: &o.tablespace_map,
     })
 }
 
