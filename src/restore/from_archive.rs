@@ -199,17 +199,21 @@ fn fetch_with_command(cmd: &str, pgdata: &Path, owner: (u32, u32), name: &str, m
     let line = substitute(cmd, name, &dest.to_string_lossy());
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c").arg(&line).current_dir(pgdata).stdin(std::process::Stdio::null());
-    c.stdout(std::process::Stdio::null());
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     if root && owner.0 != 0 {
         c.uid(owner.0).gid(owner.1);
     }
-    let status = c.status().map_err(|e| Error::new(format!("cannot run restore_command {:?}: {}", line, e)))?;
-    match status.code() {
+    // "Not in the archive" is an ordinary answer here: what the command printed for it is noise.
+    let out = c.output().map_err(|e| Error::new(format!("cannot run restore_command {:?}: {}", line, e)))?;
+    match out.status.code() {
         Some(0) => read_regular(&dest, max),
         Some(code) if code <= 125 => Ok(None),
         _ => Err(Error::new(format!(
-            "restore_command {:?} failed for {} ({}): PostgreSQL would stop recovery on this too; fix the command",
-            line, name, status
+            "restore_command {:?} failed for {} ({}{}): PostgreSQL would stop recovery on this too; fix the command",
+            line,
+            name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().map(|l| format!(": {}", l)).unwrap_or_default()
         ))),
     }
 }
@@ -337,7 +341,14 @@ pub fn find(l: &Lookup) -> Result<Found> {
     let mut hits: Vec<(History, Option<String>)> = Vec::new();
     let mut looked = 0;
     for n in &names {
-        let Some(bytes) = l.archive.fetch(n, MAX_HISTORY_BYTES)? else { continue };
+        let bytes = match l.archive.fetch(n, MAX_HISTORY_BYTES) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                rejected.push(e.msg);
+                continue;
+            }
+        };
         looked += 1;
         let h = match History::parse(n, &String::from_utf8_lossy(&bytes)) {
             Ok(h) => h,
