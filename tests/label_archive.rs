@@ -353,6 +353,11 @@ fn refuses_a_copy_from_a_standby() {
     let dir = TestDir::new();
     let exe = install_bin(&dir);
     let primary = Cluster::new(dir.path(), "primary");
+    if major(&primary) > 15 && !common::bindir().join("pg_basebackup").exists() {
+        // The matrix builds have no pg_basebackup, and PostgreSQL 15's refuses newer servers.
+        eprintln!("SKIPPED on PostgreSQL {}: no pg_basebackup for it to make a standby", major(&primary));
+        return;
+    }
     let standby = common::standby_of(&primary, dir.path(), "standby");
     let t = Tool::new(&dir);
     primary.execute("create table t (id int); insert into t values (1)");

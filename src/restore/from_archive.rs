@@ -317,6 +317,14 @@ fn candidate_names(l: &Lookup) -> Result<(Vec<String>, bool)> {
 
 /// Does the history file's start segment belong to the copy's cluster? Err(why) when not.
 fn fits_cluster(l: &Lookup, h: &History) -> Result<std::result::Result<Option<String>, String>> {
+    if h.timeline() != l.position.timeline {
+        return Ok(Err(format!(
+            "{} is a backup on timeline {}, but the copy's checkpoint is on timeline {}",
+            h.name,
+            h.timeline(),
+            l.position.timeline
+        )));
+    }
     let seg = &h.label.start_wal_file;
     let Some(head) = l.archive.fetch(seg, 40)? else {
         return Ok(Ok(Some(format!(
