@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::ids;
+use crate::pg::history::{self, History};
 use crate::pg::wal::{self, Lsn};
-use crate::restore::from_archive::{self, History};
+use crate::restore::archive;
 use crate::sidecar::{self, Manifest, Status};
 
 #[derive(Serialize, Debug, Clone)]
@@ -173,7 +174,7 @@ struct Archived {
 }
 
 fn read_archived(dir: &Path, name: &str) -> Result<Option<Archived>> {
-    let Some(bytes) = from_archive::read_regular(&dir.join(name), 64 * 1024)? else { return Ok(None) };
+    let Some(bytes) = archive::read_regular(&dir.join(name), history::MAX_HISTORY_BYTES)? else { return Ok(None) };
     let history = match History::parse(name, &String::from_utf8_lossy(&bytes)) {
         Ok(h) => h,
         Err(e) => {
@@ -181,8 +182,8 @@ fn read_archived(dir: &Path, name: &str) -> Result<Option<Archived>> {
             return Ok(None);
         }
     };
-    let head = from_archive::read_regular(&dir.join(&history.label.start_wal_file), 40)?;
-    let sysid = head.as_deref().and_then(from_archive::segment_sysid);
+    let head = archive::read_regular(&dir.join(&history.label.start_wal_file), 40)?;
+    let sysid = head.as_deref().and_then(history::segment_sysid);
     let seg_size = head
         .as_deref()
         .and_then(|h| h.get(32..36))
@@ -200,7 +201,7 @@ fn add_archive_dir(entries: &mut Vec<Entry>, dir: &Path) -> Result<()> {
         .map_err(|e| Error::new(format!("cannot list archive directory {}: {}", dir.display(), e)))?;
     let mut names: Vec<String> = rd
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| from_archive::is_history_name(n))
+        .filter(|n| history::is_history_name(n))
         .collect();
     names.sort();
     for n in names {

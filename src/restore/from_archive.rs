@@ -1,222 +1,25 @@
 //! `restore-prep --label-from-archive`: when the sidecar is lost, rebuild the backup's label
-//! from the backup history file PostgreSQL archives at stop.
-//!
-//! A primary's stop writes `<start segment>.<offset 8 hex>.backup` into pg_wal, and it is
-//! archived like a segment (post waits for it). It holds every line of the backup_label the
-//! stop returned, in the same order, plus three STOP lines (STOP WAL LOCATION after the
-//! first line; STOP TIME and, from 11, STOP TIMELINE at the end): the label is the history
-//! file without them (xlog.c do_pg_stop_backup up to 14, xlogbackup.c build_backup_content
-//! from 15). A standby's stop writes none.
+//! from the backup history file PostgreSQL archives at stop (see pg::history).
 //!
 //! The history file is found by its LABEL line (the backup id), and it must fit the copy:
-//! the start segment's header names the copy's system identifier. The rebuilt label goes
-//! into a private, temporary sidecar, so that every check restore-prep makes on a sidecar
-//! is made on it too.
+//! the start segment's header names the copy's system identifier, and it is on the copy's
+//! timeline. The rebuilt label goes into a private, temporary sidecar, so that every check
+//! restore-prep makes on a sidecar is made on it too.
 
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::pg::control::{self, ControlFile};
-use crate::pg::label::BackupLabel;
+use crate::pg::history::{is_history_name, label_text, segment_sysid, History, MAX_HISTORY_BYTES};
 use crate::pg::wal::{self, Lsn};
+use crate::restore::archive::{read_regular, Archive, TempDir};
 use crate::restore::install::{self, Tablespace};
 use crate::sidecar::{self, Manifest, NodeEntry, NodeFiles, Status};
 
 /// With --restore-command the archive cannot be listed: this many names derived from the
 /// copy's pg_control are tried at most.
 pub const MAX_GUESSES: u64 = 16;
-/// A history file is a few hundred bytes; anything bigger is not one.
-const MAX_HISTORY_BYTES: usize = 64 * 1024;
-const STOP_KEYS: [&str; 3] = ["STOP WAL LOCATION: ", "STOP TIME: ", "STOP TIMELINE: "];
-
-/// A parsed backup history file.
-#[derive(Clone, Debug)]
-pub struct History {
-    pub name: String,
-    pub text: String,
-    pub label: BackupLabel,
-    pub stop_lsn: Lsn,
-    pub stop_timeline: Option<u32>,
-    pub stop_time: Option<String>,
-}
-
-/// `000000010000000000000009.00000028.backup`?
-pub fn is_history_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() == 40
-        && name.ends_with(".backup")
-        && b[24] == b'.'
-        && b[..24].iter().chain(&b[25..33]).all(|c| c.is_ascii_hexdigit())
-}
-
-/// The backup_label the stop returned: the history file without its STOP lines.
-pub fn label_text(history: &str) -> String {
-    history.split_inclusive('\n').filter(|l| !STOP_KEYS.iter().any(|k| l.starts_with(k))).collect()
-}
-
-fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key))
-}
-
-impl History {
-    pub fn parse(name: &str, text: &str) -> std::result::Result<History, String> {
-        let label = BackupLabel::parse(&label_text(text))?;
-        let stop = field(text, STOP_KEYS[0]).ok_or("no STOP WAL LOCATION line")?;
-        let stop_lsn = stop.split(' ').next().unwrap_or("").parse::<Lsn>()?;
-        Ok(History {
-            name: name.to_string(),
-            text: text.to_string(),
-            label,
-            stop_lsn,
-            stop_timeline: field(text, STOP_KEYS[2]).and_then(|t| t.trim().parse().ok()),
-            stop_time: field(text, STOP_KEYS[1]).map(str::to_string),
-        })
-    }
-
-    /// Timeline the backup started on (START TIMELINE, or the start segment's name on 10).
-    pub fn timeline(&self) -> u32 {
-        self.label.start_timeline.or(self.label.start_file_timeline()).unwrap_or(1)
-    }
-}
-
-/// The system identifier in a WAL segment's long page header (u64 at 24), if it has one.
-pub fn segment_sysid(head: &[u8]) -> Option<u64> {
-    let b: [u8; 8] = head.get(24..32)?.try_into().ok()?;
-    Some(u64::from_ne_bytes(b))
-}
-
-/// Where the archive is: a plain directory, or a restore_command that fetches one file.
-pub enum Archive<'a> {
-    Dir(&'a Path),
-    Command { cmd: &'a str, pgdata: &'a Path, owner: (u32, u32) },
-}
-
-impl Archive<'_> {
-    pub fn describe(&self) -> String {
-        match self {
-            Archive::Dir(d) => format!("archive directory {}", d.display()),
-            Archive::Command { cmd, .. } => format!("archive (restore_command {})", cmd),
-        }
-    }
-
-    /// Up to `max` bytes of archived file `name`; None when the archive does not have it.
-    pub fn fetch(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
-        match self {
-            Archive::Dir(d) => read_regular(&d.join(name), max),
-            Archive::Command { cmd, pgdata, owner } => fetch_with_command(cmd, pgdata, *owner, name, max),
-        }
-    }
-}
-
-/// Read a regular file (never through a symlink); None when it does not exist.
-pub fn read_regular(p: &Path, max: usize) -> Result<Option<Vec<u8>>> {
-    let f = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(p);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(format!("cannot open {}: {} (it must be a regular file)", p.display(), e))),
-    };
-    let meta = f.metadata().map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
-    if !meta.is_file() {
-        return Err(Error::new(format!("{} is not a regular file", p.display())));
-    }
-    let mut buf = Vec::new();
-    f.take(max as u64).read_to_end(&mut buf).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
-    Ok(Some(buf))
-}
-
-/// A private directory for fetched files and the staged sidecar, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(owner: Option<(u32, u32)>) -> Result<TempDir> {
-        let base = std::env::temp_dir();
-        for i in 0..100u32 {
-            let p = base.join(format!("pg-backup-hooks-label.{}.{}", std::process::id(), i));
-            match fs::create_dir(&p) {
-                Ok(()) => {
-                    let d = TempDir(p);
-                    fs::set_permissions(&d.0, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| Error::new(format!("cannot set mode of {}: {}", d.0.display(), e)))?;
-                    if let Some((uid, gid)) = owner {
-                        crate::fsutil::chown(&d.0, uid, gid)?;
-                    }
-                    return Ok(d);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::new(format!("cannot create a directory in {}: {}", base.display(), e))),
-            }
-        }
-        Err(Error::new(format!("cannot create a private directory in {}", base.display())))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// restore_command's substitutions: %f the file, %p where to put it, %r a restart point
-/// (the lowest name, so that a cleanup step in the command removes nothing), %% a percent.
-pub fn substitute(cmd: &str, file: &str, dest: &str) -> String {
-    let mut out = String::new();
-    let mut it = cmd.chars();
-    while let Some(c) = it.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('f') => out.push_str(file),
-            Some('p') => out.push_str(dest),
-            Some('r') => out.push_str("000000000000000000000000"),
-            Some('%') => out.push('%'),
-            Some(o) => {
-                out.push('%');
-                out.push(o);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
-}
-
-/// Run restore_command for one file into a private temporary file, as the server would: by
-/// sh -c in the data directory, as the data directory's owner when we are root.
-fn fetch_with_command(cmd: &str, pgdata: &Path, owner: (u32, u32), name: &str, max: usize) -> Result<Option<Vec<u8>>> {
-    use std::os::unix::process::CommandExt;
-    let root = nix::unistd::Uid::effective().is_root();
-    let tmp = TempDir::new(root.then_some(owner))?;
-    let dest = tmp.path().join(name);
-    let line = substitute(cmd, name, &dest.to_string_lossy());
-    let mut c = std::process::Command::new("/bin/sh");
-    c.arg("-c").arg(&line).current_dir(pgdata).stdin(std::process::Stdio::null());
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    if root && owner.0 != 0 {
-        c.uid(owner.0).gid(owner.1);
-    }
-    // "Not in the archive" is an ordinary answer here: what the command printed for it is noise.
-    let out = c.output().map_err(|e| Error::new(format!("cannot run restore_command {:?}: {}", line, e)))?;
-    match out.status.code() {
-        Some(0) => read_regular(&dest, max),
-        Some(code) if code <= 125 => Ok(None),
-        _ => Err(Error::new(format!(
-            "restore_command {:?} failed for {} ({}{}): PostgreSQL would stop recovery on this too; fix the command",
-            line,
-            name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).lines().last().map(|l| format!(": {}", l)).unwrap_or_default()
-        ))),
-    }
-}
 
 /// What the copy's pg_control says about where it is: its checkpoint's redo location and
 /// timeline, and the WAL segment size.
@@ -649,37 +452,6 @@ pub fn check_sidecar_against_dir(dir: &Path, node: &NodeEntry, label: &str) -> R
 mod tests {
     use super::*;
 
-    // A PostgreSQL 15 history file, as pg_backup_stop wrote it.
-    const HISTORY: &str = "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\n\
-STOP WAL LOCATION: 0/9000100 (file 000000010000000000000009)\n\
-CHECKPOINT LOCATION: 0/9000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
-START TIME: 2026-11-23 11:00:00 UTC\nLABEL: job-42\nSTART TIMELINE: 1\n\
-STOP TIME: 2026-11-23 11:00:05 UTC\nSTOP TIMELINE: 1\n";
-
-    #[test]
-    fn label_is_the_history_without_its_stop_lines() {
-        let label = label_text(HISTORY);
-        assert_eq!(
-            label,
-            "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\nCHECKPOINT LOCATION: 0/9000060\n\
-BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-23 11:00:00 UTC\nLABEL: job-42\nSTART TIMELINE: 1\n"
-        );
-        let h = History::parse("000000010000000000000009.00000028.backup", HISTORY).unwrap();
-        assert_eq!(h.stop_lsn.to_string(), "0/9000100");
-        assert_eq!(h.label.label, "job-42");
-        assert_eq!(h.stop_timeline, Some(1));
-        assert_eq!(h.stop_time.as_deref(), Some("2026-11-23 11:00:05 UTC"));
-        assert!(History::parse("x", &label).is_err(), "a label alone is no history file");
-    }
-
-    #[test]
-    fn history_names() {
-        assert!(is_history_name("000000010000000000000009.00000028.backup"));
-        assert!(!is_history_name("000000010000000000000009"));
-        assert!(!is_history_name("00000002.history"));
-        assert!(!is_history_name("000000010000000000000009.0000002G.backup"));
-    }
-
     #[test]
     fn guesses_start_at_the_copys_checkpoint_and_are_bounded() {
         let pos = CopyPosition { redo: "0/99000060".parse().unwrap(), timeline: 1, seg_size: 16 << 20 };
@@ -690,13 +462,5 @@ BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-23 11:00:00 U
         assert_eq!(g.len(), 1 + MAX_GUESSES as usize);
         let early = CopyPosition { redo: "0/1000028".parse().unwrap(), timeline: 1, seg_size: 16 << 20 };
         assert_eq!(guesses(&early), vec!["000000010000000000000001.00000028.backup"], "segment 0 never exists");
-    }
-
-    #[test]
-    fn restore_command_substitutions() {
-        assert_eq!(
-            substitute("cp /a/%f %p && echo 100%% %r %x", "F", "/t/F"),
-            "cp /a/F /t/F && echo 100% 000000000000000000000000 %x"
-        );
     }
 }

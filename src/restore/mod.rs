@@ -14,6 +14,7 @@
 //! and refuses to start (it cannot find the checkpoint in the emptied pg_wal) instead of
 //! silently starting from the copy's later checkpoint. Running restore-prep again finishes.
 
+pub mod archive;
 pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
@@ -118,14 +119,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     if c.label_in_place {
         passed.push("backup_label is already in place (identical)".into());
     }
-    if let Some(r) = &rebuilt {
-        // The staged sidecar's own line says nothing: say where the label came from.
-        let at = passed.iter().position(|p| p.starts_with("sidecar ")).unwrap_or(passed.len());
-        passed.splice(at..(at + 1).min(passed.len()), r.checks.iter().cloned());
-        warnings.extend(r.warnings.iter().cloned());
-    } else if let WalSource::ArchiveDir(dir) = &o.source {
-        passed.extend(from_archive::check_sidecar_against_dir(dir, &c.node, &c.label_text)?);
-    }
+    label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
 
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
     if let (Target::Name(name), Some(rp)) = (&target, &c.manifest.restore_point) {
@@ -236,6 +230,25 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         files,
         owner: c.owner,
     })
+}
+
+/// Where the label came from: the archive's history file (whose checks replace the staged
+/// sidecar's line), or the sidecar, which must agree with a history file in --archive-dir.
+fn label_source_checks(
+    o: &Options,
+    rebuilt: Option<&from_archive::Rebuilt>,
+    c: &checks::Checked,
+    passed: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(r) = rebuilt {
+        let at = passed.iter().position(|p| p.starts_with("sidecar ")).unwrap_or(passed.len());
+        passed.splice(at..(at + 1).min(passed.len()), r.checks.iter().cloned());
+        warnings.extend(r.warnings.iter().cloned());
+    } else if let WalSource::ArchiveDir(dir) = &o.source {
+        passed.extend(from_archive::check_sidecar_against_dir(dir, &c.node, &c.label_text)?);
+    }
+    Ok(())
 }
 
 /// --label-from-archive: the label from the archive's history file, staged as a sidecar.
