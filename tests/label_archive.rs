@@ -245,9 +245,11 @@ fn fixture(ids: &[&str], copy_of: &str) -> Fixture {
     let t = Tool::new(&dir);
     pg.execute("create table t (id int primary key); insert into t select generate_series(1, 100)");
     let mut copy = None;
-    for id in ids {
+    for (i, id) in ids.iter().enumerate() {
         let tar = backup(&pg, &t, &dir, id);
-        pg.execute("insert into t select generate_series(1000, 1100) on conflict do nothing");
+        // New rows every time: WAL to switch away from (a switch with none waits for ever).
+        let from = 1000 * (i + 1);
+        pg.execute(&format!("insert into t select generate_series({from}, {})", from + 100));
         if *id == copy_of {
             copy = Some(tar);
         }
