@@ -34,6 +34,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print what a file set must leave out of a copy of a running cluster, in the backup program's syntax.
     ExcludeList(ExcludeListArgs),
+    /// The backups that can be restored, newest first, from sidecar directories and WAL archives.
+    List(ListArgs),
     /// After the backup program restored a data directory: check it against the sidecar and prepare recovery (before the first start).
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
@@ -194,8 +196,20 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
     pub backup_id: String,
     /// Where post stored the sidecar (several, separated by ':', are tried in order)
-    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    #[arg(
+        long,
+        env = "PGBH_SIDECAR_DIR",
+        value_name = "DIR",
+        required_unless_present = "label_from_archive",
+        value_delimiter = ':'
+    )]
     pub sidecar_dir: Vec<PathBuf>,
+    /// The sidecar is lost: rebuild the label from the backup history file PostgreSQL archived at stop (primaries only); a sidecar still found must agree with it
+    #[arg(long, env = "PGBH_LABEL_FROM_ARCHIVE")]
+    pub label_from_archive: bool,
+    /// With --label-from-archive: the history file's name (<start segment>.<offset>.backup), when --restore-command cannot find it from the copy's pg_control
+    #[arg(long, env = "PGBH_BACKUP_HISTORY_FILE", value_name = "NAME", requires = "label_from_archive")]
+    pub backup_history_file: Option<String>,
     /// The restored data directory (the server must not be running)
     #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
     pub pgdata: PathBuf,
@@ -251,6 +265,20 @@ pub struct WalRestoreArgs {
     /// Where to put it (%p, relative to the data directory)
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("where").required(true).multiple(true).args(["sidecar_dir", "archive_dir"])))]
+pub struct ListArgs {
+    /// A sidecar directory post writes into (repeatable, or several separated by ':')
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// A plain WAL archive directory: its backup history files (repeatable)
+    #[arg(long, value_name = "DIR")]
+    pub archive_dir: Vec<PathBuf>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

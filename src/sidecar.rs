@@ -53,6 +53,8 @@ pub struct NodeEntry {
     pub stop_lsn: Lsn,
     pub start_wal_file: String,
     pub stop_wal_file: String,
+    /// `<start segment>.<offset>.backup` (primaries only); absent in manifests of old builds.
+    #[serde(default)]
     pub backup_history_file: Option<String>,
     pub from_standby: bool,
     pub data_directory: Option<String>,
@@ -270,4 +272,20 @@ pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
         }
     }
     Ok((m, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_without_backup_history_file_still_reads() {
+        let node = r#"{"name":"default","conninfo":"","server_version_num":150000,"server_version":"15",
+            "system_identifier":"1","timeline":1,"start_lsn":"0/2000028","stop_lsn":"0/2000100",
+            "start_wal_file":"000000010000000000000002","stop_wal_file":"000000010000000000000002",
+            "from_standby":false,"data_directory":null,"wal_segment_size":16777216,"archived":true,
+            "archive_note":null,"files":{}}"#;
+        let n: NodeEntry = serde_json::from_str(node).unwrap();
+        assert_eq!(n.backup_history_file, None);
+    }
 }

@@ -4,6 +4,7 @@ pub mod abort;
 pub mod exclude_list;
 pub mod gen;
 pub mod hook;
+pub mod list;
 pub mod post;
 pub mod pre;
 pub mod restore_prep;

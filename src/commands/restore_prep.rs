@@ -35,6 +35,8 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
         wal_dir: a.wal_dir,
         reuse_original_dirs: a.reuse_original_dirs,
         exe,
+        label_from_archive: a.label_from_archive,
+        backup_history_file: a.backup_history_file,
     };
     let plan = restore::prepare(&o)?;
     let written: Vec<PathBuf> = if a.dry_run { Vec::new() } else { restore::apply(&plan)? };

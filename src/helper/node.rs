@@ -202,14 +202,26 @@ impl Node {
             return Ok(true);
         }
         let mut c = lock(&self.client);
-        let mut needed = vec![stop.stop_wal_file.clone()];
-        needed.extend(stop.backup_history_file.iter().cloned());
-        needed.extend(stop.restore_point_wal_file.iter().cloned());
+        let mut segments = vec![stop.stop_wal_file.clone()];
+        segments.extend(stop.restore_point_wal_file.iter().cloned());
         let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
-        let by_stats = stats.last_archived_wal.as_deref().is_some_and(|last| {
-            last.get(..24).is_some_and(wal::is_segment_name) && needed.iter().all(|n| last >= n.as_str())
-        });
-        let done = by_stats || api::archive_status_done(&mut c, self.facts.version_num, &needed) == Some(true);
+        let covered = |names: &[String]| {
+            stats.last_archived_wal.as_deref().is_some_and(|last| {
+                last.get(..24).is_some_and(wal::is_segment_name) && names.iter().all(|n| last >= n.as_str())
+            })
+        };
+        let v = self.facts.version_num;
+        let segments_done = covered(&segments) || api::archive_status_done(&mut c, v, &segments) == Some(true);
+        // The history file's .ready appears after the stop's WAL switch, so the archiver can
+        // take later segments first: its own status decides when it can be read.
+        let history_done = match &stop.backup_history_file {
+            None => true,
+            Some(h) => {
+                let one = std::slice::from_ref(h);
+                api::archive_status_done(&mut c, v, one).unwrap_or_else(|| covered(one) && covered(&segments))
+            }
+        };
+        let done = segments_done && history_done;
         drop(c);
         let mut st = lock(&self.state);
         if let Some(s) = st.stop.as_mut() {

@@ -233,7 +233,15 @@ fn describe_archiver(
     stop: &Option<crate::protocol::StopResult>,
     st: Option<crate::pg::api::ArchiverStats>,
 ) -> String {
-    let need = stop.as_ref().map(|s| s.stop_wal_file.as_str()).unwrap_or("?");
+    let need = stop
+        .as_ref()
+        .map(|s| {
+            let mut v = vec![s.stop_wal_file.as_str()];
+            v.extend(s.backup_history_file.as_deref());
+            v.extend(s.restore_point_wal_file.as_deref());
+            v.join(", ")
+        })
+        .unwrap_or_else(|| "?".into());
     match st {
         Some(st) => format!(
             "node {} waits for {} (last archived {} at {}, last failed {} at {}, {} failures)",

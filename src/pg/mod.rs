@@ -5,6 +5,7 @@ pub mod api;
 pub mod conninfo;
 pub mod control;
 pub mod discovery;
+pub mod history;
 pub mod label;
 pub mod tls;
 pub mod wal;

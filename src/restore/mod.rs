@@ -14,9 +14,11 @@
 //! and refuses to start (it cannot find the checkpoint in the emptied pg_wal) instead of
 //! silently starting from the copy's later checkpoint. Running restore-prep again finishes.
 
+pub mod archive;
 pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
+pub mod from_archive;
 pub mod install;
 pub mod links;
 pub mod privs;
@@ -52,6 +54,10 @@ pub struct Options {
     pub reuse_original_dirs: bool,
     /// The program restore_command runs for --archive-dir (normally our own executable).
     pub exe: PathBuf,
+    /// Rebuild the label from the backup history file in the archive (the sidecar is lost).
+    pub label_from_archive: bool,
+    /// With label_from_archive: the history file's name (needed with some restore_commands).
+    pub backup_history_file: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -103,9 +109,14 @@ fn start_command(pgdata: &Path, owner: u32) -> String {
 /// Check everything and compute the changes. Touches nothing.
 pub fn prepare(o: &Options) -> Result<Plan> {
     let pgdata = o.pgdata.clone();
+    let rebuilt = if o.label_from_archive { Some(rebuild_label(o)?) } else { None };
+    let sidecar_dirs = match &rebuilt {
+        Some(r) => vec![r.sidecar.path().to_path_buf()],
+        None => o.sidecar_dirs.clone(),
+    };
     let c = checks::run(&checks::Request {
         pgdata: &pgdata,
-        sidecar_dirs: &o.sidecar_dirs,
+        sidecar_dirs: &sidecar_dirs,
         backup_id: &o.backup_id,
         node: o.node.as_deref(),
         force: o.force,
@@ -122,6 +133,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     if c.label_in_place {
         passed.push("backup_label is already in place (identical)".into());
     }
+    label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
 
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
     if let (Target::Name(name), Some(rp)) = (&target, &c.manifest.restore_point) {
@@ -214,6 +226,10 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
     files.push(install::control_write(&pgdata)?);
     files.extend(rec.writes);
+    if let Some(r) = &rebuilt {
+        let from = format!("rebuilt from backup history file {}", r.history);
+        files.iter_mut().for_each(|f| f.what = f.what.replace("from the sidecar", &from));
+    }
     for f in &files {
         install::refuse_link(&f.path)?;
     }
@@ -259,6 +275,43 @@ fn check_links(
     warnings.extend(links::check_tablespaces(&o.pgdata, map, o.reuse_original_dirs, &live)?);
     let wal = links::plan_wal(&o.pgdata, o.wal_dir.as_deref(), o.reuse_original_dirs, &live)?;
     Ok((tablespaces, wal))
+}
+
+/// Where the label came from: the archive's history file (whose checks replace the staged
+/// sidecar's line), or the sidecar, which must agree with a history file in --archive-dir.
+fn label_source_checks(
+    o: &Options,
+    rebuilt: Option<&from_archive::Rebuilt>,
+    c: &checks::Checked,
+    passed: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(r) = rebuilt {
+        let at = passed.iter().position(|p| p.starts_with("sidecar ")).unwrap_or(passed.len());
+        passed.splice(at..(at + 1).min(passed.len()), r.checks.iter().cloned());
+        warnings.extend(r.warnings.iter().cloned());
+    } else if let WalSource::ArchiveDir(dir) = &o.source {
+        passed.extend(from_archive::check_sidecar_against_dir(dir, &c.node, &c.label_text)?);
+    }
+    Ok(())
+}
+
+/// --label-from-archive: the label from the archive's history file, staged as a sidecar.
+fn rebuild_label(o: &Options) -> Result<from_archive::Rebuilt> {
+    let (archive_dir, restore_command) = match &o.source {
+        WalSource::ArchiveDir(d) => (Some(d.as_path()), None),
+        WalSource::Command(c) => (None, Some(c.as_str())),
+    };
+    from_archive::rebuild(&from_archive::Request {
+        backup_id: &o.backup_id,
+        pgdata: &o.pgdata,
+        node: o.node.as_deref(),
+        sidecar_dirs: &o.sidecar_dirs,
+        archive_dir,
+        restore_command,
+        history_file: o.backup_history_file.as_deref(),
+        tablespace_map: &o.tablespace_map,
+    })
 }
 
 /// The server user runs restore_command: warn when it could not execute our binary.

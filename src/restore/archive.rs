@@ -1,0 +1,153 @@
+//! Reading one file from a WAL archive without a server: from a plain directory, or through
+//! the user's restore_command run as PostgreSQL would run it. Nothing is read through a
+//! symlink, and fetched files land in a private temporary directory.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Where the archive is: a plain directory, or a restore_command that fetches one file.
+pub enum Archive<'a> {
+    Dir(&'a Path),
+    Command { cmd: &'a str, pgdata: &'a Path, owner: (u32, u32) },
+}
+
+impl Archive<'_> {
+    pub fn describe(&self) -> String {
+        match self {
+            Archive::Dir(d) => format!("archive directory {}", d.display()),
+            Archive::Command { cmd, .. } => format!("archive (restore_command {})", cmd),
+        }
+    }
+
+    /// Up to `max` bytes of archived file `name`; None when the archive does not have it.
+    pub fn fetch(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        match self {
+            Archive::Dir(d) => read_regular(&d.join(name), max),
+            Archive::Command { cmd, pgdata, owner } => fetch_with_command(cmd, pgdata, *owner, name, max),
+        }
+    }
+}
+
+/// Read a regular file (never through a symlink); None when it does not exist.
+pub fn read_regular(p: &Path, max: usize) -> Result<Option<Vec<u8>>> {
+    let f = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(p);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::new(format!("cannot open {}: {} (it must be a regular file)", p.display(), e))),
+    };
+    let meta = f.metadata().map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
+    if !meta.is_file() {
+        return Err(Error::new(format!("{} is not a regular file", p.display())));
+    }
+    let mut buf = Vec::new();
+    f.take(max as u64).read_to_end(&mut buf).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    Ok(Some(buf))
+}
+
+/// A private directory for fetched files and the staged sidecar, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(owner: Option<(u32, u32)>) -> Result<TempDir> {
+        let base = std::env::temp_dir();
+        for i in 0..100u32 {
+            let p = base.join(format!("pg-backup-hooks-label.{}.{}", std::process::id(), i));
+            match fs::create_dir(&p) {
+                Ok(()) => {
+                    let d = TempDir(p);
+                    fs::set_permissions(&d.0, fs::Permissions::from_mode(0o700))
+                        .map_err(|e| Error::new(format!("cannot set mode of {}: {}", d.0.display(), e)))?;
+                    if let Some((uid, gid)) = owner {
+                        crate::fsutil::chown(&d.0, uid, gid)?;
+                    }
+                    return Ok(d);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::new(format!("cannot create a directory in {}: {}", base.display(), e))),
+            }
+        }
+        Err(Error::new(format!("cannot create a private directory in {}", base.display())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// restore_command's substitutions: %f the file, %p where to put it, %r a restart point
+/// (the lowest name, so that a cleanup step in the command removes nothing), %% a percent.
+pub fn substitute(cmd: &str, file: &str, dest: &str) -> String {
+    let mut out = String::new();
+    let mut it = cmd.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('f') => out.push_str(file),
+            Some('p') => out.push_str(dest),
+            Some('r') => out.push_str("000000000000000000000000"),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Run restore_command for one file into a private temporary file, as the server would: by
+/// sh -c in the data directory, as the data directory's owner when we are root.
+fn fetch_with_command(cmd: &str, pgdata: &Path, owner: (u32, u32), name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+    use std::os::unix::process::CommandExt;
+    let root = nix::unistd::Uid::effective().is_root();
+    let tmp = TempDir::new(root.then_some(owner))?;
+    let dest = tmp.path().join(name);
+    let line = substitute(cmd, name, &dest.to_string_lossy());
+    let mut c = std::process::Command::new("/bin/sh");
+    c.arg("-c").arg(&line).current_dir(pgdata).stdin(std::process::Stdio::null());
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    if root && owner.0 != 0 {
+        c.uid(owner.0).gid(owner.1);
+    }
+    // "Not in the archive" is an ordinary answer here: what the command printed for it is noise.
+    let out = c.output().map_err(|e| Error::new(format!("cannot run restore_command {:?}: {}", line, e)))?;
+    match out.status.code() {
+        Some(0) => read_regular(&dest, max),
+        Some(code) if code <= 125 => Ok(None),
+        _ => Err(Error::new(format!(
+            "restore_command {:?} failed for {} ({}{}): PostgreSQL would stop recovery on this too; fix the command",
+            line,
+            name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().map(|l| format!(": {}", l)).unwrap_or_default()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_command_substitutions() {
+        assert_eq!(
+            substitute("cp /a/%f %p && echo 100%% %r %x", "F", "/t/F"),
+            "cp /a/F /t/F && echo 100% 000000000000000000000000 %x"
+        );
+    }
+}
