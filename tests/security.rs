@@ -1,0 +1,121 @@
+//! Safety as root and against hostile input (issue 11): sidecar directory checks, no password
+//! in messages, numbers and paths checked before anything starts, schema-qualified
+//! discovery, wal-restore's name and link checks, the helper socket's peer credentials.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::tool::Tool;
+use common::{fake_citus_catalog, Cluster, TestDir};
+
+/// Sessions any pg-backup-hooks helper holds on this server.
+fn tool_sessions(pg: &Cluster) -> i64 {
+    pg.query_scalar("select count(*) from pg_stat_activity where application_name like 'pg-backup-hooks%'")
+        .parse()
+        .expect("count(*) is a number")
+}
+
+fn pre_args<'a>(t: &'a Tool, id: &'a str, sidecar: &'a str, run: &'a str) -> Vec<&'a str> {
+    let _ = t;
+    vec!["pre", "--backup-id", id, "--sidecar-dir", sidecar, "--run-dir", run, "--fast"]
+}
+
+// ---- 5. No password in any message ----
+
+#[test]
+fn usage_errors_about_node_values_never_show_the_password() {
+    let dir = TestDir::new();
+    let t = Tool::new(&dir);
+    let (sidecar, run) = (t.sidecar.display().to_string(), t.run_dir.display().to_string());
+    for node in [
+        "postgresql://bob:SECRETPW@db.example/sales",
+        "postgresql://bob:SECRETPW@db.example/sales?sslmode=require",
+        "password=SECRETPW host=db.example",
+        "password='SECRETPW with blanks' host=db.example",
+        "main=password=SECRETPW host=db.example nosuchkey=1",
+        "bad name=host=db.example password=SECRETPW",
+    ] {
+        let mut args = pre_args(&t, "redact", &sidecar, &run);
+        args.extend(["--node", node]);
+        let r = t.run(&args);
+        assert_eq!(r.code, 2, "a usage error for --node {:?}: {}", node, r.stderr);
+        assert!(!r.stderr.contains("SECRETPW"), "the password shows for --node {:?}: {}", node, r.stderr);
+        assert!(!r.stdout.contains("SECRETPW"), "{}", r.stdout);
+        assert!(r.stderr.contains("--node"), "the error names the flag: {}", r.stderr);
+    }
+}
+
+// ---- 6. Numbers and paths checked before anything starts ----
+
+#[test]
+fn huge_durations_are_usage_errors_and_leave_nothing_held() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "huge");
+    let t = Tool::new(&dir);
+    let huge = "18446744073709551615";
+    for flag in ["--start-timeout", "--max-duration"] {
+        let r = t.pre("huge", &[("default", pg.conninfo())], &[flag, huge]);
+        assert_eq!(r.code, 2, "{} {} is a usage error\nstdout: {}\nstderr: {}", flag, huge, r.stdout, r.stderr);
+        assert!(r.stderr.contains(flag), "the error names {}: {}", flag, r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    assert!(t.run_dir_files().is_empty(), "nothing in the run directory: {:?}", t.run_dir_files());
+    assert_eq!(tool_sessions(&pg), 0, "no session holds a backup");
+    // post's archive timeout too, with a backup in progress: the backup is not touched.
+    t.pre("huge2", &[("default", pg.conninfo())], &[]).ok();
+    t.with_run("post", "huge2", &["--archive-timeout", huge]).fails(2, "--archive-timeout");
+    assert_eq!(pg.backup_sessions("huge2"), 1, "the backup is still held, post can run again");
+    t.post("huge2").ok();
+}
+
+#[test]
+fn a_socket_path_too_long_is_refused_before_the_lock_file_is_created() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "longsock");
+    let t = Tool::new(&dir);
+    let run = dir.path().join("r".repeat(100));
+    std::fs::create_dir(&run).expect("mkdir");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (sidecar, runs) = (t.sidecar.display().to_string(), run.display().to_string());
+    let mut args = pre_args(&t, "longsock", &sidecar, &runs);
+    let node = format!("default={}", pg.conninfo());
+    args.extend(["--node", &node]);
+    let r = t.run(&args);
+    r.fails(2, "socket path");
+    let left: Vec<String> = std::fs::read_dir(&run)
+        .expect("read run dir")
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap_or_default())
+        .collect();
+    assert!(left.is_empty(), "no lock, log or marker was created: {:?}", left);
+    assert_eq!(tool_sessions(&pg), 0);
+}
+
+// ---- 8. Discovery reads pg_catalog.pg_dist_node ----
+
+#[test]
+fn a_pg_dist_node_earlier_in_the_search_path_cannot_redirect_discovery() {
+    let dir = TestDir::new();
+    let coord = Cluster::new(dir.path(), "coord");
+    let w1 = Cluster::new(dir.path(), "w1");
+    let elsewhere = common::free_port();
+    let t = Tool::new(&dir);
+    fake_citus_catalog(&coord, &[(1, 0, coord.port, "primary", true), (2, 1, w1.port, "primary", true)]);
+    // A database owner's table and type of the same names, in a schema searched before
+    // pg_catalog, pointing group 1 somewhere else.
+    coord.execute(&format!(
+        "create schema shadow;
+         create type shadow.noderole as enum ('primary', 'secondary');
+         create table shadow.pg_dist_node (nodeid int, groupid int, nodename text, nodeport int,
+                                           noderole shadow.noderole, isactive bool);
+         insert into shadow.pg_dist_node values (2, 1, '127.0.0.1', {}, 'primary', true);
+         alter database postgres set search_path = shadow, pg_catalog, public",
+        elsewhere
+    ));
+    let pre = t.pre("shadowed", &[("coordinator", coord.conninfo())], &["--discover", "citus"]).ok();
+    let line = pre.stdout.lines().find(|l| l.starts_with("discovered node group-1")).expect("group-1 discovered");
+    assert!(line.contains(&format!("port={}", w1.port)), "the catalog's worker, not the shadow's: {}", line);
+    assert!(!line.contains(&format!("port={}", elsewhere)), "{}", line);
+    t.post("shadowed").ok();
+}
