@@ -325,7 +325,7 @@ fn find_password_key(s: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(off) = s[from..].find("password") {
         let i = from + off;
-        let before_ok = s[..i].chars().next_back().is_none_or(|c| c.is_whitespace() || "?&;'\"".contains(c));
+        let before_ok = s[..i].chars().next_back().is_none_or(|c| c.is_whitespace() || "?&;='\"".contains(c));
         let after = s[i + "password".len()..].trim_start();
         if before_ok && after.starts_with('=') {
             return Some(i);
