@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use common::tool::Tool;
 use common::{fake_citus_catalog, Cluster, TestDir};
@@ -19,6 +20,85 @@ fn tool_sessions(pg: &Cluster) -> i64 {
 fn pre_args<'a>(t: &'a Tool, id: &'a str, sidecar: &'a str, run: &'a str) -> Vec<&'a str> {
     let _ = t;
     vec!["pre", "--backup-id", id, "--sidecar-dir", sidecar, "--run-dir", run, "--fast"]
+}
+
+// ---- 2. pre's probe and post's staging in the sidecar directory ----
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn a_sidecar_directory_others_can_write_is_refused_by_pre_and_post() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "sidewide");
+    let t = Tool::new(&dir);
+    chmod(&t.sidecar, 0o777);
+    let r = t.pre("wide", &[("default", pg.conninfo())], &[]).fails(1, "writable by group or others");
+    assert!(r.stderr.contains(&t.sidecar.display().to_string()) && r.stderr.contains("chmod go-w"), "{}", r.stderr);
+    assert_eq!(tool_sessions(&pg), 0, "no backup was started");
+    // Opened up between pre and post: post refuses, the helper keeps the labels, and a post
+    // after the fix stores them.
+    chmod(&t.sidecar, 0o700);
+    t.pre("wide2", &[("default", pg.conninfo())], &[]).ok();
+    chmod(&t.sidecar, 0o770);
+    t.post("wide2").fails(1, "writable by group or others");
+    assert!(!t.backup_dir("wide2").exists());
+    assert_eq!(pg.backup_sessions("wide2"), 1, "the helper still holds the backup");
+    chmod(&t.sidecar, 0o750);
+    t.post("wide2").ok();
+    assert!(t.backup_dir("wide2").join("manifest.json").exists());
+}
+
+#[test]
+fn a_sidecar_directory_owned_by_another_user_is_refused() {
+    let Some((uid, _)) = common::server_user_ids() else {
+        eprintln!("skipped: needs root (to give the directory to another user)");
+        return;
+    };
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "sideother");
+    let t = Tool::new(&dir);
+    nix::unistd::chown(t.sidecar.as_path(), Some(uid), None).expect("chown");
+    let r = t.pre("other", &[("default", pg.conninfo())], &[]).fails(1, &format!("owned by uid {}", uid));
+    assert!(r.stderr.contains("chown"), "says what to do: {}", r.stderr);
+    assert_eq!(tool_sessions(&pg), 0);
+}
+
+/// pids the next processes will get, read from the kernel (to plant links at names that
+/// embed a pid).
+fn next_pids(n: u32) -> std::ops::Range<u32> {
+    let last: u32 =
+        std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").expect("ns_last_pid").trim().parse().expect("a pid");
+    last + 1..last + 1 + n
+}
+
+#[test]
+fn links_planted_in_the_sidecar_directory_are_not_written_through() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "sidelink");
+    let t = Tool::new(&dir);
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("write victim");
+    // Links at every name the probe and the staging used to derive from a pid.
+    for pid in next_pids(400) {
+        for name in [
+            format!("..pg-backup-hooks-probe.{pid}.tmp.{pid}"),
+            format!(".pg-backup-hooks-probe.{pid}"),
+            format!(".planted.tmp.{pid}"),
+            format!(".planted.old.{pid}"),
+        ] {
+            std::os::unix::fs::symlink(&victim, t.sidecar.join(name)).expect("symlink");
+        }
+    }
+    t.pre("planted", &[("default", pg.conninfo())], &[]).ok();
+    t.post("planted").ok();
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "nothing wrote through a link");
+    let label = t.backup_dir("planted").join("default").join("backup_label");
+    assert_eq!(mode_of(&label), 0o600);
+    assert_eq!(std::fs::symlink_metadata(&label).expect("stat").uid(), nix::unistd::geteuid().as_raw());
+    let links = std::fs::read_dir(&t.sidecar).expect("ls").flatten().filter(|e| e.path().is_symlink()).count();
+    assert_eq!(links, 1600, "every planted link is left as it was (none followed, none removed)");
 }
 
 // ---- 5. No password in any message ----
@@ -118,4 +198,8 @@ fn a_pg_dist_node_earlier_in_the_search_path_cannot_redirect_discovery() {
     assert!(line.contains(&format!("port={}", w1.port)), "the catalog's worker, not the shadow's: {}", line);
     assert!(!line.contains(&format!("port={}", elsewhere)), "{}", line);
     t.post("shadowed").ok();
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("stat").mode() & 0o7777
 }
