@@ -203,3 +203,58 @@ fn a_pg_dist_node_earlier_in_the_search_path_cannot_redirect_discovery() {
 fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).expect("stat").mode() & 0o7777
 }
+
+// ---- 11. The client checks the helper's peer credentials ----
+
+const FAKE_HELPER: &str = r#"
+import socket, sys
+path, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(1)
+open(out + ".ready", "w").close()
+s.settimeout(60)
+c, _ = s.accept()
+c.settimeout(2)
+data = b""
+try:
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        data += d
+except OSError:
+    pass
+open(out, "wb").write(data)
+"#;
+
+#[test]
+fn post_refuses_a_helper_socket_served_by_another_user() {
+    let Some((uid, _)) = common::server_user_ids() else {
+        eprintln!("skipped: needs root (to serve a socket as another user)");
+        return;
+    };
+    let dir = TestDir::new();
+    let t = Tool::new(&dir);
+    let other = dir.mkdir("other");
+    let (sock, out) = (other.join("h.sock"), other.join("received"));
+    let mut server = common::server_command("/usr/bin/python3")
+        .arg("-c")
+        .arg(FAKE_HELPER)
+        .arg(&sock)
+        .arg(&out)
+        .spawn()
+        .expect("start the fake helper");
+    common::wait_until(std::time::Duration::from_secs(10), "the fake helper to listen", || {
+        other.join("received.ready").exists()
+    });
+    // As if planted where post looks (our run directory only we can write: a socket
+    // someone else serves must still not be trusted).
+    std::fs::rename(&sock, t.run_dir.join("fake.sock")).expect("move the socket");
+    let r = t.post("fake").fails(1, &format!("served by uid {}", uid));
+    assert!(r.stderr.contains("refusing"), "{}", r.stderr);
+    let status = server.wait().expect("fake helper");
+    assert!(status.success(), "the fake helper ran to the end");
+    let got = std::fs::read(&out).expect("what the fake helper received");
+    assert!(got.is_empty(), "post sent nothing to it: {}", String::from_utf8_lossy(&got));
+}
