@@ -204,6 +204,48 @@ fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).expect("stat").mode() & 0o7777
 }
 
+// ---- 9. wal-restore serves only WAL names, never through a link, into a 0600 file ----
+
+#[test]
+fn wal_restore_serves_only_wal_names_never_through_a_link_and_writes_0600() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "walr");
+    let t = Tool::new(&dir);
+    pg.execute("create table t as select generate_series(1, 1000) i");
+    let seg = pg.query_scalar("select pg_walfile_name(pg_current_wal_lsn())");
+    pg.execute("select pg_switch_wal()");
+    common::wait_until(std::time::Duration::from_secs(30), "the segment to be archived", || {
+        std::fs::metadata(pg.archive_dir.join(&seg)).is_ok_and(|m| m.len() == 16 << 20)
+    });
+    let pg_wal = dir.mkdir("restored/pg_wal");
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let archive = pg.archive_dir.display().to_string();
+    let restore = |archive: &str, name: &str| -> common::tool::Ran {
+        t.run(&["wal-restore", "--archive-dir", archive, name, &dest.display().to_string()])
+    };
+    restore(&archive, &seg).ok();
+    let original = std::fs::read(pg.archive_dir.join(&seg)).expect("archived segment");
+    assert!(std::fs::read(&dest).expect("restored") == original, "the restored segment is the archived one");
+    assert_eq!(mode_of(&dest), 0o600, "only its owner may read the restored WAL");
+    std::fs::remove_file(&dest).expect("rm");
+
+    // An archive holding a link (to a real segment) and a file that is not WAL.
+    let other = dir.mkdir("other-archive");
+    std::os::unix::fs::symlink(pg.archive_dir.join(&seg), other.join(&seg)).expect("symlink");
+    std::fs::write(other.join("secret.conf"), "password=SECRETPW").expect("write");
+    let other_s = other.display().to_string();
+    restore(&other_s, &seg).fails(126, "symbolic link");
+    for name in ["secret.conf", "../archive/x", &format!("{}/../{}", seg, seg), "00000001000000000000000a"] {
+        restore(&other_s, name).fails(2, "not a WAL file name");
+    }
+    let left: Vec<String> = std::fs::read_dir(&pg_wal)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "nothing was written: {:?}", left);
+}
+
 // ---- 11. The client checks the helper's peer credentials ----
 
 const FAKE_HELPER: &str = r#"
