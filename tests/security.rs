@@ -101,6 +101,38 @@ fn links_planted_in_the_sidecar_directory_are_not_written_through() {
     assert_eq!(links, 1600, "every planted link is left as it was (none followed, none removed)");
 }
 
+// ---- 4. target_session_attrs applied as libpq applies it ----
+
+#[test]
+fn target_session_attrs_picks_the_server_libpq_would_pick() {
+    let dir = TestDir::new();
+    let primary = Cluster::new(dir.path(), "tsa-p");
+    let standby = common::standby_of(&primary, dir.path(), "tsa-s");
+    let t = Tool::new(&dir);
+    let both = |attrs: &str| {
+        format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres target_session_attrs={}",
+            primary.port, standby.port, attrs
+        )
+    };
+    t.pre("tsa-standby", &[("default", both("standby"))], &[]).ok();
+    assert_eq!(standby.backup_sessions("tsa-standby"), 1, "the standby, second in the list, holds the backup");
+    assert_eq!(primary.backup_sessions("tsa-standby"), 0);
+    t.abort("tsa-standby").ok();
+    t.pre("tsa-prefer", &[("default", both("prefer-standby"))], &[]).ok();
+    assert_eq!(standby.backup_sessions("tsa-prefer"), 1);
+    t.abort("tsa-prefer").ok();
+    // Only a primary in the list: standby finds none and says so; prefer-standby takes it.
+    let only = |attrs: &str| format!("{} target_session_attrs={}", primary.conninfo(), attrs);
+    t.pre("tsa-none", &[("default", only("standby"))], &[]).fails(1, "target_session_attrs=standby");
+    t.pre("tsa-ro", &[("default", only("read-only"))], &[]).fails(1, "node default");
+    assert_eq!(primary.backup_sessions("tsa-none") + primary.backup_sessions("tsa-ro"), 0);
+    t.pre("tsa-prim", &[("default", only("prefer-standby"))], &[]).ok();
+    assert_eq!(primary.backup_sessions("tsa-prim"), 1);
+    t.abort("tsa-prim").ok();
+    t.pre("tsa-bad", &[("default", only("leader"))], &[]).fails(2, "target_session_attrs");
+}
+
 // ---- 5. No password in any message ----
 
 #[test]

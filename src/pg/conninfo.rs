@@ -60,7 +60,60 @@ impl ConnInfo {
                 )));
             }
         }
-        Ok(ConnInfo { params })
+        let c = ConnInfo { params };
+        c.check_values()?;
+        Ok(c)
+    }
+
+    /// Values libpq checks before connecting; ours must be applied as libpq applies them,
+    /// or refused, never accepted and ignored.
+    pub fn check_values(&self) -> Result<()> {
+        self.ssl_mode()?;
+        self.channel_binding()?;
+        self.target_session_attrs()?;
+        Ok(())
+    }
+
+    /// channel_binding (libpq's default: prefer). `require` refuses any authentication that
+    /// is not SCRAM-SHA-256-PLUS over TLS (so never sends a password in clear).
+    pub fn channel_binding(&self) -> Result<&str> {
+        match self.get("channel_binding").unwrap_or("prefer") {
+            m @ ("disable" | "prefer" | "require") => Ok(m),
+            other => Err(Error::usage(format!("channel_binding \"{}\" is not one of disable, prefer, require", other))),
+        }
+    }
+
+    /// target_session_attrs (libpq's default: any).
+    pub fn target_session_attrs(&self) -> Result<&str> {
+        match self.get("target_session_attrs").unwrap_or("any") {
+            m @ ("any" | "read-write" | "read-only" | "primary" | "standby" | "prefer-standby") => Ok(m),
+            other => Err(Error::usage(format!(
+                "target_session_attrs \"{}\" is not one of any, read-write, read-only, primary, standby, prefer-standby",
+                other
+            ))),
+        }
+    }
+
+    /// One set of settings per host of a multi-host string (host, hostaddr and port lists
+    /// taken by position; one port applies to every host, as in libpq).
+    pub fn per_host(&self) -> Vec<ConnInfo> {
+        let list = |k: &str| -> Vec<String> {
+            self.get(k).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
+        };
+        let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
+        let n = hosts.len().max(addrs.len()).max(1);
+        (0..n)
+            .map(|i| {
+                let mut c = self.clone();
+                for (key, values) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+                    let v = if values.len() == 1 { values.first() } else { values.get(i) };
+                    if let Some(v) = v {
+                        c.set(key, v.clone());
+                    }
+                }
+                c
+            })
+            .collect()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -89,6 +142,7 @@ impl ConnInfo {
             ("connect_timeout", "PGCONNECT_TIMEOUT"),
             ("options", "PGOPTIONS"),
             ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+            ("channel_binding", "PGCHANNELBINDING"),
         ];
         for (key, var) in pairs {
             if self.get(key).is_none() {
@@ -187,6 +241,17 @@ impl ConnInfo {
             "disable" | "allow" => postgres::config::SslMode::Disable,
             "prefer" => postgres::config::SslMode::Prefer,
             _ => postgres::config::SslMode::Require,
+        });
+        cfg.channel_binding(match self.channel_binding()? {
+            "disable" => postgres::config::ChannelBinding::Disable,
+            "require" => postgres::config::ChannelBinding::Require,
+            _ => postgres::config::ChannelBinding::Prefer,
+        });
+        // primary, standby and prefer-standby are applied by tls::connect, host by host.
+        cfg.target_session_attrs(match self.target_session_attrs()? {
+            "read-write" => postgres::config::TargetSessionAttrs::ReadWrite,
+            "read-only" => postgres::config::TargetSessionAttrs::ReadOnly,
+            _ => postgres::config::TargetSessionAttrs::Any,
         });
         let timeout = match self.get("connect_timeout") {
             Some(t) => t
