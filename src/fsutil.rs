@@ -143,3 +143,28 @@ pub fn write_new_nofollow(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
     f.sync_all().context(|| format!("cannot fsync {}", path.display()))
 }
+
+#[cfg(test)]
+mod nofollow_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn exclusive_creation_never_goes_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_new_nofollow(&link, b"x", 0o600).is_err());
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert!(create_new_nofollow(&dangling, 0o600).is_err());
+        assert!(!d.path().join("nowhere").exists());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        let (_, p) = create_temp_in(d.path(), ".t.", 0o600).unwrap();
+        let (_, q) = create_temp_in(d.path(), ".t.", 0o600).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+}
