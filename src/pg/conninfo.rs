@@ -352,7 +352,10 @@ fn redact_uri_password(s: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c == '/' || c == '?' || c.is_whitespace()).unwrap_or(tail.len());
+        // Up to the last '@' of the word: a password typed with a raw '/', '?' or '@' in it
+        // is still hidden (over-redacting a path with an '@' is harmless).
+        let word = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let end = tail[..word].rfind('@').map(|a| a + 1).unwrap_or(0);
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(a), Some(c)) if c < a => {
@@ -627,6 +630,7 @@ mod tests {
         for (input, secret) in [
             ("n=postgresql://u:SECRET@h/db", "SECRET"),
             ("postgres://u:SE%40CRET@h1,h2:5/db?sslmode=x", "SE%40CRET"),
+            ("postgresql://u:SE/CR?ET@h/db", "SE/CR"),
             ("n=host=h password=SECRET user=u", "SECRET"),
             ("n=host=h password = 'SE CR\\'ET' user=u", "SE CR"),
             ("n=postgresql://h/db?user=u&password=SECRET&x=1", "SECRET"),
