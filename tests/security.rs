@@ -17,8 +17,7 @@ fn tool_sessions(pg: &Cluster) -> i64 {
         .expect("count(*) is a number")
 }
 
-fn pre_args<'a>(t: &'a Tool, id: &'a str, sidecar: &'a str, run: &'a str) -> Vec<&'a str> {
-    let _ = t;
+fn pre_args<'a>(id: &'a str, sidecar: &'a str, run: &'a str) -> Vec<&'a str> {
     vec!["pre", "--backup-id", id, "--sidecar-dir", sidecar, "--run-dir", run, "--fast"]
 }
 
@@ -148,7 +147,7 @@ fn usage_errors_about_node_values_never_show_the_password() {
         "main=password=SECRETPW host=db.example nosuchkey=1",
         "bad name=host=db.example password=SECRETPW",
     ] {
-        let mut args = pre_args(&t, "redact", &sidecar, &run);
+        let mut args = pre_args("redact", &sidecar, &run);
         args.extend(["--node", node]);
         let r = t.run(&args);
         assert_eq!(r.code, 2, "a usage error for --node {:?}: {}", node, r.stderr);
@@ -190,7 +189,7 @@ fn a_socket_path_too_long_is_refused_before_the_lock_file_is_created() {
     std::fs::create_dir(&run).expect("mkdir");
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let (sidecar, runs) = (t.sidecar.display().to_string(), run.display().to_string());
-    let mut args = pre_args(&t, "longsock", &sidecar, &runs);
+    let mut args = pre_args("longsock", &sidecar, &runs);
     let node = format!("default={}", pg.conninfo());
     args.extend(["--node", &node]);
     let r = t.run(&args);
