@@ -235,6 +235,26 @@ fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).expect("stat").mode() & 0o7777
 }
 
+#[test]
+fn a_backup_function_shadowed_in_the_search_path_is_not_called() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "shadowfn");
+    let t = Tool::new(&dir);
+    // A look-alike that starts nothing and returns a made-up LSN, in a schema the database's
+    // search_path puts before pg_catalog.
+    pg.execute(
+        "create schema shadow;
+         create function shadow.pg_backup_start(text, boolean) returns pg_lsn
+           language sql as $$ select '0/1'::pg_lsn $$;
+         alter database postgres set search_path = shadow, pg_catalog, public",
+    );
+    let pre = t.pre("shadowfn", &[("default", pg.conninfo())], &[]).ok();
+    assert_ne!(pre.start_lsn("default"), "0/1", "the real pg_backup_start ran");
+    assert_eq!(pg.backup_sessions("shadowfn"), 1);
+    t.post("shadowfn").ok();
+    assert_eq!(common::tool::label_field(&t.label("shadowfn", "default"), "LABEL"), "shadowfn");
+}
+
 // ---- 9. wal-restore serves only WAL names, never through a link, into a 0600 file ----
 
 #[test]

@@ -70,13 +70,23 @@ fn connect_one(info: &ConnInfo, application_name: &str) -> Result<Client, String
     // libpq never uses TLS on a Unix-domain socket, whatever sslmode says.
     let unix_only =
         info.get("hostaddr").is_none() && info.get("host").is_some_and(|h| h.split(',').all(|h| h.starts_with('/')));
-    if matches!(mode, "disable" | "allow") || unix_only {
+    let mut client = if matches!(mode, "disable" | "allow") || unix_only {
         let mut cfg = cfg;
         cfg.ssl_mode(postgres::config::SslMode::Disable);
-        return cfg.connect(postgres::NoTls).map_err(fail);
-    }
-    let tls = connector(info, mode)?;
-    cfg.connect(tls).map_err(fail)
+        cfg.connect(postgres::NoTls).map_err(fail)?
+    } else {
+        cfg.connect(connector(info, mode)?).map_err(fail)?
+    };
+    pin_search_path(&mut client).map_err(|e| format!("{}: {}", info.endpoint(), pg_error(&e)))?;
+    Ok(client)
+}
+
+/// Every name our queries use lives in pg_catalog. A database owner can set a search_path
+/// that puts another schema first (ALTER DATABASE ... SET search_path = x, pg_catalog) and
+/// shadow pg_backup_start or pg_dist_node there; pin the session's path so that nothing
+/// we call or read can be redirected, whatever the role's or database's settings say.
+fn pin_search_path(c: &mut Client) -> Result<(), postgres::Error> {
+    c.query_one("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)", &[]).map(|_| ())
 }
 
 /// libpq's rule for a client key file (fe-secure-openssl.c): a regular file, and no access
