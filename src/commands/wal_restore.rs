@@ -7,7 +7,7 @@
 //! of taking the failure for the end of the archive and promoting too early.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -114,7 +114,20 @@ fn open_archived(src: &Path) -> Result<Option<File>> {
 /// (KeepFileRestoredFromArchive, e.g. in standby mode or for timeline history files) it
 /// moves it into place with durable_rename(), which fsyncs the file and pg_wal itself. After
 /// a crash the server asks the archive again, which still has the file.
-fn copy(src: &mut File, head: &[u8], dest: &Path) -> Result<()> {
+/// Read from offset 0 into `buf` until it is full or the file ends; the file offset is not moved.
+fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn copy(src: &mut File, dest: &Path) -> Result<()> {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -123,7 +136,6 @@ fn copy(src: &mut File, head: &[u8], dest: &Path) -> Result<()> {
     let (mut out, tmp) = fsutil::create_temp_in(dir, &format!(".{}.pgbh.", name), 0o600)
         .map_err(|e| loud(format!("cannot write {}: {}", dest.display(), e.msg)))?;
     let result = (|| -> io::Result<()> {
-        out.write_all(head)?;
         io::copy(src, &mut out)?;
         fs::rename(&tmp, dest)
     })();
@@ -153,15 +165,14 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
         return Ok(1);
     };
     let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
-    let mut head = Vec::new();
     if is_segment_name(f) {
-        (&mut file)
-            .take(40)
-            .read_to_end(&mut head)
-            .map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
+        // pread: the file offset stays at 0, so the copy below is one aligned in-kernel copy.
+        let mut head = vec![0u8; 40];
+        let n = read_at_most(&file, &mut head).map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
+        head.truncate(n);
         check_header(f, &head, len, a.system_identifier)?;
     }
-    copy(&mut file, &head, &a.dest)?;
+    copy(&mut file, &a.dest)?;
     Ok(0)
 }
 
