@@ -192,5 +192,7 @@ last=${NODES##* }
     echo "  its peak RSS barely moves from 1 to 16 nodes."
     echo "- restore-prep reads pg_control, the label and a few small files and lists a few"
     echo "  directories; it never reads the data files, so its time does not grow with their size."
+    echo "- wal-restore against cp per 16 MiB segment: bench/wal-restore.sh, results in"
+    echo "  benchmarks-wal-restore.md."
 } >"$out_md"
 echo "wrote $out_md"

@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
+/// The largest number of seconds any duration flag takes (ten years): larger values would
+/// overflow the clock arithmetic, so they are a usage error before anything starts.
+pub const MAX_SECS: u64 = 10 * 365 * 86400;
+
+/// Parser for a duration flag in seconds, 0..=MAX_SECS.
+fn secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_SECS)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pg-backup-hooks",
@@ -84,13 +93,13 @@ pub struct PreArgs {
     #[arg(long, env = "PGBH_FAST", value_parser = BoolishValueParser::new())]
     pub fast: bool,
     /// Give up if the backup has not started on every node within this many seconds
-    #[arg(long, env = "PGBH_START_TIMEOUT", value_name = "SECS", default_value_t = 900)]
+    #[arg(long, env = "PGBH_START_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 900)]
     pub start_timeout: u64,
     /// The helper stops and discards the backup if post has not come within this many seconds
-    #[arg(long, env = "PGBH_MAX_DURATION", value_name = "SECS", default_value_t = 86400)]
+    #[arg(long, env = "PGBH_MAX_DURATION", value_name = "SECS", value_parser = secs(), default_value_t = 86400)]
     pub max_duration: u64,
     /// Seconds between the helper's liveness checks of each session
-    #[arg(long, env = "PGBH_HEARTBEAT", value_name = "SECS", default_value_t = 30, hide = true)]
+    #[arg(long, env = "PGBH_HEARTBEAT", value_name = "SECS", value_parser = secs(), default_value_t = 30, hide = true)]
     pub heartbeat: u64,
     #[command(flatten)]
     pub run: RunDirArg,
@@ -102,7 +111,7 @@ pub struct PostArgs {
     #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
     pub backup_id: String,
     /// How long to wait for the WAL the backup needs to reach the archive
-    #[arg(long, env = "PGBH_ARCHIVE_TIMEOUT", value_name = "SECS", default_value_t = 3600)]
+    #[arg(long, env = "PGBH_ARCHIVE_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 3600)]
     pub archive_timeout: u64,
     #[command(flatten)]
     pub run: RunDirArg,

@@ -184,3 +184,78 @@ mod tests {
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }
+
+// ---- Exclusive creation with unpredictable names (never through a link) ----
+
+/// 16 hex digits from the kernel's random source, for temporary names nobody can guess
+/// (a pid is guessable: someone could plant a link at `NAME.PID` beforehand).
+pub fn unpredictable_suffix() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context(|| "cannot read /dev/urandom for a temporary name")?;
+    Ok(b.iter().map(|x| format!("{:02x}", x)).collect())
+}
+
+/// Create `path`, which must not exist, as a new file: O_CREAT|O_EXCL|O_NOFOLLOW, so an
+/// existing file or a planted link (even a dangling one) makes it fail instead of being
+/// written through. The mode is set on the open file, not on the path.
+pub fn create_new_nofollow(path: &Path, mode: u32) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .context(|| format!("cannot create {}", path.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(mode)).context(|| format!("cannot set mode of {}", path.display()))?;
+    Ok(f)
+}
+
+/// A new empty file `DIR/PREFIX<random>`, created as [`create_new_nofollow`] does.
+pub fn create_temp_in(dir: &Path, prefix: &str, mode: u32) -> Result<(File, PathBuf)> {
+    let path = dir.join(format!("{}{}", prefix, unpredictable_suffix()?));
+    Ok((create_new_nofollow(&path, mode)?, path))
+}
+
+/// A new directory `DIR/PREFIX<random>` with `mode` (mkdir never follows a link at its
+/// last component, and the random name cannot have been planted).
+pub fn create_temp_dir_in(dir: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
+    let path = dir.join(format!("{}{}", prefix, unpredictable_suffix()?));
+    create_dir_mode(&path, mode)?;
+    Ok(path)
+}
+
+/// Write a new file with `data` (as [`create_new_nofollow`]) and fsync it; for files in a
+/// staging directory that is renamed into place as a whole (the caller fsyncs the directory).
+pub fn write_new_nofollow(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = create_new_nofollow(path, mode)?;
+    f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all().context(|| format!("cannot fsync {}", path.display()))
+}
+
+#[cfg(test)]
+mod nofollow_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn exclusive_creation_never_goes_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_new_nofollow(&link, b"x", 0o600).is_err());
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert!(create_new_nofollow(&dangling, 0o600).is_err());
+        assert!(!d.path().join("nowhere").exists());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        let (_, p) = create_temp_in(d.path(), ".t.", 0o600).unwrap();
+        let (_, q) = create_temp_in(d.path(), ".t.", 0o600).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+}

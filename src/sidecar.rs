@@ -135,8 +135,11 @@ pub fn read_manifest(sidecar: &Path, id: &str) -> Result<Option<Manifest>> {
     Ok(Some(m))
 }
 
-/// Check that a sidecar directory can take a backup before the backup starts.
-pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
+/// Refuse a sidecar directory that someone else could tamper with: one writable by group or
+/// others, or owned by a user other than root and the one running the tool. Such a user
+/// could plant links where pre probes and post stages, or swap what post renames.
+pub fn check_dir_trusted(sidecar: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = fs::metadata(sidecar).map_err(|e| {
         Error::new(format!(
             "sidecar directory {}: {} (create it, or check that its file system is mounted)",
@@ -147,6 +150,32 @@ pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
     if !meta.is_dir() {
         return Err(Error::new(format!("sidecar directory {} is not a directory", sidecar.display())));
     }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Error::new(format!(
+            "sidecar directory {} is owned by uid {}, neither root nor us (uid {}): that user could plant links in it; chown {} {} (or use a directory of your own)",
+            sidecar.display(),
+            meta.uid(),
+            me,
+            me,
+            sidecar.display()
+        )));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(Error::new(format!(
+            "sidecar directory {} is writable by group or others (mode {:o}): they could plant links in it; chmod go-w {}",
+            sidecar.display(),
+            mode & 0o7777,
+            sidecar.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Check that a sidecar directory can take a backup before the backup starts.
+pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
+    check_dir_trusted(sidecar)?;
     if let Some(m) = read_manifest(sidecar, id)? {
         if m.status == Status::Complete {
             return Err(Error::usage(format!(
@@ -156,9 +185,10 @@ pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
             )));
         }
     }
-    let probe = sidecar.join(format!(".pg-backup-hooks-probe.{}", std::process::id()));
-    fsutil::write_atomic(&probe, b"", 0o600, None)
+    // A new file under a name nobody can guess, never through a link.
+    let (f, probe) = fsutil::create_temp_in(sidecar, ".pg-backup-hooks-probe.", 0o600)
         .map_err(|e| Error::new(format!("sidecar directory {} is not writable: {}", sidecar.display(), e.msg)))?;
+    drop(f);
     let _ = fs::remove_file(&probe);
     Ok(())
 }
@@ -166,6 +196,7 @@ pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
 /// Write the sidecar for one directory, atomically. Refuses to replace a complete one
 /// (returns Ok(false) when a complete one is already there).
 pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result<bool> {
+    check_dir_trusted(sidecar)?;
     let id = &manifest.backup_id;
     let target = backup_dir(sidecar, id);
     if let Some(existing) = read_manifest(sidecar, id).ok().flatten() {
@@ -173,25 +204,23 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
             return Ok(false);
         }
     }
-    let stage = fsutil::staging_name(&target, "tmp");
-    let _ = fs::remove_dir_all(&stage);
+    // Staged under a name nobody can guess, in a directory only we (or root) can write.
+    let stage = fsutil::create_temp_dir_in(sidecar, &format!(".{}.tmp.", id), 0o700)?;
     let result = (|| {
-        fsutil::create_dir_mode(&stage, 0o700)?;
         for f in files {
             let nd = stage.join(&f.name);
             fsutil::create_dir_mode(&nd, 0o700)?;
-            fsutil::write_new(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600)?;
-            fsutil::write_new(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600)?;
+            fsutil::write_new_nofollow(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600)?;
+            fsutil::write_new_nofollow(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600)?;
             fsutil::fsync_dir(&nd)?;
         }
         let json = serde_json::to_vec_pretty(manifest).context(|| "cannot encode manifest")?;
-        fsutil::write_new(&stage.join(MANIFEST), &json, 0o600)?;
+        fsutil::write_new_nofollow(&stage.join(MANIFEST), &json, 0o600)?;
         fsutil::fsync_dir(&stage)?;
         // An earlier, incomplete sidecar (archive pending) is moved aside, then removed.
-        let old = fsutil::staging_name(&target, "old");
-        let had_old = target.exists();
+        let old = sidecar.join(format!(".{}.old.{}", id, fsutil::unpredictable_suffix()?));
+        let had_old = fs::symlink_metadata(&target).is_ok();
         if had_old {
-            let _ = fs::remove_dir_all(&old);
             fs::rename(&target, &old).context(|| format!("cannot move aside {}", target.display()))?;
         }
         fs::rename(&stage, &target).context(|| format!("cannot rename {} to {}", stage.display(), target.display()))?;

@@ -3,24 +3,7 @@
 mod common;
 
 use common::tool::Tool;
-use common::{Cluster, TestDir};
-
-/// Stands in for Citus' catalog (Citus is not in the distribution's packages): a table
-/// with pg_dist_node's name and the columns our discovery query reads, and the noderole type.
-fn fake_citus_catalog(coord: &Cluster, rows: &[(i32, i32, u16, &str, bool)]) {
-    coord.execute(
-        "create type noderole as enum ('primary', 'secondary', 'unavailable');
-         create table pg_dist_node (nodeid serial, groupid int, nodename text, nodeport int,
-                                    noderole noderole default 'primary', isactive bool default true,
-                                    nodecluster name default 'default', shouldhaveshards bool default true)",
-    );
-    for (nodeid, group, port, role, active) in rows {
-        coord.execute(&format!(
-            "insert into pg_dist_node(nodeid, groupid, nodename, nodeport, noderole, isactive) values ({}, {}, '127.0.0.1', {}, '{}', {})",
-            nodeid, group, port, role, active
-        ));
-    }
-}
+use common::{fake_citus_catalog, Cluster, TestDir};
 
 #[test]
 fn citus_discovery_backs_up_the_coordinator_and_one_primary_per_group() {

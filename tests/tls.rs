@@ -107,3 +107,86 @@ fn sslmode_require_against_a_server_without_tls_is_refused() {
     t.pre("tls-prefer", &[("default", pg.conninfo())], &[]).ok();
     t.post("tls-prefer").ok();
 }
+
+/// A cluster with TLS where role `bk` (password `bkSECRET`) must authenticate: with a
+/// clear-text password without TLS, with SCRAM-SHA-256 over TLS.
+fn password_cluster(dir: &TestDir) -> Cluster {
+    let (pg, _) = ssl_cluster(dir);
+    pg.execute("set password_encryption = 'scram-sha-256'; create role bk login superuser password 'bkSECRET'");
+    let hba = pg.datadir.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    let lines = "hostnossl all bk 127.0.0.1/32 password\nhostssl all bk 127.0.0.1/32 scram-sha-256\n";
+    std::fs::write(&hba, format!("{}{}", lines, old)).expect("write pg_hba.conf");
+    pg.execute("select pg_reload_conf()");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pg
+}
+
+fn pre_with_password(t: &Tool, id: &str, conninfo: &str) -> common::tool::Ran {
+    let (sidecar, run) = (t.sidecar.display().to_string(), t.run_dir.display().to_string());
+    let node = format!("default={}", conninfo);
+    let args = ["pre", "--backup-id", id, "--sidecar-dir", &sidecar, "--run-dir", &run, "--fast", "--node", &node];
+    t.cmd(&args).env("PGPASSWORD", "bkSECRET").output().expect("run pre").into()
+}
+
+#[test]
+fn channel_binding_require_is_honoured_or_refused_never_ignored() {
+    let dir = TestDir::new();
+    let pg = password_cluster(&dir);
+    let t = Tool::new(&dir);
+    let ci = |host: &str, ssl: &str, cb: &str| {
+        format!("host={} port={} user=bk dbname=postgres sslmode={} channel_binding={}", host, pg.port, ssl, cb)
+    };
+    // The server asks for a clear-text password: require must not send it.
+    let r = pre_with_password(&t, "cb-clear", &ci("127.0.0.1", "disable", "require")).fails(1, "node default");
+    assert!(r.stderr.contains("channel binding"), "says why: {}", r.stderr);
+    assert!(!r.stderr.contains("bkSECRET"), "{}", r.stderr);
+    assert_eq!(pg.backup_sessions("cb-clear"), 0);
+    // The same without require: libpq sends it (the user asked for no protection).
+    pre_with_password(&t, "cb-plain", &ci("127.0.0.1", "disable", "prefer")).ok();
+    t.post("cb-plain").ok();
+    // Over TLS with SCRAM the driver binds the channel (SCRAM-SHA-256-PLUS): require works.
+    pre_with_password(&t, "cb-tls", &ci("localhost", "require", "require")).ok();
+    let ssl = pg.query_scalar(
+        "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = 'pg-backup-hooks cb-tls'",
+    );
+    assert_eq!(ssl, "t");
+    t.post("cb-tls").ok();
+    // A value libpq does not know is a usage error.
+    pre_with_password(&t, "cb-bad", &ci("localhost", "require", "always")).fails(2, "channel_binding");
+}
+
+#[test]
+fn an_sslkey_others_can_read_is_refused_as_libpq_does() {
+    let dir = TestDir::new();
+    let (pg, _) = ssl_cluster(&dir);
+    let t = Tool::new(&dir);
+    let client = dir.mkdir("client");
+    let (crt, key) = certificate(&client);
+    let me = nix::unistd::geteuid();
+    for f in [&client, &crt, &key] {
+        nix::unistd::chown(f.as_path(), Some(me), None).expect("chown to us");
+    }
+    let ci = format!(
+        "host=localhost port={} user=postgres dbname=postgres sslmode=require sslcert={} sslkey={}",
+        pg.port,
+        crt.display(),
+        key.display()
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let r = t.pre("key-open", &[("default", ci.clone())], &[]).fails(1, "group or world access");
+    assert!(r.stderr.contains(&key.display().to_string()), "names the file: {}", r.stderr);
+    assert_eq!(pg.backup_sessions("key-open"), 0);
+    // libpq lets a key owned by root be group-readable; anyone else's must be 0600 or less.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let r = t.pre("key-0640", &[("default", ci.clone())], &[]);
+    if me.is_root() {
+        r.ok();
+        t.post("key-0640").ok();
+    } else {
+        r.fails(1, "group or world access");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    t.pre("key-0600", &[("default", ci)], &[]).ok();
+    t.post("key-0600").ok();
+}

@@ -14,10 +14,16 @@ use common::{Cluster, TestDir};
 
 /// A run directory the tool accepts: owned by us (the TestDir is the server user's), 0700.
 fn run_dir(dir: &TestDir) -> PathBuf {
-    let p = dir.mkdir("run");
+    own_dir(dir, "run")
+}
+
+/// A directory of ours (the TestDir is the server user's), 0700: run and sidecar directories
+/// owned by another user are refused.
+fn own_dir(dir: &TestDir, name: &str) -> PathBuf {
+    let p = dir.mkdir(name);
     let me = nix::unistd::geteuid();
-    std::os::unix::fs::chown(&p, Some(me.as_raw()), None).expect("chown run dir");
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).expect("chmod run dir");
+    std::os::unix::fs::chown(&p, Some(me.as_raw()), None).expect("chown own dir");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).expect("chmod own dir");
     p
 }
 
@@ -58,7 +64,7 @@ fn two_phase_backup_on_this_major() {
     }
 
     let run = run_dir(&dir);
-    let sidecar = dir.mkdir("sidecar");
+    let sidecar = own_dir(&dir, "sidecar");
     let id = format!("versions-{major}");
     let node = format!("default={}", pg.conninfo());
     pg.execute("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g;");
@@ -163,7 +169,7 @@ fn abort_ends_the_backup_on_this_major() {
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "main");
     let run = run_dir(&dir);
-    let sidecar = dir.mkdir("sidecar");
+    let sidecar = own_dir(&dir, "sidecar");
     let id = "versions-abort";
     let node = format!("default={}", pg.conninfo());
     let out =
@@ -268,7 +274,7 @@ fn backed_up_and_restored() -> Restored {
     let pg = Cluster::new(dir.path(), "pg");
     let major = pg.query_scalar("show server_version_num").parse::<i32>().unwrap() / 10000;
     let run = run_dir(&dir);
-    let sidecar = dir.mkdir("sidecar");
+    let sidecar = own_dir(&dir, "sidecar");
     pg.execute("create table t (id bigint primary key, at timestamptz default now())");
 
     let committed = Arc::new(AtomicU64::new(0));

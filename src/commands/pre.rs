@@ -7,19 +7,19 @@ use crate::error::{Error, Result};
 use crate::helper::spawn::{self, Next};
 use crate::helper::HelperConfig;
 use crate::ids;
-use crate::pg::conninfo::ConnInfo;
+use crate::pg::conninfo::{redact_text, ConnInfo};
 use crate::pg::discovery;
 use crate::protocol::StartEvent;
-use crate::rundir::RunDir;
+use crate::rundir::{self, RunDir};
 use crate::sidecar;
 
-/// Split `NAME=CONNINFO`; the name becomes a directory in the sidecar.
+/// Split `NAME=CONNINFO`; the name becomes a directory in the sidecar. Messages never quote
+/// the connection string itself, and what they quote has its passwords redacted.
 pub fn parse_node(spec: &str) -> Result<(String, String)> {
     let (name, conninfo) = spec.split_once('=').ok_or_else(|| {
-        Error::usage(format!(
-            "--node {:?}: expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432'",
-            spec
-        ))
+        Error::usage(
+            "a --node value has no \"=\": expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432' (a URI needs a name too: --node main=postgresql://...)",
+        )
     })?;
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -28,15 +28,23 @@ pub fn parse_node(spec: &str) -> Result<(String, String)> {
     if !ok {
         return Err(Error::usage(format!(
             "--node name {:?}: use 1-63 characters from A-Z a-z 0-9 _ - . starting with a letter or digit",
-            name
+            redact_text(name)
         )));
     }
-    ConnInfo::parse(conninfo).map_err(|e| Error::usage(format!("--node {}: {}", name, e.msg)))?;
+    ConnInfo::parse(conninfo).map_err(|e| Error::usage(format!("--node {}: {}", name, redact_text(&e.msg))))?;
     Ok((name.to_string(), conninfo.to_string()))
+}
+
+/// Checks that need no server and no file: they fail before anything starts.
+fn check_before_start(a: &PreArgs) -> Result<()> {
+    let run = RunDir { dir: a.run.run_dir.clone().unwrap_or_else(rundir::default_dir) };
+    run.socket(&a.backup_id)?;
+    Ok(())
 }
 
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
+    check_before_start(&a)?;
     let mut nodes: Vec<(String, String)> = Vec::new();
     for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
         let n = parse_node(spec.trim())?;
@@ -91,7 +99,8 @@ pub fn run(a: PreArgs) -> Result<i32> {
         sidecar_dirs: a.sidecar_dir.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect(),
     };
     let mut child = spawn::spawn(&run, &cfg)?;
-    let deadline = Instant::now() + Duration::from_secs(a.start_timeout);
+    // cli caps --start-timeout far below overflow; checked_add keeps a panic impossible anyway.
+    let deadline = Instant::now().checked_add(Duration::from_secs(a.start_timeout)).unwrap_or_else(Instant::now);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match child.next(left) {

@@ -7,7 +7,8 @@
 //! of taking the failure for the end of the archive and promoting too early.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::cli::WalRestoreArgs;
@@ -59,31 +60,99 @@ fn check_header(name: &str, head: &[u8], len: u64, sysid: Option<u64>) -> Result
     Ok(())
 }
 
-fn copy(src: &mut File, head: &[u8], dest: &Path) -> Result<()> {
+/// Is `f` a name PostgreSQL asks restore_command for? A segment (24 hex digits, upper case
+/// as the server writes them), a timeline history file (`<8 hex>.history`), a partial
+/// segment (`<segment>.partial`) or a backup history file (`<segment>.<8 hex>.backup`).
+/// Anything else (a path, `..`, another shape) is refused, so wal-restore can only ever
+/// hand out WAL files from the archive directory itself.
+pub fn is_wal_request(f: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    if let Some(tli) = f.strip_suffix(".history") {
+        return hex(tli, 8);
+    }
+    if let Some(seg) = f.strip_suffix(".partial") {
+        return hex(seg, 24);
+    }
+    if let Some(rest) = f.strip_suffix(".backup") {
+        return rest.split_once('.').is_some_and(|(seg, off)| hex(seg, 24) && hex(off, 8));
+    }
+    hex(f, 24)
+}
+
+/// Open an archived file for reading, never through a link (O_NOFOLLOW): a link in the
+/// archive could make us hand out any file the server's user can read. Ok(None) when the
+/// archive does not have it.
+fn open_archived(src: &Path) -> Result<Option<File>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(src);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(loud(format!(
+                "{} is a symbolic link: refusing to follow it (archive_command stores plain files; replace the link with the file)",
+                src.display()
+            )))
+        }
+        Err(e) => return Err(loud(format!("cannot read {}: {}", src.display(), e))),
+    };
+    let meta = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?;
+    if !meta.is_file() {
+        return Err(loud(format!("{} is not a regular file: refusing it", src.display())));
+    }
+    Ok(Some(file))
+}
+
+/// Copy into a new 0600 file under an unpredictable name next to `dest` (O_EXCL|O_NOFOLLOW),
+/// then rename it to `dest`: the server never sees a partial file under the name it asked for.
+///
+/// No fsync: what restore_command writes is a scratch copy. RestoreArchivedFile
+/// (xlogarchive.c, PostgreSQL 10-18) reads it under a temporary name (RECOVERYXLOG,
+/// RECOVERYHISTORY) and removes it when done; when the server keeps a restored file
+/// (KeepFileRestoredFromArchive, e.g. in standby mode or for timeline history files) it
+/// moves it into place with durable_rename(), which fsyncs the file and pg_wal itself. After
+/// a crash the server asks the archive again, which still has the file.
+/// Read from offset 0 into `buf` until it is full or the file ends; the file offset is not moved.
+fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn copy(src: &mut File, dest: &Path) -> Result<()> {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{}.pgbh.{}", name, std::process::id()));
+    let (mut out, tmp) = fsutil::create_temp_in(dir, &format!(".{}.pgbh.", name), 0o600)
+        .map_err(|e| loud(format!("cannot write {}: {}", dest.display(), e.msg)))?;
     let result = (|| -> io::Result<()> {
-        let mut out = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        out.write_all(head)?;
         io::copy(src, &mut out)?;
-        out.sync_all()?;
         fs::rename(&tmp, dest)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(loud(format!("cannot write {}: {}", dest.display(), e)));
     }
-    fsutil::fsync_dir(dir).map_err(|e| loud(e.msg))
+    Ok(())
 }
 
 pub fn run(a: WalRestoreArgs) -> Result<i32> {
     let f = &a.file;
-    if f.is_empty() || f.contains('/') || f.starts_with('.') {
-        return Err(Error::usage(format!("{:?} is not a WAL file name (use %f in restore_command)", f)));
+    if !is_wal_request(f) {
+        return Err(Error::usage(format!(
+            "{:?} is not a WAL file name PostgreSQL asks for (a segment, .history, .partial or .backup file; use %f in restore_command)",
+            f
+        )));
     }
     if !a.archive_dir.is_dir() {
         return Err(loud(format!(
@@ -92,21 +161,18 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
         )));
     }
     let src = a.archive_dir.join(f);
-    let mut file = match File::open(&src) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(1),
-        Err(e) => return Err(loud(format!("cannot read {}: {}", src.display(), e))),
+    let Some(mut file) = open_archived(&src)? else {
+        return Ok(1);
     };
     let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
-    let mut head = Vec::new();
     if is_segment_name(f) {
-        (&mut file)
-            .take(40)
-            .read_to_end(&mut head)
-            .map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
+        // pread: the file offset stays at 0, so the copy below is one aligned in-kernel copy.
+        let mut head = vec![0u8; 40];
+        let n = read_at_most(&file, &mut head).map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
+        head.truncate(n);
         check_header(f, &head, len, a.system_identifier)?;
     }
-    copy(&mut file, &head, &a.dest)?;
+    copy(&mut file, &a.dest)?;
     Ok(0)
 }
 
@@ -121,6 +187,31 @@ mod tests {
         h[24..32].copy_from_slice(&sysid.to_ne_bytes());
         h[32..36].copy_from_slice(&size.to_ne_bytes());
         h
+    }
+
+    #[test]
+    fn only_names_postgres_asks_for() {
+        for ok in [
+            "000000010000000000000009",
+            "0000000200000001000000FF.partial",
+            "00000002.history",
+            "000000010000000000000009.00000028.backup",
+        ] {
+            assert!(is_wal_request(ok), "{}", ok);
+        }
+        for bad in [
+            "",
+            "../000000010000000000000009",
+            "x/000000010000000000000009",
+            "00000001000000000000000a",
+            "000000010000000000000009.00000028",
+            "00000002.history/..",
+            ".history",
+            "postgresql.conf",
+            "000000010000000000000009.backup",
+        ] {
+            assert!(!is_wal_request(bad), "{}", bad);
+        }
     }
 
     #[test]

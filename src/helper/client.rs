@@ -18,6 +18,7 @@ pub fn request(run: &RunDir, id: &str, req: &Request, on_progress: &mut dyn FnMu
         }
         Err(e) => return Err(Error::new(format!("cannot connect to the helper at {}: {}", path.display(), e))),
     };
+    check_peer(&stream, &path)?;
     let mut w = stream.try_clone().map_err(|e| Error::new(format!("socket {}: {}", path.display(), e)))?;
     protocol::write_msg(&mut w, req)
         .map_err(|e| Error::new(format!("cannot send to the helper at {}: {}", path.display(), e)))?;
@@ -36,6 +37,24 @@ pub fn request(run: &RunDir, id: &str, req: &Request, on_progress: &mut dyn FnMu
             Reply::Progress { message } => on_progress(&message),
             other => return Ok(Some(other)),
         }
+    }
+}
+
+/// Talk only to a helper run by us or by root (SO_PEERCRED, from the kernel): a socket served
+/// by anyone else could feed post forged labels. The helper checks its clients the same way.
+fn check_peer(stream: &UnixStream, path: &std::path::Path) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(cred) if cred.uid() == me || cred.uid() == 0 => Ok(()),
+        Ok(cred) => Err(Error::new(format!(
+            "the socket {} is served by uid {} (pid {}), neither us (uid {}) nor root: refusing to talk to it; remove it and check who can write to {}",
+            path.display(),
+            cred.uid(),
+            cred.pid(),
+            me,
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        ))),
+        Err(e) => Err(Error::new(format!("cannot read the peer credentials of {}: {}", path.display(), e))),
     }
 }
 

@@ -60,7 +60,60 @@ impl ConnInfo {
                 )));
             }
         }
-        Ok(ConnInfo { params })
+        let c = ConnInfo { params };
+        c.check_values()?;
+        Ok(c)
+    }
+
+    /// Values libpq checks before connecting; ours must be applied as libpq applies them,
+    /// or refused, never accepted and ignored.
+    pub fn check_values(&self) -> Result<()> {
+        self.ssl_mode()?;
+        self.channel_binding()?;
+        self.target_session_attrs()?;
+        Ok(())
+    }
+
+    /// channel_binding (libpq's default: prefer). `require` refuses any authentication that
+    /// is not SCRAM-SHA-256-PLUS over TLS (so never sends a password in clear).
+    pub fn channel_binding(&self) -> Result<&str> {
+        match self.get("channel_binding").unwrap_or("prefer") {
+            m @ ("disable" | "prefer" | "require") => Ok(m),
+            other => Err(Error::usage(format!("channel_binding \"{}\" is not one of disable, prefer, require", other))),
+        }
+    }
+
+    /// target_session_attrs (libpq's default: any).
+    pub fn target_session_attrs(&self) -> Result<&str> {
+        match self.get("target_session_attrs").unwrap_or("any") {
+            m @ ("any" | "read-write" | "read-only" | "primary" | "standby" | "prefer-standby") => Ok(m),
+            other => Err(Error::usage(format!(
+                "target_session_attrs \"{}\" is not one of any, read-write, read-only, primary, standby, prefer-standby",
+                other
+            ))),
+        }
+    }
+
+    /// One set of settings per host of a multi-host string (host, hostaddr and port lists
+    /// taken by position; one port applies to every host, as in libpq).
+    pub fn per_host(&self) -> Vec<ConnInfo> {
+        let list = |k: &str| -> Vec<String> {
+            self.get(k).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
+        };
+        let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
+        let n = hosts.len().max(addrs.len()).max(1);
+        (0..n)
+            .map(|i| {
+                let mut c = self.clone();
+                for (key, values) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+                    let v = if values.len() == 1 { values.first() } else { values.get(i) };
+                    if let Some(v) = v {
+                        c.set(key, v.clone());
+                    }
+                }
+                c
+            })
+            .collect()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -89,6 +142,7 @@ impl ConnInfo {
             ("connect_timeout", "PGCONNECT_TIMEOUT"),
             ("options", "PGOPTIONS"),
             ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+            ("channel_binding", "PGCHANNELBINDING"),
         ];
         for (key, var) in pairs {
             if self.get(key).is_none() {
@@ -188,6 +242,17 @@ impl ConnInfo {
             "prefer" => postgres::config::SslMode::Prefer,
             _ => postgres::config::SslMode::Require,
         });
+        cfg.channel_binding(match self.channel_binding()? {
+            "disable" => postgres::config::ChannelBinding::Disable,
+            "require" => postgres::config::ChannelBinding::Require,
+            _ => postgres::config::ChannelBinding::Prefer,
+        });
+        // primary, standby and prefer-standby are applied by tls::connect, host by host.
+        cfg.target_session_attrs(match self.target_session_attrs()? {
+            "read-write" => postgres::config::TargetSessionAttrs::ReadWrite,
+            "read-only" => postgres::config::TargetSessionAttrs::ReadOnly,
+            _ => postgres::config::TargetSessionAttrs::Any,
+        });
         let timeout = match self.get("connect_timeout") {
             Some(t) => t
                 .parse::<u64>()
@@ -274,6 +339,90 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
     fields
 }
 
+/// A text that may hold a connection string (a `--node` value, a fragment of one), with every
+/// password in it replaced by `***`: the `password` of a key=value string (quoted or not) and
+/// the password of a URI's `user:password@`. For messages that quote what the user typed.
+pub fn redact_text(s: &str) -> String {
+    redact_keyvalue_password(&redact_uri_password(s))
+}
+
+fn redact_uri_password(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // Up to the last '@' of the word: a password typed with a raw '/', '?' or '@' in it
+        // is still hidden (over-redacting a path with an '@' is harmless).
+        let word = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let end = tail[..word].rfind('@').map(|a| a + 1).unwrap_or(0);
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(a), Some(c)) if c < a => {
+                out.push_str(&authority[..=c]);
+                out.push_str("***");
+                out.push_str(&authority[a..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_keyvalue_password(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = find_password_key(rest) {
+        out.push_str(&rest[..i]);
+        let after_key = &rest[i + "password".len()..];
+        let eq = after_key.len() - after_key.trim_start().len();
+        let after_eq = after_key.trim_start().strip_prefix('=').unwrap_or("");
+        let val = after_eq.trim_start();
+        out.push_str(&rest[i..i + "password".len() + eq]);
+        out.push_str("=***");
+        rest = &val[value_len(val)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where `password` starts as a key (at the start or after a separator, followed by `=`).
+fn find_password_key(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(off) = s[from..].find("password") {
+        let i = from + off;
+        let before_ok = s[..i].chars().next_back().is_none_or(|c| c.is_whitespace() || "?&;='\"".contains(c));
+        let after = s[i + "password".len()..].trim_start();
+        if before_ok && after.starts_with('=') {
+            return Some(i);
+        }
+        from = i + "password".len();
+    }
+    None
+}
+
+/// Length of a key=value value at the start of `v`: a quoted one with its escapes, or up to
+/// the next blank (or `&`, in a URI query).
+fn value_len(v: &str) -> usize {
+    let mut it = v.char_indices();
+    if v.starts_with('\'') {
+        it.next();
+        while let Some((i, c)) = it.next() {
+            match c {
+                '\\' => {
+                    it.next();
+                }
+                '\'' => return i + 1,
+                _ => {}
+            }
+        }
+        return v.len();
+    }
+    v.find(|c: char| c.is_whitespace() || c == '&').unwrap_or(v.len())
+}
+
 fn quote_value(v: &str) -> String {
     if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         return v.to_string();
@@ -303,9 +452,12 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>> {
             it.next();
         }
         if it.next() != Some('=') {
+            // Quote the word only when it is a parameter name: otherwise it may be part of a
+            // password that was meant to be quoted.
+            let what = if KNOWN_KEYS.contains(&key.as_str()) { format!(" after \"{}\"", key) } else { String::new() };
             return Err(Error::usage(format!(
-                "connection string: expected \"=\" after \"{}\" (use key=value pairs or a postgresql:// URI)",
-                key
+                "connection string: expected \"=\"{} (use key=value pairs, quote values with blanks in '...', or a postgresql:// URI)",
+                what
             )));
         }
         while it.peek().is_some_and(|c| c.is_whitespace()) {
@@ -471,6 +623,26 @@ mod tests {
         let c = ConnInfo::parse("postgresql:///db?host=/tmp&port=5499").unwrap();
         assert_eq!(c.get("host"), Some("/tmp"));
         assert_eq!(c.get("port"), Some("5499"));
+    }
+
+    #[test]
+    fn redact_text_hides_every_password_form() {
+        for (input, secret) in [
+            ("n=postgresql://u:SECRET@h/db", "SECRET"),
+            ("postgres://u:SE%40CRET@h1,h2:5/db?sslmode=x", "SE%40CRET"),
+            ("postgresql://u:SE/CR?ET@h/db", "SE/CR"),
+            ("n=host=h password=SECRET user=u", "SECRET"),
+            ("n=host=h password = 'SE CR\\'ET' user=u", "SE CR"),
+            ("n=postgresql://h/db?user=u&password=SECRET&x=1", "SECRET"),
+            ("bad name=password='a b c'", "a b c"),
+        ] {
+            let r = redact_text(input);
+            assert!(!r.contains(secret), "{} -> {}", input, r);
+            assert!(!r.contains("CR"), "{} -> {}", input, r);
+            assert!(r.contains("***"), "{} -> {}", input, r);
+        }
+        assert!(redact_text("n=host=h password=SECRET user=u").ends_with("user=u"));
+        assert_eq!(redact_text("n=host=h user=passwordless"), "n=host=h user=passwordless");
     }
 
     #[test]

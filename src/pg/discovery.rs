@@ -7,17 +7,22 @@ use crate::error::{pg_error, Error, Result};
 use crate::pg::conninfo::ConnInfo;
 
 /// One active node per worker group with the wanted role; the coordinator (group 0) is
-/// the server we are connected to and is not listed. Names are resolved through the
-/// search path (Citus keeps pg_dist_node and the noderole type in pg_catalog, which is
-/// searched first), so a test can stand in a table of the same shape.
+/// the server we are connected to and is not listed. Every name is schema-qualified
+/// (Citus keeps pg_dist_node and the noderole type in pg_catalog): a table or type of the
+/// same name in a schema earlier in the search path (a database owner can put one there,
+/// and can put pg_catalog late in the path) cannot redirect the coordinator's credentials
+/// to a host of its choosing. The session's search_path is pinned too (see `citus`).
 pub const DIST_NODE_QUERY: &str = "SELECT DISTINCT ON (groupid) groupid, nodename, nodeport
-       FROM pg_dist_node
-      WHERE isactive AND noderole = $1::text::noderole AND groupid <> 0
+       FROM pg_catalog.pg_dist_node
+      WHERE isactive AND noderole = $1::pg_catalog.text::pg_catalog.noderole AND groupid <> 0
       ORDER BY groupid, nodeid";
 
 /// Groups that have an active node of any role (to name the ones missing the wanted role).
 pub const DIST_GROUPS_QUERY: &str =
-    "SELECT DISTINCT groupid FROM pg_dist_node WHERE isactive AND groupid <> 0 ORDER BY groupid";
+    "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_node WHERE isactive AND groupid <> 0 ORDER BY groupid";
+
+/// Operators and casts in the queries resolve through the search path too: pin it.
+const PIN_SEARCH_PATH: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -39,6 +44,8 @@ impl Role {
 pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
     let mut c: Client = crate::pg::tls::connect(coordinator, "pg-backup-hooks discovery")
         .map_err(|e| Error::new(format!("--discover citus: coordinator: {}", e)))?;
+    c.query(PIN_SEARCH_PATH, &[])
+        .map_err(|e| Error::new(format!("--discover citus: {}: {}", coordinator.endpoint(), pg_error(&e))))?;
     let rows = c.query(DIST_NODE_QUERY, &[&role.as_str()]).map_err(|e| {
         Error::new(format!(
             "--discover citus: cannot read pg_dist_node on {} ({}): is this the Citus coordinator?",

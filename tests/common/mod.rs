@@ -632,3 +632,24 @@ pub fn standby_of(primary: &Cluster, base: &Path, name: &str) -> Cluster {
     drop(standby.client());
     standby
 }
+
+/// Stands in for Citus' catalog (Citus is not in the distribution's packages): the noderole
+/// type and a table with pg_dist_node's name and the columns discovery reads, both in
+/// pg_catalog where Citus keeps them (a superuser may create there with
+/// allow_system_table_mods, a per-session setting from PostgreSQL 12).
+/// Rows: (nodeid, groupid, port, role, isactive).
+pub fn fake_citus_catalog(coord: &Cluster, rows: &[(i32, i32, u16, &str, bool)]) {
+    coord.execute(
+        "set allow_system_table_mods = on;
+         create type pg_catalog.noderole as enum ('primary', 'secondary', 'unavailable');
+         create table pg_catalog.pg_dist_node (nodeid serial, groupid int, nodename text, nodeport int,
+                                    noderole pg_catalog.noderole default 'primary', isactive bool default true,
+                                    nodecluster name default 'default', shouldhaveshards bool default true)",
+    );
+    for (nodeid, group, port, role, active) in rows {
+        coord.execute(&format!(
+            "insert into pg_catalog.pg_dist_node(nodeid, groupid, nodename, nodeport, noderole, isactive) values ({}, {}, '127.0.0.1', {}, '{}', {})",
+            nodeid, group, port, role, active
+        ));
+    }
+}
