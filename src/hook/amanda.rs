@@ -2,7 +2,7 @@
 //! pre-dle-backup, post-dle-backup`), through a two-line file in Amanda's application
 //! directory that execs `pg-backup-hooks hook amanda "$@"`:
 //!
-//!   amanda support                                    capability lines on stdout
+//!   amanda support                                    capability lines on stdout (nothing read first)
 //!   amanda PRE-DLE-BACKUP --config C --disk D --timestamp T [--level N]... [--name value]...   pre
 //!   amanda POST-DLE-BACKUP (the same options) [--success | --failed]                           post, or abort
 //!
@@ -29,6 +29,7 @@ pub const PRODUCT: Product = Product {
     timeouts: None,
     progress_to_stdout: true,
     env_file_arg: Some(env_file_property),
+    fixed_answers: &[("support", SUPPORT)],
     run,
 };
 
@@ -98,10 +99,6 @@ fn env_file_property(args: &[String]) -> Option<String> {
 
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     match event {
-        "support" => {
-            print!("{}", SUPPORT);
-            return Ok(exit::OK);
-        }
         "PRE-DLE-BACKUP" | "POST-DLE-BACKUP" => {}
         other => {
             ctx.say(&format!("{} is not one of ours (PRE-DLE-BACKUP, POST-DLE-BACKUP): nothing to do", other));

@@ -27,6 +27,7 @@ pub const PRODUCT: Product = Product {
     timeouts: None,
     progress_to_stdout: false,
     env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 

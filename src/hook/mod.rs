@@ -45,6 +45,9 @@ pub struct Product {
     /// The environment file named in the product's own arguments (Amanda's `env-file`
     /// property), read instead of PGBH_ENV_FILE's.
     pub env_file_arg: Option<fn(&[String]) -> Option<String>>,
+    /// Events answered with a fixed text on stdout and exit 0, before the environment file
+    /// and the run directory (Amanda's `support` query comes without the `env-file` property).
+    pub fixed_answers: &'static [(&'static str, &'static str)],
     pub run: fn(&Ctx, &str, &[String]) -> Result<i32>,
 }
 
@@ -90,6 +93,10 @@ pub fn rewrite_argv0(args: Vec<OsString>) -> Vec<OsString> {
 /// The `hook` subcommand.
 pub fn run(a: HookArgs) -> Result<i32> {
     let p = product(&a.product)?;
+    if let Some((_, text)) = p.fixed_answers.iter().find(|(event, _)| *event == a.event) {
+        print!("{}", text);
+        return Ok(exit::OK);
+    }
     if p.stderr_to_stdout {
         let _ = nix::unistd::dup2(1, 2);
     }

@@ -30,6 +30,7 @@ pub const PRODUCT: Product = Product {
     timeouts: Some((270, 270)),
     progress_to_stdout: false,
     env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 

@@ -25,6 +25,7 @@ pub const PRODUCT: Product = Product {
     timeouts: Some((540, 540)),
     progress_to_stdout: false,
     env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 
