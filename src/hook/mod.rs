@@ -26,6 +26,9 @@ use crate::cli::{Cli, Command, HookArgs};
 use crate::error::{exit, Error, Result};
 use crate::rundir::RunDir;
 
+/// Finds the environment file in a product's arguments.
+pub type EnvFileArg = fn(&[String]) -> Option<String>;
+
 pub struct Product {
     pub name: &'static str,
     /// Who calls it and its events with their arguments, for --help.
@@ -44,7 +47,7 @@ pub struct Product {
     pub progress_to_stdout: bool,
     /// The environment file named in the product's own arguments (Amanda's `env-file`
     /// property), read instead of PGBH_ENV_FILE's.
-    pub env_file_arg: Option<fn(&[String]) -> Option<String>>,
+    pub env_file_arg: Option<EnvFileArg>,
     /// Events answered with a fixed text on stdout and exit 0, before the environment file
     /// and the run directory (Amanda's `support` query comes without the `env-file` property).
     pub fixed_answers: &'static [(&'static str, &'static str)],
