@@ -107,7 +107,7 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     }
     let c = parse(args)?;
     let (config, disk, timestamp) = required(&c)?;
-    let key = format!("amanda.{}.{}", config, disk);
+    let key = state::key_of("amanda", &[config, disk]);
     let _lock = state::lock(ctx.run_dir(), &key)?;
     if event == "PRE-DLE-BACKUP" {
         for level in &c.levels {

@@ -38,7 +38,7 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let [config, repository] = args else {
         return Err(usage());
     };
-    let key = format!("borgmatic {} {}", config, repository);
+    let key = state::key_of("borgmatic", &[config, repository]);
     let _lock = state::lock(ctx.run_dir(), &key)?;
     let rc = match event {
         "pre" => pre(ctx, &key, config)?,
