@@ -23,6 +23,7 @@ apt-get install -y -qq --reinstall "$deb" >/dev/null
 [ "$(command -v pg-backup-hooks)" = /usr/bin/pg-backup-hooks ] || fail "pg-backup-hooks is not /usr/bin/pg-backup-hooks"
 pg-backup-hooks --version
 [ -x /usr/lib/pg-backup-hooks/hooks/generic ] || fail "no /usr/lib/pg-backup-hooks/hooks/generic"
+[ -x /usr/lib/pg-backup-hooks/hooks/amanda ] || fail "no /usr/lib/pg-backup-hooks/hooks/amanda"
 [ "$(stat -c '%a %U' /etc/pg-backup-hooks/env.example)" = "640 root" ] || fail "env.example is not 0640 root"
 [ "$(stat -c '%a %U' /run/pg-backup-hooks)" = "700 root" ] || fail "/run/pg-backup-hooks is not 0700 root"
 [ "$(stat -c '%a %U' /var/lib/pg-backup-hooks/sidecar)" = "700 root" ] || fail "the sidecar directory is not 0700 root"

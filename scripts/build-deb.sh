@@ -26,7 +26,9 @@ root="$target/deb/root"
 rm -rf "$target/deb"
 mkdir -p "$root/DEBIAN"
 
-# The binary and the backup programs' hooks.
+# The binary and the backup programs' hooks. Amanda runs scripts only from its own
+# application directory, which belongs to the amanda package: the admin links hooks/amanda
+# there (docs/hooks/amanda.md); the package does not write into another package's directory.
 install -D -m 0755 "$bin" "$root/usr/bin/$pkg"
 find hooks -type f | sort | while read -r f; do
     mode=0644; [ -x "$f" ] && mode=0755

@@ -51,32 +51,12 @@ fn amanda_available() -> bool {
     products::available("Amanda", PROGRAMS, "PGBH_REQUIRE_AMANDA", ".ci/install-amanda.sh")
 }
 
-/// The test-local stand-in for `pg-backup-hooks hook amanda` (the adapter task E builds, see
-/// docs/hooks/amanda.md for the mapping it implements). Amanda runs it as
-/// `<plugin> COMMAND --execute-where client --config C --host H --disk D --device DEV
-/// --timestamp T --level N [--property value]...`.
-///
-/// SWITCH HERE: once `pg-backup-hooks hook amanda` exists, the script's body after the
-/// shebang becomes the single line `exec {bin} hook amanda "$@"`.
-fn hook_script(env_file: &Path, state_dir: &Path) -> String {
-    format!(
-        r#"#!/bin/sh
-set -a; . '{env}'; set +a
-ev=$1; shift
-while [ $# -ge 2 ]; do case $1 in --config) c=$2;; --disk) d=$2;; --timestamp) ts=$2;; esac; shift 2; done
-st='{state}'/$(printf '%s %s' "$c" "$d" | cksum | cut -d' ' -f1)
-case $ev in
-support) printf 'CONFIG YES\nHOST YES\nDISK YES\nMESSAGE-LINE YES\nEXECUTE-WHERE YES\nTIMESTAMP YES\n' ;;
-PRE-DLE-BACKUP) [ -s "$st" ] && "$PGBH_BIN" abort --backup-id "$(cat "$st")"
-  n=1; while [ -e "$st.$ts.$n" ]; do n=$((n+1)); done; : >"$st.$ts.$n"
-  id=$(printf '%s' "amanda.$c.$d.$ts.$n" | tr -c 'A-Za-z0-9._-' _); echo "$id" >"$st"
-  "$PGBH_BIN" pre --backup-id "$id" || {{ rc=$?; rm -f "$st"; exit $rc; }} ;;
-POST-DLE-BACKUP) [ -s "$st" ] || exit 0; id=$(cat "$st"); rm -f "$st"; exec "$PGBH_BIN" post --backup-id "$id" ;;
-esac
-"#,
-        env = env_file.display(),
-        state = state_dir.display()
-    )
+/// What Amanda runs from its application directory: the two-line wrapper docs/hooks/amanda.md
+/// gives for a binary off PATH (Amanda runs scripts with a PATH of its own), execing
+/// `pg-backup-hooks hook amanda`. The environment file comes in as the script-tool's
+/// `env-file` property. (The shim hooks/amanda is tested in tests/hooks.rs.)
+fn hook_script() -> String {
+    format!("#!/bin/sh\nexec '{}' hook amanda \"$@\"\n", common::bin().display())
 }
 
 /// A private inetd for amandad on 127.0.0.1: for each connection, `amandad -auth=bsdtcp
@@ -238,7 +218,7 @@ impl Amanda {
             dir.path().file_name().expect("name").to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "");
         let files = SystemFiles { name: format!("pgbh-{}", unique) };
         let root = dir.path().join("amanda");
-        for d in ["", "vtapes", "holding", "curinfo", "log", "index", "gnutar-lists", "run", "sidecar", "state"] {
+        for d in ["", "vtapes", "holding", "curinfo", "log", "index", "gnutar-lists", "run", "sidecar"] {
             backup_owned_dir(&root.join(d));
         }
         for slot in 1..=8 {
@@ -249,7 +229,7 @@ impl Amanda {
         let amandad = Amandad::start();
         write_config(&files, &root, datadir, amandad.port);
         chown_tree_to_backup(&root);
-        files.install_script("", &hook_script(&env_file, &root.join("state")));
+        files.install_script("", &hook_script());
         files.install_script("fail", &failing_script());
         files.install_script("slow", &slow_script(&root.join("slow")));
         Amanda {
@@ -393,6 +373,7 @@ define script-tool pgbh {{
     execute-where client
     execute-on pre-dle-backup, post-dle-backup
     order 100
+    property "env-file" "{root}/pgbh.env"
 }}
 define script-tool later-fails {{
     plugin "{name}-fail"

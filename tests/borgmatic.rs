@@ -61,28 +61,14 @@ impl Generation {
     }
 }
 
-/// The test-local stand-in for `pg-backup-hooks hook borgmatic EVENT CONFIG REPOSITORY` (the
-/// adapter task E builds; docs/hooks/borgmatic.md has the mapping). borgmatic passes no run
-/// id, so pre invents one and leaves it in a state file keyed by configuration and
-/// repository, where post and abort find it.
-///
-/// SWITCH HERE: once `pg-backup-hooks hook borgmatic` exists, the script's body after the
-/// shebang becomes the single line `exec {bin} hook borgmatic "$@"`.
-fn hook_script(env_file: &Path, state_dir: &Path) -> String {
+/// What the configurations call: `pg-backup-hooks hook borgmatic EVENT CONFIG REPOSITORY`
+/// (docs/hooks/borgmatic.md), through a one-line script that names the test's environment
+/// file (an admin's hook reads /etc/pg-backup-hooks/env without it).
+fn hook_script(env_file: &Path) -> String {
     format!(
-        r#"#!/bin/sh
-set -a; . '{env}'; set +a
-st='{state}'/$(printf '%s %s' "$2" "$3" | cksum | cut -d' ' -f1)
-case $1 in
-pre) [ -s "$st" ] && "$PGBH_BIN" abort --backup-id "$(cat "$st")"
-  id=borgmatic.$(basename "$2" .yaml).$(date -u +%Y%m%dT%H%M%SZ); echo "$id" >"$st"
-  "$PGBH_BIN" pre --backup-id "$id" || {{ rc=$?; rm -f "$st"; exit $rc; }} ;;
-post) id=$(cat "$st") || exit 4; rm -f "$st"; exec "$PGBH_BIN" post --backup-id "$id" ;;
-abort) [ -s "$st" ] || exit 0; id=$(cat "$st"); rm -f "$st"; exec "$PGBH_BIN" abort --backup-id "$id" ;;
-esac
-"#,
-        env = env_file.display(),
-        state = state_dir.display()
+        "#!/bin/sh\nPGBH_ENV_FILE='{}' exec '{}' hook borgmatic \"$@\"\n",
+        env_file.display(),
+        common::bin().display()
     )
 }
 
@@ -109,7 +95,7 @@ impl Borgmatic {
         let env_file = root.join("pgbh.env");
         products::write_env(&env_file, &t.sidecar, &t.run_dir, nodes);
         let hook = root.join("pgbh-hook");
-        fs::write(&hook, hook_script(&env_file, &root.join("state"))).expect("writing the hook script");
+        fs::write(&hook, hook_script(&env_file)).expect("writing the hook script");
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod hook");
         let b = Borgmatic { generation, confdir, repo: root.join("repo"), hook: hook.clone(), root };
         let excludes = products::exclude_list("plain", None).iter().map(|p| datadir.join(p)).collect::<Vec<_>>();

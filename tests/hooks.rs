@@ -12,7 +12,7 @@ use std::process::Command;
 use common::tool::{Ran, Tool};
 use common::{Cluster, TestDir};
 
-const HOOKS: &[&str] = &["bacula", "veeam", "netbackup", "commvault", "generic"];
+const HOOKS: &[&str] = &["bacula", "veeam", "netbackup", "commvault", "generic", "amanda"];
 
 fn hook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks").join(name)
@@ -450,4 +450,79 @@ fn the_default_run_directory_survives_logout_and_root_ignores_xdg_runtime_dir() 
         let out = status(true);
         assert!(!out.contains("/run/user/"), "XDG_RUNTIME_DIR is emptied at logout: {}", out);
     }
+}
+
+fn amanda(s: &Setup, args: &[&str]) -> Ran {
+    let mut cmd = hook_cmd(&hook("amanda"), &s.env_file);
+    // Amanda passes the environment file as the script-tool's `env-file` property only.
+    cmd.env_remove("PGBH_ENV_FILE");
+    let env_file = s.env_file.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--execute-where", "client", "--config", "daily", "--host", "localhost", "--disk", "pgdata"]);
+    all.extend(["--device", "/var/lib/pg", "--timestamp", "20261123162654", "--level", "0", "--env-file", &env_file]);
+    cmd.args(all).output().expect("running hooks/amanda").into()
+}
+
+#[test]
+fn amanda_post_of_a_failed_dump_discards_and_a_retry_gets_the_next_attempt() {
+    let s = setup("");
+    // `support` comes without the env-file property: answered before anything is read.
+    let mut cmd = hook_cmd(&hook("amanda"), &s.env_file);
+    cmd.env_remove("PGBH_ENV_FILE").env("PGBH_BIN", common::bin()).env("HOME", s.dir.path().join("none"));
+    let support: Ran = cmd.arg("support").output().expect("hooks/amanda support").into();
+    let support = support.ok();
+    assert!(support.stdout.lines().any(|l| l == "TIMESTAMP YES"), "{}", support.stdout);
+
+    // Amanda fails a dump on any stderr line: progress goes to stdout.
+    let r = amanda(&s, &["PRE-DLE-BACKUP"]).ok();
+    assert_eq!(r.stderr, "", "stderr must stay empty when pre succeeds");
+    assert!(r.stdout.contains("pre succeeded"), "{}", r.stdout);
+    let first = "amanda.daily.pgdata.20261123162654.1";
+    assert_eq!(s.pg.backup_sessions(first), 1);
+    amanda(&s, &["POST-DLE-BACKUP", "--failed"]).ok();
+    s.pg.wait_no_backup_sessions(first);
+    assert!(!s.t.backup_dir(first).exists(), "a dump Amanda says failed must never get a sidecar");
+
+    // The retry in the same run (same timestamp) is attempt 2, and is stored.
+    amanda(&s, &["PRE-DLE-BACKUP"]).ok();
+    amanda(&s, &["POST-DLE-BACKUP"]).ok();
+    assert_eq!(s.t.manifest("amanda.daily.pgdata.20261123162654.2")["status"], "complete");
+
+    // POST after a failed PRE finds nothing kept: nothing to do.
+    let r = amanda(&s, &["POST-DLE-BACKUP"]).ok();
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+
+    // An incremental is refused with one line on stderr.
+    let r = amanda(&s, &["PRE-DLE-BACKUP", "--level", "1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("strategy noinc"), "{}", r.stderr);
+}
+
+#[test]
+fn borgmatic_post_forgets_its_id_first_so_a_following_on_error_leaves_the_sidecar() {
+    let s = setup("");
+    let bm = |event: &str| -> Ran {
+        let args = ["hook", "borgmatic", event, "/etc/borgmatic.d/10-pgdata.yaml", "/srv/borg/db1"];
+        hook_cmd(&common::bin(), &s.env_file).args(args).output().expect("hook borgmatic").into()
+    };
+    let stored = || -> Vec<String> {
+        let entries = std::fs::read_dir(&s.t.sidecar).map(|rd| rd.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        entries
+            .iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("borgmatic."))
+            .collect()
+    };
+    bm("post").fails(4, "NOT restorable");
+    bm("pre").ok();
+    assert!(stored().is_empty(), "nothing is stored before post");
+    bm("post").ok();
+    // 1.7 runs on_error when anything failed, also after post: it must find nothing.
+    let r = bm("abort").ok();
+    assert!(r.stderr.contains("nothing to abort"), "{}", r.stderr);
+    let ids = stored();
+    assert_eq!(ids.len(), 1, "{:?}", ids);
+    assert!(ids[0].starts_with("borgmatic.10-pgdata."), "{}", ids[0]);
+    assert_eq!(s.t.manifest(&ids[0])["status"], "complete");
 }

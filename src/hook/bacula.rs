@@ -31,6 +31,9 @@ pub const PRODUCT: Product = Product {
     argv0: &[],
     stderr_to_stdout: true,
     timeouts: None,
+    progress_to_stdout: false,
+    env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 

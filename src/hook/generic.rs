@@ -16,6 +16,9 @@ pub const PRODUCT: Product = Product {
     argv0: &[],
     stderr_to_stdout: false,
     timeouts: None,
+    progress_to_stdout: false,
+    env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 

@@ -8,7 +8,9 @@
 //! and post, and running the commands in-process with an outcome line for the job log.
 //! Adding a product: one file here and one line in [`PRODUCTS`].
 
+pub mod amanda;
 pub mod bacula;
+pub mod borgmatic;
 pub mod commvault;
 pub mod envfile;
 pub mod generic;
@@ -24,6 +26,9 @@ use crate::cli::{Cli, Command, HookArgs};
 use crate::error::{exit, Error, Result};
 use crate::rundir::RunDir;
 
+/// Finds the environment file in a product's arguments.
+pub type EnvFileArg = fn(&[String]) -> Option<String>;
+
 pub struct Product {
     pub name: &'static str,
     /// Who calls it and its events with their arguments, for --help.
@@ -37,11 +42,27 @@ pub struct Product {
     /// Defaults for PGBH_START_TIMEOUT and PGBH_ARCHIVE_TIMEOUT, below the product's own
     /// time limit for a script, used when the environment file sets none.
     pub timeouts: Option<(u64, u64)>,
+    /// The product keeps stderr for errors only (Amanda fails a dump on it): progress lines
+    /// go to stdout, and only the error line to stderr.
+    pub progress_to_stdout: bool,
+    /// The environment file named in the product's own arguments (Amanda's `env-file`
+    /// property), read instead of PGBH_ENV_FILE's.
+    pub env_file_arg: Option<EnvFileArg>,
+    /// Events answered with a fixed text on stdout and exit 0, before the environment file
+    /// and the run directory (Amanda's `support` query comes without the `env-file` property).
+    pub fixed_answers: &'static [(&'static str, &'static str)],
     pub run: fn(&Ctx, &str, &[String]) -> Result<i32>,
 }
 
-pub const PRODUCTS: &[&Product] =
-    &[&bacula::PRODUCT, &commvault::PRODUCT, &netbackup::PRODUCT, &veeam::PRODUCT, &generic::PRODUCT];
+pub const PRODUCTS: &[&Product] = &[
+    &bacula::PRODUCT,
+    &commvault::PRODUCT,
+    &netbackup::PRODUCT,
+    &veeam::PRODUCT,
+    &generic::PRODUCT,
+    &amanda::PRODUCT,
+    &borgmatic::PRODUCT,
+];
 
 /// The PRODUCT argument's values, each with its summary (shown by --help and in man pages).
 pub fn product_values() -> clap::builder::PossibleValuesParser {
@@ -75,17 +96,24 @@ pub fn rewrite_argv0(args: Vec<OsString>) -> Vec<OsString> {
 /// The `hook` subcommand.
 pub fn run(a: HookArgs) -> Result<i32> {
     let p = product(&a.product)?;
+    if let Some((_, text)) = p.fixed_answers.iter().find(|(event, _)| *event == a.event) {
+        print!("{}", text);
+        return Ok(exit::OK);
+    }
     if p.stderr_to_stdout {
         let _ = nix::unistd::dup2(1, 2);
     }
     let result = (|| {
+        if let Some(path) = p.env_file_arg.and_then(|f| f(&a.args)) {
+            std::env::set_var("PGBH_ENV_FILE", path);
+        }
         envfile::load_default(&known_keys())?;
         if let Some((start, archive)) = p.timeouts {
             default_setting("PGBH_START_TIMEOUT", start);
             default_setting("PGBH_ARCHIVE_TIMEOUT", archive);
         }
         let run = RunDir::open(setting("PGBH_RUN_DIR").map(Into::into), true)?;
-        let ctx = Ctx { product: p.name, run };
+        let ctx = Ctx { product: p.name, run, progress_to_stdout: p.progress_to_stdout };
         (p.run)(&ctx, &a.event, &a.args)
     })();
     match result {
@@ -168,11 +196,16 @@ fn say(product: &str, msg: &str) {
 pub struct Ctx {
     pub product: &'static str,
     run: RunDir,
+    progress_to_stdout: bool,
 }
 
 impl Ctx {
     pub fn say(&self, msg: &str) {
-        say(self.product, msg)
+        if self.progress_to_stdout {
+            println!("pg-backup-hooks {}: {}", self.product, msg);
+        } else {
+            say(self.product, msg)
+        }
     }
 
     /// The run directory (opened and checked: ours, not writable by group or others).

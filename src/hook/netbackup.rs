@@ -28,6 +28,9 @@ pub const PRODUCT: Product = Product {
     stderr_to_stdout: false,
     // BPSTART_TIMEOUT and BPEND_TIMEOUT default to 300 s: pre and post end before.
     timeouts: Some((270, 270)),
+    progress_to_stdout: false,
+    env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 

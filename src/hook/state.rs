@@ -16,6 +16,14 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::rundir::RunDir;
 
+/// A key for what a product names with several parts (a configuration file and a repository,
+/// a configuration and a disk): readable at the front, and distinct for distinct parts however
+/// long they are (a file name for a key keeps only its last 63 characters).
+pub fn key_of(product: &str, parts: &[&str]) -> String {
+    let hash = crate::sidecar::sha256_hex(parts.join("\0").as_bytes());
+    format!("{}-{}", product, &hash[..16])
+}
+
 /// A file name for a key (job names may hold any character).
 fn name(key: &str, ext: &str) -> Result<String> {
     Ok(format!("{}.{}", ids::from_job_name(key)?, ext))
@@ -110,4 +118,18 @@ pub fn lock(run: &RunDir, key: &str) -> Result<File> {
         .map_err(|e| Error::new(format!("cannot open lock file {}: {}", p.display(), e)))?;
     f.lock_exclusive().map_err(|e| Error::new(format!("cannot lock {}: {}", p.display(), e)))?;
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn keys_of_long_parts_that_differ_only_at_the_front_differ() {
+        let disk = "/srv/postgresql/clusters/main/a/very/long/path/to/the/data/directory";
+        assert_ne!(key_of("amanda", &["daily", disk]), key_of("amanda", &["weekly", disk]));
+        assert_ne!(key_of("amanda", &["a b", "c"]), key_of("amanda", &["a", "b c"]));
+        assert_eq!(key_of("amanda", &["daily", disk]), key_of("amanda", &["daily", disk]));
+        assert!(crate::ids::validate(&key_of("borgmatic", &["x", "y"])).is_ok());
+    }
 }

@@ -23,6 +23,9 @@ pub const PRODUCT: Product = Product {
     stderr_to_stdout: false,
     // Veeam stops a script after 10 minutes by default: pre and post must end before.
     timeouts: Some((540, 540)),
+    progress_to_stdout: false,
+    env_file_arg: None,
+    fixed_answers: &[],
     run,
 };
 
