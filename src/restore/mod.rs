@@ -191,7 +191,11 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     files.push(install::label_write(&pgdata, &c.label_text));
     // Only once the label is in place: the server then reads the label's checkpoint, and
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
-    files.push(install::control_write(&pgdata)?);
+    let raise = c.node.from_standby.then_some((c.node.stop_lsn, c.node.timeline));
+    if let Some(line) = standby_end_check(&c) {
+        passed.push(line);
+    }
+    files.push(install::control_write(&pgdata, raise)?);
     files.extend(rec.writes);
     let writes = files
         .iter()
@@ -213,6 +217,30 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         start_command: start_command(&pgdata, c.owner.0),
         files,
         owner: c.owner,
+    })
+}
+
+/// The check line for a standby copy: recovery of a `BACKUP FROM: standby` label ends the
+/// backup at pg_control's minRecoveryPoint, which restore-prep raises to post's stop location
+/// (issue 12), so the order the backup program copied the files in does not matter.
+fn standby_end_check(c: &checks::Checked) -> Option<String> {
+    if !c.node.from_standby {
+        return None;
+    }
+    let copied = c.control.min_recovery_point;
+    let stop = c.node.stop_lsn;
+    Some(if copied < stop {
+        format!(
+            "backup from a standby: pg_control's minimum recovery point raised from {} (as copied) to the backup's stop location {} (timeline {}), so recovery replays to the true end of the backup whatever order the files were copied in",
+            copied, stop, c.node.timeline
+        )
+    } else if copied == stop {
+        format!("backup from a standby: pg_control's minimum recovery point is the backup's stop location {}", stop)
+    } else {
+        format!(
+            "backup from a standby: pg_control's minimum recovery point {} is already past the backup's stop location {} (pg_control was copied after the stop): recovery replays at least to it",
+            copied, stop
+        )
     })
 }
 
