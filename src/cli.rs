@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
     name = "pg-backup-hooks",
     version,
     about = "Consistent, restorable file-level backups of running PostgreSQL clusters from any backup program's pre/post job scripts",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 post: label stored but WAL not archived yet (not restorable; run post again), 4 no such backup in progress."
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 post: label stored but WAL not archived yet (not restorable; run post again), 4 no such backup in progress, 5 restore-check: recovery not proven to have ended where the backup says."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,6 +35,8 @@ pub enum Command {
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
     WalRestore(WalRestoreArgs),
+    /// After the first start of restored nodes: wait until recovery ended and prove it ended where the backup says.
+    RestoreCheck(RestoreCheckArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -199,4 +201,26 @@ pub struct WalRestoreArgs {
     /// Where to put it (%p, relative to the data directory)
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreCheckArgs {
+    /// The backup the nodes were restored from
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// Where post stored the sidecar (several, separated by ':', are tried in order)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// A restored node to check, as NAME=CONNINFO (NAME as in the backup); repeatable. Without it, the only node of a one-node backup connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
+    #[arg(long = "node", env = "PGBH_RESTORE_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    pub nodes: Vec<String>,
+    /// The target the restore was prepared for (as restore-prep's --target) [default: what each server was configured with]
+    #[arg(long, env = "PGBH_TARGET", value_name = "T")]
+    pub target: Option<String>,
+    /// How long to wait, for all nodes together, until recovery has ended
+    #[arg(long, env = "PGBH_RESTORE_TIMEOUT", value_name = "SECS", default_value_t = 3600)]
+    pub timeout: u64,
+    /// Machine-readable output
+    #[arg(long, env = "PGBH_JSON")]
+    pub json: bool,
 }

@@ -11,6 +11,8 @@ pub mod exit {
     pub const NOT_RESTORABLE_YET: i32 = 3;
     /// `post`/`status`: no helper is running for this backup id.
     pub const NO_BACKUP: i32 = 4;
+    /// `restore-check`: recovery is not proven to have ended where the backup says.
+    pub const NOT_PROVEN: i32 = 5;
 }
 
 #[derive(Debug)]

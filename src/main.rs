@@ -25,6 +25,7 @@ fn main() {
         cli::Command::ExcludeList(a) => commands::exclude_list::run(a),
         cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
         cli::Command::WalRestore(a) => commands::wal_restore::run(a),
+        cli::Command::RestoreCheck(a) => commands::restore_check::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
     match result {

@@ -4,6 +4,7 @@ pub mod abort;
 pub mod exclude_list;
 pub mod post;
 pub mod pre;
+pub mod restore_check;
 pub mod restore_prep;
 pub mod status;
 pub mod verify;

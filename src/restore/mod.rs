@@ -18,6 +18,7 @@ pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
 pub mod install;
+pub mod outcome;
 pub mod recovery;
 
 use std::path::{Path, PathBuf};
