@@ -160,21 +160,23 @@ pub fn judge(node: &NodeEntry, m: &Manifest, target: &Target, o: &Observed) -> V
         bad.push("still in recovery".into());
         return Verdict { proven: false, lines: bad };
     }
+    if !o.in_recovery && o.timeline <= node.timeline {
+        bad.push(format!(
+            "the server is on timeline {}, the backup's own ({}): it never promoted from this backup's recovery (is this the production server?)",
+            o.timeline, node.timeline
+        ));
+        return Verdict { proven: false, lines: bad };
+    }
     let end = if o.in_recovery { o.replay_lsn } else { o.switchpoint.or(o.replay_lsn) };
     let Some(end) = end else {
         bad.push("the server reports no replayed WAL location: it did not recover from this backup".into());
         return Verdict { proven: false, lines: bad };
     };
-    if o.in_recovery {
-        ok.push(format!("paused at the target (recovery_target_action = pause) after replaying to {}", end));
-    } else if o.timeline <= node.timeline {
-        bad.push(format!(
-            "the server is on timeline {}, the backup's own ({}): it never promoted from this backup's recovery (is this the production server?)",
-            o.timeline, node.timeline
-        ));
+    ok.push(if o.in_recovery {
+        format!("paused at the target (recovery_target_action = pause) after replaying to {}", end)
     } else {
-        ok.push(format!("recovery ended and the server promoted to timeline {} at {}", o.timeline, end));
-    }
+        format!("recovery ended and the server promoted to timeline {} at {}", o.timeline, end)
+    });
     if end >= node.stop_lsn {
         ok.push(format!("replay reached the backup's end (stop location {})", node.stop_lsn));
     } else {
