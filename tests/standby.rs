@@ -153,6 +153,10 @@ fn copy_order_round_trip(target: &str) {
         _ => unreachable!(),
     }
     eprintln!("{}", amcheck(&c.standby));
+    let side = c.t.sidecar.display().to_string();
+    let node = format!("s1={}", c.standby.conninfo());
+    let r = c.t.run(&["restore-check", "--backup-id", &id, "--sidecar-dir", &side, "--node", &node]).ok();
+    assert!(r.stdout.contains("node s1: PROVEN"), "{}", r.stdout);
     let _ = &c.dir;
 }
 
