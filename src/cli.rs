@@ -60,6 +60,9 @@ pub struct PreArgs {
     /// A node to back up, as NAME=CONNINFO (libpq key=value string or postgresql:// URI); repeatable. Without it, one node "default" connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
     #[arg(long = "node", env = "PGBH_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
     pub nodes: Vec<String>,
+    /// The primary of a standby node, as NAME=CONNINFO (NAME a --node): post creates the backup's restore point there and waits for its archiving, so the standby can be restored to it; repeatable
+    #[arg(long = "node-primary", env = "PGBH_NODE_PRIMARIES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    pub node_primaries: Vec<String>,
     /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`)
     #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
     pub discover: Option<String>,

@@ -188,3 +188,106 @@ fn min_recovery_point_is_read_where_this_major_keeps_it() {
     assert_eq!(format!("{} {}", ctl.min_recovery_point, ctl.min_recovery_point_tli), before);
     assert!(ctl.min_recovery_point.0 > 0);
 }
+
+/// Issue 12 item 4: a two-node backup without Citus, a primary p1 and a standby s2 of another
+/// primary p2, with `--node-primary s2=<p2>`: post writes the restore point on p1 and on p2 (for
+/// s2), waits for both archives, and both nodes restore to exactly that point.
+#[test]
+fn a_standby_node_with_its_primary_restores_to_the_backups_restore_point() {
+    use common::roundtrip::{restore_copy, tar_create};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let p1 = Cluster::new(dir.path(), "p1");
+    let p2 = Cluster::new(dir.path(), "p2");
+    let s2 = standby_by_copy(&p2, dir.path(), "s2");
+    let t = Tool::new(&dir);
+    for pg in [&p1, &p2] {
+        pg.execute("create table t (id bigserial primary key)");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let writers: Vec<_> = [&p1, &p2]
+        .iter()
+        .zip(&counts)
+        .map(|(pg, n)| {
+            let (stop, n, ci) = (stop.clone(), n.clone(), pg.conninfo());
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("writer connects");
+                while !stop.load(Ordering::SeqCst) {
+                    c.execute("insert into t default values", &[]).expect("insert");
+                    n.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    wait_caught_up(&p2, &s2);
+    let nodes = [("p1", p1.conninfo()), ("s2", s2.conninfo())];
+    // The primary given must be this standby's own.
+    t.pre("mixed-wrong", &nodes, &["--node-primary", &format!("s2={}", p1.conninfo())])
+        .fails(1, "give this standby's own primary");
+    t.pre("mixed", &nodes, &["--node-primary", &format!("s2={}", p2.conninfo())]).ok();
+    let tars: Vec<PathBuf> = [&p1, &s2]
+        .iter()
+        .map(|pg| {
+            let tar = dir.path().join(format!("{}.tar", pg.name));
+            tar_create(&pg.datadir, &tar);
+            tar
+        })
+        .collect();
+    let before_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    t.post("mixed").ok();
+    let after_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let m = t.manifest("mixed");
+    assert_eq!(m["restore_point"]["name"], "mixed", "{m:#}");
+    assert!(m["restore_point"]["lsns"]["s2"].is_string(), "the standby has a restore point: {m:#}");
+    assert!(m["restore_point"]["lsns"]["p1"].is_string(), "{m:#}");
+    // When post returned, p2's archive held the segment with the restore point.
+    let at = m["restore_point"]["lsns"]["s2"].as_str().unwrap();
+    let seg = p2.query_scalar(&format!("select pg_walfile_name('{at}'::pg_lsn - 1)"));
+    assert!(p2.archived_files().contains(&seg), "{seg} not in p2's archive when post returned");
+    switch_and_wait(&p1);
+    switch_and_wait(&p2);
+
+    let side = t.sidecar.display().to_string();
+    for (i, (pg, archive)) in [(&p1, &p1.archive_dir), (&s2, &p2.archive_dir)].iter().enumerate() {
+        restore_copy(pg, &tars[i]);
+        let out = Command::new(&exe)
+            .args(["restore-prep", "--backup-id", "mixed", "--sidecar-dir", &side, "--node", nodes[i].0])
+            .arg("--pgdata")
+            .arg(&pg.datadir)
+            .arg("--archive-dir")
+            .arg(archive)
+            .args(["--archive-mode", "off"])
+            .output()
+            .expect("restore-prep");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "restore-prep {}: {text}{}", nodes[i].0, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("restore point \"mixed\""), "{text}");
+    }
+    for (i, pg) in [&p1, &s2].iter().enumerate() {
+        start_and_wait_promoted(pg);
+        let rows: u64 = pg.query_scalar("select count(*) from t").parse().unwrap();
+        assert!(
+            rows >= before_post[i] && rows <= after_post[i],
+            "node {}: {rows} rows, committed {}..{}",
+            nodes[i].0,
+            before_post[i],
+            after_post[i]
+        );
+    }
+    let (n1, n2) = (format!("p1={}", p1.conninfo()), format!("s2={}", s2.conninfo()));
+    let r =
+        t.run(&["restore-check", "--backup-id", "mixed", "--sidecar-dir", &side, "--node", &n1, "--node", &n2]).ok();
+    for n in ["p1", "s2"] {
+        assert!(r.stdout.contains(&format!("node {n}: PROVEN (restore point \"mixed\")")), "{}", r.stdout);
+    }
+}
