@@ -116,33 +116,40 @@ fn read_history(c: &mut Client, o: &mut Observed) {
 
 /// The configured recovery target, spelled as restore-prep's --target.
 fn read_target(c: &mut Client, o: &mut Observed) {
-    let keys = ["recovery_target", "recovery_target_name", "recovery_target_lsn", "recovery_target_xid"];
-    let mut get: Box<dyn FnMut(&str) -> Option<String>> = if o.version_num >= 120000 {
-        Box::new(|k: &str| c.query_one("SELECT current_setting($1)", &[&k]).ok().map(|r| r.get::<_, String>(0)))
+    const KEYS: [&str; 6] = [
+        "recovery_target",
+        "recovery_target_name",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+        "recovery_target_time",
+        "recovery_target_inclusive",
+    ];
+    let values: Vec<String> = if o.version_num >= 120000 {
+        let get = |c: &mut Client, k: &str| c.query_one("SELECT current_setting($1)", &[&k]).map(|r| r.get(0));
+        match KEYS.iter().map(|k| get(c, k)).collect::<Result<Vec<String>, _>>() {
+            Ok(v) => v,
+            Err(_) => return,
+        }
     } else {
         let text = ["recovery.done", "recovery.conf"]
             .iter()
             .find_map(|f| c.query_one("SELECT pg_read_file($1)", &[f]).ok().map(|r| r.get::<_, String>(0)));
         let Some(text) = text else { return };
-        Box::new(move |k: &str| Some(autoconf::get(&text, k).unwrap_or_default()))
+        KEYS.iter().map(|k| autoconf::get(&text, k).unwrap_or_default()).collect()
     };
-    let mut target = Some("latest".to_string());
-    for k in keys.iter().copied().chain(["recovery_target_time"]) {
-        let v = get(k).unwrap_or_default();
-        if v.is_empty() {
-            continue;
-        }
-        target = Some(match k {
+    let mut target = "latest".to_string();
+    for (k, v) in KEYS.iter().zip(&values).take(5).filter(|(_, v)| !v.is_empty()) {
+        target = match *k {
             "recovery_target" if v == "immediate" => "backup-end".into(),
             "recovery_target_name" => format!("name:{}", v),
             "recovery_target_lsn" => format!("lsn:{}", v),
             "recovery_target_xid" => format!("xid:{}", v),
             "recovery_target_time" => format!("time:{}", v),
             _ => format!("{}:{}", k, v),
-        });
+        };
     }
-    o.target_inclusive = get("recovery_target_inclusive").map(|v| v != "off" && v != "false").unwrap_or(true);
-    o.configured_target = target;
+    o.target_inclusive = !matches!(values[5].as_str(), "off" | "false");
+    o.configured_target = Some(target);
 }
 
 /// Judge one node: `target` is what the restore was meant to reach.
@@ -233,6 +240,22 @@ fn judge_target(
             o.history_note.as_deref().unwrap_or("not read")
         ));
     }
+    judge_location(node, m, target, o, end, silent, ok, bad);
+}
+
+/// Where replay ended against the manifest: past the stop for latest, exactly at the restore
+/// point, at or past an (inclusive) target LSN.
+#[allow(clippy::too_many_arguments)]
+fn judge_location(
+    node: &NodeEntry,
+    m: &Manifest,
+    target: &Target,
+    o: &Observed,
+    end: Lsn,
+    silent: &str,
+    ok: &mut Vec<String>,
+    bad: &mut Vec<String>,
+) {
     match target {
         Target::Latest if end <= node.stop_lsn && !o.in_recovery => {
             bad.push(format!("target latest, yet replay ended at {}, not past the backup's end", end))
@@ -255,9 +278,6 @@ fn judge_target(
         }
         Target::Lsn(l) if o.target_inclusive && end < *l => {
             bad.push(format!("target lsn {}, but replay ended short of it at {}{}", l, end, silent))
-        }
-        Target::Lsn(l) if !o.target_inclusive && end > *l => {
-            bad.push(format!("target lsn {} (exclusive), but replay ended past it at {}", l, end))
         }
         _ => {}
     }
