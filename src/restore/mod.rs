@@ -127,7 +127,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
     if c.major < 13 && !matches!(target, Target::Latest) {
         warnings.push(format!(
-            "PostgreSQL {} promotes silently at the end of WAL when the target is never reached: check the server log for \"recovery stopping\"",
+            "PostgreSQL {} promotes silently at the end of WAL when the target is never reached: after the start, pg-backup-hooks restore-check proves whether it was reached",
             c.major
         ));
     }
