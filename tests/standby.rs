@@ -291,3 +291,16 @@ fn a_standby_node_with_its_primary_restores_to_the_backups_restore_point() {
         assert!(r.stdout.contains(&format!("node {n}: PROVEN (restore point \"mixed\")")), "{}", r.stdout);
     }
 }
+
+#[test]
+fn node_primary_must_name_a_node_of_the_backup_and_a_standby() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let nodes = [("a", pg.conninfo())];
+    t.pre("np1", &nodes, &["--node-primary", &format!("b={}", pg.conninfo())]).fails(2, "no --node b");
+    // A primary node needs no primary: refused before any backup starts.
+    t.pre("np2", &nodes, &["--node-primary", &format!("a={}", pg.conninfo())])
+        .fails(1, "--node-primary is only for a standby node");
+    assert_eq!(pg.backup_sessions("np2"), 0);
+}
