@@ -54,6 +54,10 @@ fn backup() -> Backup {
 impl Backup {
     /// Put the copy back, prepare it for `target` and start it (pg_ctl's verdict ignored).
     fn restore(&self, target: &str) {
+        self.restore_with(target, "promote");
+    }
+
+    fn restore_with(&self, target: &str, action: &str) {
         restore_copy(&self.pg, &self.tar);
         let out = Command::new(&self.exe)
             .args(["restore-prep", "--backup-id", "rc", "--sidecar-dir"])
@@ -62,7 +66,7 @@ impl Backup {
             .arg(&self.pg.datadir)
             .arg("--archive-dir")
             .arg(&self.pg.archive_dir)
-            .args(["--archive-mode", "off", "--target", target])
+            .args(["--archive-mode", "off", "--target", target, "--target-action", action])
             .output()
             .expect("restore-prep");
         assert!(out.status.success(), "restore-prep --target {target}: {}", String::from_utf8_lossy(&out.stderr));
@@ -116,6 +120,11 @@ fn every_kind_of_target_is_proven() {
     b.restore(&format!("lsn:{}", b.lsn));
     proven(b.check(&["--timeout", "120"]), "lsn");
     assert_eq!(b.rows(), "104 104");
+    // Paused at the target (--target-action pause): proven from the replay location.
+    b.restore_with(&format!("lsn:{}", b.lsn), "pause");
+    let r = proven(b.check(&["--timeout", "120"]), "lsn, paused");
+    assert!(r.stdout.contains("paused at the target"), "{}", r.stdout);
+    assert_eq!(b.pg.query_scalar("select pg_is_in_recovery()"), "t");
     // What restore-check is told must match what the server was configured with.
     b.check(&["--timeout", "5", "--target", "latest"]).fails(5, "not proven");
     let _ = &b.dir;
