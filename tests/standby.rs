@@ -46,9 +46,9 @@ fn lsn(s: &str) -> Lsn {
 fn standby_backup_copied_control_first(id: &str) -> CopiedFirst {
     let dir = TestDir::new();
     let exe = install_bin(&dir);
-    let primary = checksummed_primary(dir.path(), "primary");
+    let mut primary = checksummed_primary(dir.path(), "primary");
     pgbench_init(&primary, 2);
-    let standby = standby_by_copy(&primary, dir.path(), "standby");
+    let standby = standby_by_copy(&mut primary, dir.path(), "standby");
     let t = Tool::new(&dir);
     let load = Load::start(&primary, 2);
     std::thread::sleep(Duration::from_secs(1));
@@ -175,8 +175,8 @@ fn standby_copy_with_pg_control_first_restores_to_latest() {
 #[test]
 fn min_recovery_point_is_read_where_this_major_keeps_it() {
     let dir = TestDir::new();
-    let primary = Cluster::new(dir.path(), "primary");
-    let standby = standby_by_copy(&primary, dir.path(), "standby");
+    let mut primary = Cluster::new(dir.path(), "primary");
+    let standby = standby_by_copy(&mut primary, dir.path(), "standby");
     primary.execute("create table t as select g from generate_series(1, 50000) g; checkpoint");
     wait_caught_up(&primary, &standby);
     standby.execute("checkpoint");
@@ -201,8 +201,8 @@ fn a_standby_node_with_its_primary_restores_to_the_backups_restore_point() {
     let dir = TestDir::new();
     let exe = install_bin(&dir);
     let p1 = Cluster::new(dir.path(), "p1");
-    let p2 = Cluster::new(dir.path(), "p2");
-    let s2 = standby_by_copy(&p2, dir.path(), "s2");
+    let mut p2 = Cluster::new(dir.path(), "p2");
+    let s2 = standby_by_copy(&mut p2, dir.path(), "s2");
     let t = Tool::new(&dir);
     for pg in [&p1, &p2] {
         pg.execute("create table t (id bigserial primary key)");

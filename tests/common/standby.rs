@@ -22,12 +22,20 @@ pub fn checksummed_primary(base: &Path, name: &str) -> Cluster {
 /// primary is cleanly stopped: works on every major with only initdb/pg_ctl/postgres (Debian's
 /// pg_basebackup 15 refuses servers newer than 15). 10 and 11 get recovery.conf with
 /// standby_mode, 12+ standby.signal and primary_conninfo.
-pub fn standby_by_copy(primary: &Cluster, base: &Path, name: &str) -> Cluster {
+/// The primary gets a new port if another process took its own while it was stopped.
+pub fn standby_by_copy(primary: &mut Cluster, base: &Path, name: &str) -> Cluster {
     let mut standby = Cluster::layout(base, name, primary.opts.clone());
     primary.stop("fast");
     run_checked(Command::new("cp").arg("-a").arg(&primary.datadir).arg(&standby.datadir));
-    if let Err(e) = primary.start() {
-        panic!("restarting primary {}: {e}", primary.name);
+    match primary.start() {
+        Ok(()) => {}
+        Err(e) if e.contains("could not bind") => {
+            let conf_path = primary.datadir.join("postgresql.conf");
+            let conf =
+                fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
+            primary.start_on_free_port(&conf);
+        }
+        Err(e) => panic!("restarting primary {}: {e}", primary.name),
     }
     let major = major_of(&standby.datadir);
     let conninfo = format!("host=127.0.0.1 port={} user=postgres application_name={}", primary.port, standby.name);
