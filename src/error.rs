@@ -25,6 +25,9 @@ pub mod exit {
         }
     }
 
+    /// `restore-check`: recovery is not proven to have ended where the backup says.
+    pub const NOT_PROVEN: i32 = 5;
+
     /// `wal-restore`: anything but "not in the archive"; above 125 so PostgreSQL aborts recovery.
     pub const ABORT_RECOVERY: i32 = 126;
 
@@ -56,6 +59,12 @@ pub mod exit {
                       fix archiving and run post again",
         },
         Code { code: NO_BACKUP, commands: &["post", "status"], meaning: "no backup with this id is in progress" },
+        Code {
+            code: NOT_PROVEN,
+            commands: &["restore-check"],
+            meaning: "recovery is not proven to have ended where the backup says (the message says what was found); \
+                      the restored nodes must not go into service until it is",
+        },
         Code {
             code: ABORT_RECOVERY,
             commands: &["wal-restore"],

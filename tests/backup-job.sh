@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a backup program does, then what a DBA does at 3 a.m., on a throwaway cluster:
 #   pre -> copy the data directory with tar while a client keeps writing -> post
-#   -> lose the cluster -> untar -> restore-prep -> start -> compare the data.
+#   -> lose the cluster -> untar -> restore-prep -> start -> restore-check -> compare the data.
 # It narrates each step. Exit status 0 means the restored cluster has every committed row.
 #
 # Environment: PGBH_BIN (our binary; built with cargo when unset), PGBH_HOOKS_DIR (run pre
@@ -132,7 +132,10 @@ done
 [ "$(psql_ -c "select pg_is_in_recovery()")" = "f" ] || { echo "recovery did not finish"; tail -20 "$work/restored.log"; exit 1; }
 say "$(grep -E 'redo done|consistent recovery state|archive recovery complete' "$work/restored.log" | sed 's/^[^]]*] //' | head -3 | tr '\n' ';')"
 
-step "10. compare"
+step "10. pg-backup-hooks restore-check proves where recovery ended (the last step of every restore)"
+"$tool" restore-check --backup-id "$id" --sidecar-dir "$work/sidecar" --timeout 120 | sed 's/^/   /'
+
+step "11. compare"
 restored=$(psql_ -c "select count(*) from orders")
 say "committed before the disaster: $committed, restored: $restored (pre returned after $before_pre_returned)"
 if [ "$restored" = "$committed" ]; then

@@ -192,6 +192,17 @@ fn three_nodes_restore_to_the_same_restore_point() {
             after_post[i]
         );
     }
+    // One restore-check call proves every node stopped exactly at the restore point.
+    let mut args =
+        vec!["restore-check".to_string(), "--backup-id".into(), "cluster-rt".into(), "--sidecar-dir".into(), side];
+    for (i, pg) in nodes.iter().enumerate() {
+        args.extend(["--node".to_string(), format!("{}={}", names[i], pg.conninfo())]);
+    }
+    let r = t.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    for n in names {
+        assert!(r.stdout.contains(&format!("node {}: PROVEN (restore point \"cluster-rt\")", n)), "{}", r.stdout);
+    }
+    assert!(r.stdout.contains("stopped exactly at restore point"), "{}", r.stdout);
 }
 
 #[test]

@@ -17,4 +17,5 @@ fn the_backup_job_script_round_trips_a_live_cluster() {
     assert!(out.status.success(), "backup-job.sh failed\nstdout:\n{}\nstderr:\n{}", stdout, stderr);
     assert!(stdout.contains("round trip OK: every committed row is back"), "{}", stdout);
     assert!(stdout.contains("is complete and restorable"), "{}", stdout);
+    assert!(stdout.contains("node default: PROVEN (latest"), "{}", stdout);
 }

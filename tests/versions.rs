@@ -381,6 +381,11 @@ fn round_trip(target: &str) {
         }
         _ => unreachable!(),
     }
+    // restore-check proves where recovery ended, on every major (10/11 read recovery.done).
+    let (side, node) = (r.sidecar.display().to_string(), format!("default={}", r.pg.conninfo()));
+    let check = run_exe(&r.exe, &["restore-check", "--backup-id", "rt", "--sidecar-dir", &side, "--node", &node]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && said.contains("node default: PROVEN"), "restore-check on {}: {said}", r.major);
     assert_eq!(r.pg.query_scalar("select current_setting('archive_mode')"), "off");
     assert!(!r.pg.datadir.join("backup_label").exists(), "the server consumes backup_label");
     // The restored server takes new writes and checkpoints.

@@ -7,6 +7,7 @@ pub mod hook;
 pub mod list;
 pub mod post;
 pub mod pre;
+pub mod restore_check;
 pub mod restore_prep;
 pub mod status;
 pub mod verify;

@@ -42,6 +42,27 @@ fn check_before_start(a: &PreArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--node-primary NAME=CONNINFO`: NAME must be one of the backup's nodes, each at most once.
+fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
+        let (name, ci) = parse_node(spec.trim())?;
+        if !nodes.iter().any(|(n, _)| *n == name) {
+            return Err(Error::usage(format!(
+                "--node-primary {}: no --node {} in this backup (nodes: {})",
+                name,
+                name,
+                nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(Error::usage(format!("--node-primary {} is given twice", name)));
+        }
+        out.push((name, ci));
+    }
+    Ok(out)
+}
+
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     check_before_start(&a)?;
@@ -75,6 +96,7 @@ pub fn run(a: PreArgs) -> Result<i32> {
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));
     }
+    let node_primaries = node_primaries(&a.node_primaries, &nodes)?;
     for dir in &a.sidecar_dir {
         sidecar::check_writable(dir, &a.backup_id)?;
     }
@@ -93,6 +115,7 @@ pub fn run(a: PreArgs) -> Result<i32> {
     let cfg = HelperConfig {
         backup_id: id.clone(),
         nodes,
+        node_primaries,
         fast: a.fast,
         max_duration_secs: a.max_duration,
         heartbeat_secs: a.heartbeat,

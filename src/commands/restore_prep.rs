@@ -85,5 +85,9 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
     }
     println!("start the server (as the data directory's owner), then wait until SELECT pg_is_in_recovery() is false:");
     println!("  {}", plan.start_command);
+    println!(
+        "then prove where recovery ended: pg-backup-hooks restore-check --backup-id {} --sidecar-dir DIR --node {}=CONNINFO",
+        plan.backup_id, plan.node
+    );
     Ok(0)
 }

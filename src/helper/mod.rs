@@ -37,6 +37,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct HelperConfig {
     pub backup_id: String,
     pub nodes: Vec<(String, String)>,
+    /// (standby node name, its primary's conninfo): `pre --node-primary`.
+    #[serde(default)]
+    pub node_primaries: Vec<(String, String)>,
     pub fast: bool,
     pub max_duration_secs: u64,
     pub heartbeat_secs: u64,
@@ -298,6 +301,15 @@ fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<Node>> {
                 nodes.push(c.node);
             }
             Err(e) => errors.push(format!("node {}: {}", name, e)),
+        }
+    }
+    for (name, conninfo) in &cfg.node_primaries {
+        let Some(n) = nodes.iter_mut().find(|n| n.name == *name) else { continue };
+        let r = ConnInfo::parse(conninfo)
+            .map_err(|e| e.msg)
+            .and_then(|ci| n.attach_primary(&ci.with_env_defaults(), &cfg.backup_id));
+        if let Err(e) = r {
+            errors.push(format!("node {}: {}", name, e));
         }
     }
     if !errors.is_empty() {

@@ -19,6 +19,15 @@ pub struct Node {
     pub facts: ServerFacts,
     client: Mutex<Client>,
     pub state: Mutex<NodeState>,
+    /// For a standby: a session on its primary (`pre --node-primary`), where the backup's
+    /// restore point is created and the archiving of the WAL it needs is checked.
+    pub primary: Option<Primary>,
+}
+
+pub struct Primary {
+    pub conninfo: String,
+    pub facts: ServerFacts,
+    client: Mutex<Client>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -84,9 +93,39 @@ impl Node {
                 facts,
                 client: Mutex::new(client),
                 state: Mutex::new(NodeState::default()),
+                primary: None,
             },
             warnings,
         })
+    }
+
+    /// Attach the primary of this standby (`pre --node-primary`): it must be a primary of the
+    /// same cluster (system identifier) that archives WAL.
+    pub fn attach_primary(&mut self, info: &ConnInfo, backup_id: &str) -> Result<(), String> {
+        if !self.facts.in_recovery {
+            return Err("--node-primary is only for a standby node, and this node is a primary".into());
+        }
+        let mut client = crate::pg::tls::connect(info, &format!("pg-backup-hooks {}", backup_id))
+            .map_err(|e| format!("its primary: {}", e))?;
+        let version_num = api::server_version_num(&mut client)?;
+        api::prepare_session(&mut client, version_num)?;
+        let facts = api::server_facts(&mut client, version_num)?;
+        if facts.in_recovery {
+            return Err(format!("--node-primary {} is itself a standby: give the primary", info.redacted()));
+        }
+        if facts.system_identifier != self.facts.system_identifier {
+            return Err(format!(
+                "--node-primary {} belongs to system {}, this standby to {}: give this standby's own primary",
+                info.redacted(),
+                facts.system_identifier,
+                self.facts.system_identifier
+            ));
+        }
+        if facts.archive_mode == "off" {
+            return Err(format!("--node-primary {}: archive_mode is off there", info.redacted()));
+        }
+        self.primary = Some(Primary { conninfo: info.redacted(), facts, client: Mutex::new(client) });
+        Ok(())
     }
 
     pub fn start(&self, label: &str, fast: bool) -> Result<Lsn, String> {
@@ -166,7 +205,12 @@ impl Node {
             restore_point_lsn: None,
             restore_point_wal_file: None,
         };
-        if standby && self.facts.archive_mode != "always" {
+        if let (true, Some(p)) = (standby, &self.primary) {
+            result.archive_note = Some(format!(
+                "taken from a standby: post waited for segment {} and the restore point in its primary's archive ({})",
+                result.stop_wal_file, p.conninfo
+            ));
+        } else if standby && self.facts.archive_mode != "always" {
             result.archived = true;
             result.archive_note = Some(format!(
                 "taken from a standby without archive_mode = always: segment {} must reach the archive from the primary; post did not wait for it",
@@ -201,7 +245,11 @@ impl Node {
         if stop.archived {
             return Ok(true);
         }
-        let mut c = lock(&self.client);
+        // A standby with a known primary: that primary archives the WAL the backup needs.
+        let (mut c, v) = match &self.primary {
+            Some(p) => (lock(&p.client), p.facts.version_num),
+            None => (lock(&self.client), self.facts.version_num),
+        };
         let mut segments = vec![stop.stop_wal_file.clone()];
         segments.extend(stop.restore_point_wal_file.iter().cloned());
         let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
@@ -210,7 +258,6 @@ impl Node {
                 last.get(..24).is_some_and(wal::is_segment_name) && names.iter().all(|n| last >= n.as_str())
             })
         };
-        let v = self.facts.version_num;
         let segments_done = covered(&segments) || api::archive_status_done(&mut c, v, &segments) == Some(true);
         // The history file's .ready appears after the stop's WAL switch, so the archiver can
         // take later segments first: its own status decides when it can be read.
@@ -236,6 +283,19 @@ impl Node {
         f(&mut lock(&self.client))
     }
 
+    /// Run `f` where this node's restore point is written: its own session on a primary,
+    /// its primary's for a standby given one; None for a standby without.
+    pub fn with_restore_point_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, String>,
+    ) -> Option<Result<T, String>> {
+        match (&self.primary, self.facts.in_recovery) {
+            (Some(p), _) => Some(f(&mut lock(&p.client))),
+            (None, false) => Some(f(&mut lock(&self.client))),
+            (None, true) => None,
+        }
+    }
+
     /// Record where the restore point landed on this node; the archive wait then also
     /// waits for the segment holding it. `after` is a location at or after the record.
     pub fn set_restore_point(&self, after: Lsn) {
@@ -244,7 +304,7 @@ impl Node {
         if let Some(s) = st.stop.as_mut() {
             s.restore_point_lsn = Some(after);
             s.restore_point_wal_file = Some(wal::stop_segment_name(s.timeline, after, seg));
-            if s.archive_note.is_none() {
+            if s.archive_note.is_none() || self.primary.is_some() {
                 s.archived = false;
             }
         }

@@ -163,7 +163,9 @@ fn create_restore_point(sh: &Arc<Shared>) {
     use crate::pg::api;
     use crate::protocol::RestorePointInfo;
     let name = sh.cfg.backup_id.clone();
-    let primaries: Vec<&Arc<super::node::Node>> = sh.nodes.iter().filter(|n| !n.facts.in_recovery).collect();
+    // Standbys given with pre --node-primary get the point through their primary.
+    let primaries: Vec<&Arc<super::node::Node>> =
+        sh.nodes.iter().filter(|n| !n.facts.in_recovery || n.primary.is_some()).collect();
     let set = |rp: Option<RestorePointInfo>, note: Option<String>| {
         if let Some(n) = &note {
             log::warn!("{}", n);
@@ -174,7 +176,7 @@ fn create_restore_point(sh: &Arc<Shared>) {
         set(
             None,
             Some(
-                "no restore point: every node is a standby, and restore points can only be created on a primary".into(),
+                "no restore point: every node is a standby, and restore points can only be created on a primary (give each standby's primary with pre --node-primary NAME=CONNINFO)".into(),
             ),
         );
         return;
@@ -196,11 +198,13 @@ fn create_restore_point(sh: &Arc<Shared>) {
             .map(|n| {
                 let name = &name;
                 s.spawn(move || {
-                    let r = n.with_client(|c| {
-                        let at = if citus { api::current_wal_lsn(c)? } else { api::create_restore_point(c, name)? };
-                        api::switch_wal(c)?;
-                        Ok(at)
-                    });
+                    let r = n
+                        .with_restore_point_client(|c| {
+                            let at = if citus { api::current_wal_lsn(c)? } else { api::create_restore_point(c, name)? };
+                            api::switch_wal(c)?;
+                            Ok(at)
+                        })
+                        .unwrap_or_else(|| Err("a standby without a primary".into()));
                     match r {
                         Ok(at) => {
                             n.set_restore_point(at);

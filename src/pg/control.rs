@@ -6,8 +6,12 @@
 //! state u32 @16, checkPoint u64 @32, and the CRC-32C of every byte before it at an offset
 //! that depends on the control-file version (288 on 10 and 12-17, 280 on 11, 292 on 18).
 //! PostgreSQL 10 also has prevCheckPoint u64 @40 (11 removed it).
+//! minRecoveryPoint u64 and minRecoveryPointTLI u32 follow the checkpoint copy and
+//! unloggedLSN: @136/@144 on 10 and 12-18, @128/@136 on 11 (the checkpoint copy is 80 bytes
+//! up to 11 and 88 from 12; 10 has prevCheckPoint). Checked against pg_control_recovery() on a
+//! standby of every major 10 to 18.
 //!
-//! restore-prep also writes it: see [`invalidate`].
+//! restore-prep also writes it: see [`prepare`].
 
 use std::path::Path;
 
@@ -23,6 +27,9 @@ pub struct ControlFile {
     pub catalog_version_no: u32,
     pub state: u32,
     pub checkpoint: Lsn,
+    /// minRecoveryPoint: recovery must replay at least to here before the copy is consistent.
+    pub min_recovery_point: Lsn,
+    pub min_recovery_point_tli: u32,
 }
 
 /// Where the CRC lives for each control-file version we know.
@@ -32,6 +39,15 @@ fn crc_offset(version: u32) -> Option<usize> {
         1100 => Some(280),
         1800 => Some(292),
         _ => None,
+    }
+}
+
+/// Where minRecoveryPoint lives (its timeline follows 8 bytes later).
+fn min_recovery_offset(version: u32) -> usize {
+    if version == 1100 {
+        128
+    } else {
+        136
     }
 }
 
@@ -97,6 +113,8 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<ControlFile, String> {
         catalog_version_no: u32_at(bytes, 12),
         state: u32_at(bytes, 16),
         checkpoint: Lsn(u64_at(bytes, 32)),
+        min_recovery_point: Lsn(u64_at(bytes, min_recovery_offset(version))),
+        min_recovery_point_tli: u32_at(bytes, min_recovery_offset(version) + 8),
     })
 }
 
@@ -129,6 +147,17 @@ pub fn original_checkpoint(checkpoint: Lsn) -> Lsn {
 /// previous checkpoint's too, which 10 falls back to) is invalid, with a correct CRC. Every
 /// other byte is unchanged; applying it twice gives the same bytes.
 pub fn invalidate(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    prepare(bytes, None)
+}
+
+/// What restore-prep writes into a restored pg_control, in one rewrite with one CRC:
+/// the checkpoint location invalidated (see [`invalidate`]), and with `raise` = Some((stop,
+/// tli)) minRecoveryPoint raised to the backup's stop location on that timeline (only ever
+/// raised, never lowered). For a `BACKUP FROM: standby` label recovery takes minRecoveryPoint
+/// as the end of the backup (xlog.c StartupXLOG on 10-14, xlogrecovery.c InitWalRecovery from
+/// 15: `backupEndPoint = ControlFile->minRecoveryPoint`), and a pg_control copied before the
+/// rest of the files holds an earlier one. Applying it twice gives the same bytes.
+pub fn prepare(bytes: &[u8], raise: Option<(Lsn, u32)>) -> std::result::Result<Vec<u8>, String> {
     let c = parse(bytes)?;
     let off = crc_offset(c.pg_control_version).ok_or("unknown pg_control version")?;
     let mut out = bytes.to_vec();
@@ -140,6 +169,13 @@ pub fn invalidate(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     for f in fields {
         let v = u64_at(&out, f) | INVALIDATED_BITS;
         out[f..f + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+    if let Some((stop, tli)) = raise {
+        if stop > c.min_recovery_point {
+            let m = min_recovery_offset(c.pg_control_version);
+            out[m..m + 8].copy_from_slice(&stop.0.to_ne_bytes());
+            out[m + 8..m + 12].copy_from_slice(&tli.to_ne_bytes());
+        }
     }
     let crc = crc32c::crc32c(&out[..off]);
     out[off..off + 4].copy_from_slice(&crc.to_ne_bytes());
@@ -219,6 +255,37 @@ mod tests {
                 diff.iter().all(|&i| (32..48).contains(&i) || (off..off + 4).contains(&i)),
                 "{v}: changed {diff:?}"
             );
+        }
+    }
+
+    #[test]
+    fn prepare_raises_min_recovery_point_only_upwards_and_is_idempotent() {
+        for v in [1002, 1100, 1201, 1300, 1700, 1800] {
+            let m = min_recovery_offset(v);
+            let mut b = sample(v);
+            b[m..m + 8].copy_from_slice(&0x11A5_BA10u64.to_ne_bytes());
+            b[m + 8..m + 12].copy_from_slice(&1u32.to_ne_bytes());
+            let off = crc_offset(v).unwrap();
+            let crc = crc32c::crc32c(&b[..off]);
+            b[off..off + 4].copy_from_slice(&crc.to_ne_bytes());
+            assert_eq!(parse(&b).unwrap().min_recovery_point.to_string(), "0/11A5BA10");
+
+            let stop: Lsn = "0/45F4C150".parse().unwrap();
+            let once = prepare(&b, Some((stop, 3))).unwrap();
+            let c = parse(&once).unwrap();
+            assert_eq!((c.min_recovery_point, c.min_recovery_point_tli), (stop, 3), "{v}");
+            assert!(is_invalidated(c.checkpoint), "{v}: both changes in one rewrite");
+            assert_eq!(prepare(&once, Some((stop, 3))).unwrap(), once, "{v}: a second run changes nothing");
+            let diff: Vec<usize> = (0..8192).filter(|&i| once[i] != b[i]).collect();
+            assert!(
+                diff.iter().all(|&i| (32..48).contains(&i) || (m..m + 12).contains(&i) || (off..off + 4).contains(&i)),
+                "{v}: changed {diff:?}"
+            );
+            // Never lowered: a pg_control copied after the stop keeps its later point.
+            let lower = prepare(&b, Some(("0/1000000".parse().unwrap(), 3))).unwrap();
+            let c = parse(&lower).unwrap();
+            assert_eq!((c.min_recovery_point.to_string(), c.min_recovery_point_tli), ("0/11A5BA10".into(), 1));
+            assert_eq!(prepare(&b, None).unwrap(), invalidate(&b).unwrap());
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pg::control;
+use crate::pg::wal::Lsn;
 use crate::restore::recovery::FileWrite;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,18 +207,25 @@ pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
 /// global/pg_control with its checkpoint location made invalid ([`control::invalidate`]), so
 /// that a server started without backup_label refuses to start instead of running crash
 /// recovery from the copy's own checkpoint. Same size, mode and owner as the copy's.
-pub fn control_write(pgdata: &Path) -> Result<FileWrite> {
+/// `raise`: a standby backup's stop location and timeline, for [`control::prepare`].
+pub fn control_write(pgdata: &Path, raise: Option<(Lsn, u32)>) -> Result<FileWrite> {
     use std::os::unix::fs::MetadataExt;
     let p = pgdata.join(control::CONTROL_FILE);
     let bytes = fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
     let m = fs::metadata(&p).map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
-    let data = control::invalidate(&bytes).map_err(|why| {
+    let data = control::prepare(&bytes, raise).map_err(|why| {
         Error::new(format!("{} cannot be used: {}; restore the data directory again from the backup", p.display(), why))
     })?;
     Ok(FileWrite {
         path: p,
         data,
-        what: "checkpoint location invalidated: the server refuses to start without backup_label".into(),
+        what: match raise {
+            None => "checkpoint location invalidated: the server refuses to start without backup_label".into(),
+            Some((stop, _)) => format!(
+                "checkpoint location invalidated: the server refuses to start without backup_label; minimum recovery point at least {}",
+                stop
+            ),
+        },
         keep: Some((m.mode() & 0o7777, (m.uid(), m.gid()))),
     })
 }

@@ -21,6 +21,7 @@ pub mod cleanup;
 pub mod from_archive;
 pub mod install;
 pub mod links;
+pub mod outcome;
 pub mod privs;
 pub mod recovery;
 
@@ -152,7 +153,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     }
     if c.major < 13 && !matches!(target, Target::Latest) {
         warnings.push(format!(
-            "PostgreSQL {} promotes silently at the end of WAL when the target is never reached: check the server log for \"recovery stopping\"",
+            "PostgreSQL {} promotes silently at the end of WAL when the target is never reached: after the start, pg-backup-hooks restore-check proves whether it was reached",
             c.major
         ));
     }
@@ -224,7 +225,11 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     files.push(install::label_write(&pgdata, &c.label_text));
     // Only once the label is in place: the server then reads the label's checkpoint, and
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
-    files.push(install::control_write(&pgdata)?);
+    let raise = c.node.from_standby.then_some((c.node.stop_lsn, c.node.timeline));
+    if let Some(line) = standby_end_check(&c) {
+        passed.push(line);
+    }
+    files.push(install::control_write(&pgdata, raise)?);
     files.extend(rec.writes);
     if let Some(r) = &rebuilt {
         let from = format!("rebuilt from backup history file {}", r.history);
@@ -311,6 +316,30 @@ fn rebuild_label(o: &Options) -> Result<from_archive::Rebuilt> {
         restore_command,
         history_file: o.backup_history_file.as_deref(),
         tablespace_map: &o.tablespace_map,
+    })
+}
+
+/// The check line for a standby copy: recovery of a `BACKUP FROM: standby` label ends the
+/// backup at pg_control's minRecoveryPoint, which restore-prep raises to post's stop location
+/// (issue 12), so the order the backup program copied the files in does not matter.
+fn standby_end_check(c: &checks::Checked) -> Option<String> {
+    if !c.node.from_standby {
+        return None;
+    }
+    let copied = c.control.min_recovery_point;
+    let stop = c.node.stop_lsn;
+    Some(if copied < stop {
+        format!(
+            "backup from a standby: pg_control's minimum recovery point raised from {} (as copied) to the backup's stop location {} (timeline {}), so recovery replays to the true end of the backup whatever order the files were copied in",
+            copied, stop, c.node.timeline
+        )
+    } else if copied == stop {
+        format!("backup from a standby: pg_control's minimum recovery point is the backup's stop location {}", stop)
+    } else {
+        format!(
+            "backup from a standby: pg_control's minimum recovery point {} is already past the backup's stop location {} (pg_control was copied after the stop): recovery replays at least to it",
+            copied, stop
+        )
     })
 }
 

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Gid, Uid, User};
 
 pub mod roundtrip;
+pub mod standby;
 pub mod tool;
 
 /// Environment variables that could make PostgreSQL programs connect to,

@@ -1,0 +1,193 @@
+//! `restore-check`: after the first start of restored nodes, wait (bounded) until each one's
+//! recovery has ended and prove it ended where the backup's manifest says. See
+//! docs/restore.md; the SQL and what it can prove are in restore::outcome.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cli::RestoreCheckArgs;
+use crate::error::{exit, Error, Result};
+use crate::ids;
+use crate::pg::{api, conninfo::ConnInfo, tls};
+use crate::restore::outcome::{self, Observed, Verdict};
+use crate::restore::recovery::{self, Target};
+use crate::sidecar::{self, Manifest, NodeEntry};
+
+#[derive(Serialize)]
+struct NodeReport {
+    name: String,
+    target: Option<String>,
+    proven: bool,
+    lines: Vec<String>,
+    observed: Option<Observed>,
+}
+
+fn load_manifest(dirs: &[PathBuf], id: &str) -> Result<Manifest> {
+    for d in dirs {
+        if let Some(m) = sidecar::read_manifest(d, id)? {
+            return Ok(m);
+        }
+    }
+    Err(Error::new(format!(
+        "no sidecar for backup {} in {}: give the --sidecar-dir restore-prep used",
+        id,
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// The nodes to check and how to reach them: every --node, or the only node like psql.
+fn select_nodes(m: &Manifest, specs: &[String]) -> Result<Vec<(NodeEntry, ConnInfo)>> {
+    let names = || m.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+    let specs: Vec<&String> = specs.iter().filter(|s| !s.trim().is_empty()).collect();
+    if specs.is_empty() {
+        if m.nodes.len() == 1 {
+            return Ok(vec![(m.nodes[0].clone(), ConnInfo::default().with_env_defaults())]);
+        }
+        return Err(Error::usage(format!(
+            "backup {} has {} nodes ({}): give each restored node with --node NAME=CONNINFO",
+            m.backup_id,
+            m.nodes.len(),
+            names()
+        )));
+    }
+    let mut out: Vec<(NodeEntry, ConnInfo)> = Vec::new();
+    for spec in specs {
+        let (name, ci) = crate::commands::pre::parse_node(spec.trim())?;
+        let node = m.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            Error::usage(format!("backup {} has no node {:?}; its nodes are: {}", m.backup_id, name, names()))
+        })?;
+        if out.iter().any(|(n, _)| n.name == name) {
+            return Err(Error::usage(format!("--node {} is given twice", name)));
+        }
+        out.push((node.clone(), ConnInfo::parse(&ci)?.with_env_defaults()));
+    }
+    Ok(out)
+}
+
+/// Connect and wait until recovery has ended (or paused at its target); progress on stderr.
+fn wait_ended(
+    name: &str,
+    info: &ConnInfo,
+    deadline: Instant,
+    timeout: u64,
+) -> std::result::Result<(postgres::Client, i32), String> {
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    let mut last_err;
+    loop {
+        let attempt = tls::connect(info, "pg-backup-hooks restore-check").and_then(|mut c| {
+            let v = api::server_version_num(&mut c)?;
+            let (recovering, replay) = outcome::still_recovering(&mut c, v)?;
+            Ok((c, v, recovering, replay))
+        });
+        match attempt {
+            Ok((c, v, false, _)) => return Ok((c, v)),
+            Ok((_, _, true, replay)) => {
+                last_err =
+                    format!("still in recovery, replayed to {}", replay.map(|l| l.to_string()).unwrap_or("-".into()))
+            }
+            Err(e) => last_err = e,
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "recovery had not ended after {} s (--timeout): {}; if the server stopped, its log says why (from PostgreSQL 13 a recovery target that is not in the WAL stops it with FATAL \"recovery ended before configured recovery target was reached\")",
+                timeout, last_err
+            ));
+        }
+        if last_note.elapsed() >= Duration::from_secs(10) {
+            eprintln!("restore-check: node {}: {} ({} s)", name, last_err, started.elapsed().as_secs());
+            last_note = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Which target to judge by: --target, else what the server was configured with.
+fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> std::result::Result<Target, String> {
+    let configured = o.configured_target.as_deref().map(|t| recovery::parse_target(Some(t), m));
+    match (given, configured) {
+        (Some(g), conf) => {
+            let want = recovery::parse_target(Some(g), m).map_err(|e| e.msg)?;
+            if let Some(Ok(c)) = conf {
+                if c != want {
+                    return Err(format!(
+                        "--target says {}, but the server was configured for {}",
+                        want.describe(),
+                        c.describe()
+                    ));
+                }
+            }
+            Ok(want)
+        }
+        (None, Some(Ok(c))) => Ok(c),
+        (None, Some(Err(e))) => Err(format!("the configured recovery target cannot be read ({}): give --target", e.msg)),
+        (None, None) => Err(
+            "cannot read the configured recovery target (10/11 keep it in recovery.done, read with pg_read_file: superuser): give --target".into(),
+        ),
+    }
+}
+
+fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckArgs, deadline: Instant) -> NodeReport {
+    let mut r = NodeReport { name: node.name.clone(), target: None, proven: false, lines: Vec::new(), observed: None };
+    let observed = wait_ended(&node.name, info, deadline, a.timeout)
+        .and_then(|(mut c, v)| outcome::observe(&mut c, v).map_err(|e| format!("reading the recovery state: {}", e)));
+    let o = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            r.lines.push(e);
+            return r;
+        }
+    };
+    match resolve_target(m, a.target.as_deref(), &o) {
+        Ok(t) => {
+            let Verdict { proven, lines } = outcome::judge(node, m, &t, &o);
+            r.target = Some(t.describe());
+            r.proven = proven;
+            r.lines = lines;
+        }
+        Err(e) => r.lines.push(e),
+    }
+    r.observed = Some(o);
+    r
+}
+
+pub fn run(a: RestoreCheckArgs) -> Result<i32> {
+    ids::validate(&a.backup_id)?;
+    let m = load_manifest(&a.sidecar_dir, &a.backup_id)?;
+    let nodes = select_nodes(&m, &a.nodes)?;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let reports: Vec<NodeReport> = nodes.iter().map(|(n, info)| check_node(&m, n, info, &a, deadline)).collect();
+    let proven = reports.iter().all(|r| r.proven);
+    let unchecked: Vec<&str> =
+        m.nodes.iter().filter(|n| !reports.iter().any(|r| r.name == n.name)).map(|n| n.name.as_str()).collect();
+    if a.json {
+        let v =
+            serde_json::json!({"backup_id": m.backup_id, "proven": proven, "nodes": reports, "not_checked": unchecked});
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::new(e.to_string()))?);
+    } else {
+        for r in &reports {
+            let verdict = if r.proven { "PROVEN" } else { "NOT PROVEN" };
+            println!("node {}: {} ({})", r.name, verdict, r.target.as_deref().unwrap_or("target unknown"));
+            for l in &r.lines {
+                println!("  {}: {}", if r.proven { "ok" } else { "problem" }, l);
+            }
+        }
+        for n in &unchecked {
+            println!("node {}: not checked (no --node for it)", n);
+        }
+    }
+    if proven {
+        return Ok(exit::OK);
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.proven).map(|r| r.name.as_str()).collect();
+    Err(Error::with_code(
+        exit::NOT_PROVEN,
+        format!(
+            "backup {}: node(s) {} not proven to have recovered where the backup says: do not put them into service; see the problems above",
+            m.backup_id,
+            failed.join(", ")
+        ),
+    ))
+}
