@@ -38,11 +38,11 @@ words=$(bash -c '
     source /usr/share/bash-completion/bash_completion
     __load_completion pg-backup-hooks || exit 1
     fn=$(complete -p pg-backup-hooks | sed -E "s/.* -F ([^ ]+) .*/\1/")
-    COMP_WORDS=(pg-backup-hooks rest); COMP_CWORD=1; COMP_LINE="pg-backup-hooks rest"; COMP_POINT=${#COMP_LINE}
-    "$fn" pg-backup-hooks rest pg-backup-hooks
+    COMP_WORDS=(pg-backup-hooks restore-p); COMP_CWORD=1; COMP_LINE="pg-backup-hooks restore-p"; COMP_POINT=${#COMP_LINE}
+    "$fn" pg-backup-hooks restore-p pg-backup-hooks
     printf "%s\n" "${COMPREPLY[@]}"') || fail "bash-completion does not load /usr/share/bash-completion/completions/pg-backup-hooks"
-[ "$words" = restore-prep ] || fail "bash completes 'pg-backup-hooks rest' to '$words', not restore-prep"
-echo "check-deb: bash completes 'pg-backup-hooks rest' to restore-prep"
+[ "$words" = restore-prep ] || fail "bash completes 'pg-backup-hooks restore-p' to '$words', not restore-prep"
+echo "check-deb: bash completes 'pg-backup-hooks restore-p' to restore-prep"
 
 # The demo, with the installed binary, pre and post run through the installed generic hook.
 PGBH_BIN=/usr/bin/pg-backup-hooks PGBH_HOOKS_DIR=/usr/lib/pg-backup-hooks/hooks tests/backup-job.sh

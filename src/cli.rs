@@ -86,7 +86,13 @@ pub struct PreArgs {
     )]
     pub nodes: Vec<String>,
     /// The primary of a standby node, as NAME=CONNINFO (NAME a --node): post creates the backup's restore point there and waits for its archiving, so the standby can be restored to it; repeatable
-    #[arg(long = "node-primary", env = "PGBH_NODE_PRIMARIES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    #[arg(
+        long = "node-primary",
+        env = "PGBH_NODE_PRIMARIES",
+        value_name = "NAME=CONNINFO",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub node_primaries: Vec<String>,
     /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`)
     #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
@@ -290,13 +296,19 @@ pub struct RestoreCheckArgs {
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
     pub sidecar_dir: Vec<PathBuf>,
     /// A restored node to check, as NAME=CONNINFO (NAME as in the backup); repeatable. Without it, the only node of a one-node backup connects like psql (PGHOST, PGPORT, PGUSER, ~/.pgpass...)
-    #[arg(long = "node", env = "PGBH_RESTORE_NODES", value_name = "NAME=CONNINFO", value_delimiter = ';')]
+    #[arg(
+        long = "node",
+        env = "PGBH_RESTORE_NODES",
+        value_name = "NAME=CONNINFO",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
     pub nodes: Vec<String>,
     /// The target the restore was prepared for (as restore-prep's --target) [default: what each server was configured with]
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]
     pub target: Option<String>,
     /// How long to wait, for all nodes together, until recovery has ended
-    #[arg(long, env = "PGBH_RESTORE_TIMEOUT", value_name = "SECS", default_value_t = 3600)]
+    #[arg(long, env = "PGBH_RESTORE_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 3600)]
     pub timeout: u64,
     /// Machine-readable output
     #[arg(long, env = "PGBH_JSON")]

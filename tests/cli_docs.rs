@@ -149,7 +149,12 @@ fn environment_variables_do_what_help_says() {
     assert!(text.contains("no backups in progress"), "{}", text);
     // A connection string or a restore command from the environment may hold a secret: --help
     // names the variable, never its value.
-    for (sub, env) in [("pre", "PGBH_NODES"), ("restore-prep", "PGBH_RESTORE_COMMAND")] {
+    for (sub, env) in [
+        ("pre", "PGBH_NODES"),
+        ("pre", "PGBH_NODE_PRIMARIES"),
+        ("restore-prep", "PGBH_RESTORE_COMMAND"),
+        ("restore-check", "PGBH_RESTORE_NODES"),
+    ] {
         let out = run_ok(Command::new(bin()).args([sub, "--help"]).env(env, "a=host=x password=hunter2"));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(env) && !text.contains("hunter2"), "{}", text);
@@ -210,7 +215,7 @@ fn bash_completion_completes_subcommands_flags_and_values() {
     let dir = TestDir::new();
     let script = dir.path().join("pg-backup-hooks");
     std::fs::write(&script, tool(&["__gen", "completion", "bash"])).expect("writing the completion script");
-    assert_eq!(bash_complete(&script, &["pg-backup-hooks", "rest"]), ["restore-prep"]);
+    assert_eq!(bash_complete(&script, &["pg-backup-hooks", "restore-p"]), ["restore-prep"]);
     let flags = bash_complete(&script, &["pg-backup-hooks", "restore-prep", "--arch"]);
     assert_eq!(flags, ["--archive-dir", "--archive-mode"]);
     let formats = bash_complete(&script, &["pg-backup-hooks", "exclude-list", "--format", ""]);
