@@ -725,6 +725,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     common::wait_until(Duration::from_secs(120), "the restored cluster to finish recovery", || {
         pg.query_opt("select pg_is_in_recovery()").as_deref() == Some("f")
     });
+    t.restore_check_proves(&id, &restored_sidecar, &pg);
     let got: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
     let got_max: i64 = pg.query_scalar("select max(id) from t").parse().expect("max");
     assert_eq!((got, got_max), (expected, max_id), "rows lost in the restore");

@@ -52,6 +52,24 @@ impl From<Output> for Ran {
 }
 
 impl Tool {
+    /// The last step of every restore: `restore-check` proves that the restored single-node
+    /// cluster `pg` (started) ended recovery where backup `id` says; the node's name is read
+    /// from the sidecar's manifest.
+    pub fn restore_check_proves(&self, id: &str, sidecar: &Path, pg: &super::Cluster) {
+        let manifest = std::fs::read(sidecar.join(id).join("manifest.json")).expect("reading the manifest");
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("parsing the manifest");
+        let node = manifest["nodes"][0]["name"].as_str().expect("the manifest names its node").to_string();
+        let sidecar = sidecar.display().to_string();
+        let node_arg = format!("{}={}", node, pg.conninfo());
+        let check = self.run(&["restore-check", "--backup-id", id, "--sidecar-dir", &sidecar, "--node", &node_arg]);
+        assert!(
+            check.code == 0 && check.stdout.contains(&format!("node {}: PROVEN", node)),
+            "restore-check did not prove the restore\nstdout: {}\nstderr: {}",
+            check.stdout,
+            check.stderr
+        );
+    }
+
     /// A run dir (0700, ours) and a sidecar dir inside `dir`.
     pub fn new(dir: &TestDir) -> Tool {
         let run_dir = dir.path().join("run");

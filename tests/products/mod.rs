@@ -171,6 +171,7 @@ pub fn prepare_start_and_check(t: &Tool, pg: &Cluster, id: &str, restored_sideca
     assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
     common::chown_to_server_user(&pg.datadir);
     roundtrip::start_and_wait_promoted(pg);
+    t.restore_check_proves(id, restored_sidecar, pg);
     let got: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
     let got_max: i64 = pg.query_scalar("select max(id) from t").parse().expect("max");
     assert_eq!((got, got_max), (expected.count, expected.max_id), "rows lost in the restore");
