@@ -588,23 +588,6 @@ fn exclude_block(pgdata: &Path) -> String {
     assert!(out.status.success(), "exclude-list: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-/// A client that keeps inserting one row per transaction; returns the ids it saw committed.
-fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
-    let mut client = pg.client();
-    std::thread::spawn(move || {
-        let mut ids = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            match client
-                .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
-            {
-                Ok(row) => ids.push(row.get::<_, i64>(0)),
-                Err(e) => panic!("inserter: {}", common::pg_error_text(&e)),
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        ids
-    })
-}
 
 #[test]
 fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row() {
@@ -621,7 +604,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
 
     // Back up while a client keeps inserting.
     let stop = Arc::new(AtomicBool::new(false));
-    let inserter = start_inserter(&pg, stop.clone());
+    let inserter = common::start_inserter(&pg, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     let t_job = Instant::now();
     let jobid = bacula.run_job("pgdata");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create};
+use common::roundtrip::{install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create};
 use common::tool::Tool;
 use common::{Cluster, ClusterOpts, TestDir};
 use sha2::{Digest, Sha256};
@@ -20,25 +20,6 @@ use sha2::{Digest, Sha256};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-fn run(exe: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(exe);
-    cmd.args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PGBH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {} {:?}: {e}", exe.display(), args));
-    eprintln!(
-        "$ pg-backup-hooks {}\n{}{}[{}]",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
 }
 
 /// Every entry under `root` (not following symlinks): type, mode, owner and content hash.
@@ -105,7 +86,7 @@ impl Prep<'_> {
     fn run(&self, extra: &[&str]) -> Output {
         let mut a = vec!["restore-prep", "--backup-id", self.id, "--pgdata", s(self.pgdata), "--archive-mode", "off"];
         a.extend_from_slice(extra);
-        run(self.exe, &a)
+        run_exe(self.exe, &a)
     }
 
     /// It must refuse with `msg`, in one line, and change nothing in the data directory.

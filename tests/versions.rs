@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create};
+use common::roundtrip::{install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create};
 use common::{Cluster, TestDir};
 
 /// A run directory the tool accepts: owned by us (the TestDir is the server user's), 0700.
@@ -184,25 +184,6 @@ fn abort_ends_the_backup_on_this_major() {
 }
 
 // ---------------------------------------------------------------- round trips (issues 5 and 7)
-
-fn run_exe(exe: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(exe);
-    cmd.args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PGBH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {} {:?}: {e}", exe.display(), args));
-    eprintln!(
-        "$ pg-backup-hooks {}\n{}{}[{}]",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
-}
 
 fn exe_ok(exe: &Path, args: &[&str]) -> String {
     let out = run_exe(exe, args);

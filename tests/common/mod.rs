@@ -27,7 +27,8 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -653,4 +654,22 @@ pub fn fake_citus_catalog(coord: &Cluster, rows: &[(i32, i32, u16, &str, bool)])
             nodeid, group, port, role, active
         ));
     }
+}
+
+/// A client that keeps inserting one row per transaction; returns the ids it saw committed.
+pub fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
+    let mut client = pg.client();
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match client
+                .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
+            {
+                Ok(row) => ids.push(row.get::<_, i64>(0)),
+                Err(e) => panic!("inserter: {}", pg_error_text(&e)),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ids
+    })
 }

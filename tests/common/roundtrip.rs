@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use super::{bin, wait_until, Cluster, TestDir};
@@ -84,4 +84,25 @@ pub fn start_and_wait_promoted(pg: &Cluster) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Runs `exe` (our binary, possibly a copy the server user can reach) without any PGBH_*
+/// variable of the test's environment, echoing the command and what it printed.
+pub fn run_exe(exe: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGBH_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {} {:?}: {e}", exe.display(), args));
+    eprintln!(
+        "$ pg-backup-hooks {}\n{}{}[{}]",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    out
 }

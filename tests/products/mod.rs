@@ -71,21 +71,7 @@ impl Inserter {
     pub fn start(pg: &Cluster) -> Inserter {
         pg.execute("create table t(id bigserial primary key, at timestamptz not null, pad text); insert into t(at, pad) select clock_timestamp(), repeat('y', 500) from generate_series(1, 20000)");
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let mut client = pg.client();
-        let handle = std::thread::spawn(move || {
-            let mut ids = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                match client
-                    .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
-                {
-                    Ok(row) => ids.push(row.get::<_, i64>(0)),
-                    Err(e) => panic!("inserter: {}", common::pg_error_text(&e)),
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            ids
-        });
+        let handle = common::start_inserter(pg, stop.clone());
         std::thread::sleep(Duration::from_millis(300));
         Inserter { stop, handle }
     }
