@@ -22,6 +22,11 @@ apt-get install -y -qq --reinstall "$deb" >/dev/null
 
 [ "$(command -v pg-backup-hooks)" = /usr/bin/pg-backup-hooks ] || fail "pg-backup-hooks is not /usr/bin/pg-backup-hooks"
 pg-backup-hooks --version
+# restore_command's program is installed beside it and loads no OpenSSL (it starts fast).
+[ -x /usr/bin/pg-backup-hooks-wal-restore ] || fail "/usr/bin/pg-backup-hooks-wal-restore is missing"
+if ldd /usr/bin/pg-backup-hooks-wal-restore | grep -q libssl; then
+    fail "pg-backup-hooks-wal-restore links OpenSSL"
+fi
 [ -x /usr/lib/pg-backup-hooks/hooks/generic ] || fail "no /usr/lib/pg-backup-hooks/hooks/generic"
 [ -x /usr/lib/pg-backup-hooks/hooks/amanda ] || fail "no /usr/lib/pg-backup-hooks/hooks/amanda"
 [ "$(stat -c '%a %U' /etc/pg-backup-hooks/env.example)" = "640 root" ] || fail "env.example is not 0640 root"

@@ -2,7 +2,11 @@
 # wal-restore against plain `cp`, per 16 MiB segment, side by side on the same archive.
 #
 #   bench/wal-restore.sh                 # 40 segments, 5 rounds, release build
-#   SEGMENTS=80 ROUNDS=9 BIN=target/debug/pg-backup-hooks bench/wal-restore.sh
+#   SEGMENTS=80 ROUNDS=9 BIN=target/debug/pg-backup-hooks-wal-restore bench/wal-restore.sh
+#
+# BIN is the program restore-prep writes into restore_command: pg-backup-hooks-wal-restore
+# (default, release build), or the main binary's `wal-restore` subcommand when BIN is
+# pg-backup-hooks itself.
 #
 # The archive holds synthetic segments with a valid long page header (magic, flags, system
 # identifier, segment size), so wal-restore runs its full header check. Each round restores
@@ -19,7 +23,7 @@ out_md=${OUT-$here/docs/benchmarks-wal-restore.md}
 bin=${BIN:-}
 if [ -z "$bin" ]; then
     (cd "$here" && cargo build --release --quiet)
-    bin="$here/target/release/pg-backup-hooks"
+    bin="$here/target/release/pg-backup-hooks-wal-restore"
 fi
 
 work=$(mktemp -d /tmp/pgbh-walbench.XXXXXX)
@@ -40,14 +44,16 @@ for i in range(1, n + 1):
 PY
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-export work bin dest="$work/pg_wal/RECOVERYXLOG"
+sub=""
+[ "$(basename "$bin")" = pg-backup-hooks ] && sub=wal-restore
+export work bin sub dest="$work/pg_wal/RECOVERYXLOG"
 names=$(ls "$work/archive")
 export names
 run_cp() { for f in $names; do rm -f "$dest"; cp "$work/archive/$f" "$dest"; done; }
 run_ours() {
     for f in $names; do
         rm -f "$dest"
-        "$bin" wal-restore --archive-dir "$work/archive" --system-identifier 7000000000000000001 "$f" "$dest"
+        "$bin" $sub --archive-dir "$work/archive" --system-identifier 7000000000000000001 "$f" "$dest"
     done
 }
 export -f run_cp run_ours
@@ -96,15 +102,15 @@ echo "CPU:  cp $cp_cpu ms/segment, wal-restore $ours_cpu ms/segment, ratio $cpu_
     echo "it moves it with durable_rename(), which fsyncs file and directory (xlogarchive.c,"
     echo "PostgreSQL 10-18). The copy itself is the same single copy_file_range as cp's."
     echo
-    echo "What is left over cp is starting the binary (2026-11-23, valgrind --tool=callgrind, which"
-    echo "counts instructions and is not disturbed by load): \`pg-backup-hooks --version\` runs 4.0 M"
-    echo "instructions, \`cp --version\` 0.66 M; about 60% of ours is the dynamic loader resolving the"
-    echo "symbols of libssl and libcrypto. Built against a static OpenSSL (the openssl crate's"
-    echo "vendored feature) start-up fell to 1.16 M and the ratio measured 1.12 against 1.30 for the"
-    echo "dynamic build, side by side in one run on a loaded machine. A static OpenSSL would not get"
-    echo "Debian's security updates, so it was not adopted: the planned fix is a wal-restore binary"
-    echo "that links no OpenSSL (the linker's --as-needed drops libssl from a binary that uses none of"
-    echo "it: checked). On a loaded machine the wall-time ratio swings from run to run (each exec"
-    echo "waits for a CPU)."
+    echo "What used to be left over cp was starting the binary (2026-11-23, valgrind"
+    echo "--tool=callgrind, which counts instructions and is not disturbed by load):"
+    echo "\`pg-backup-hooks --version\` runs 4.0 M instructions, \`cp --version\` 0.66 M; about 60% of"
+    echo "ours is the dynamic loader resolving the symbols of libssl and libcrypto (ratio 1.22 on a"
+    echo "quiet machine). restore_command therefore runs pg-backup-hooks-wal-restore, the same code in"
+    echo "a binary that links no OpenSSL (the linker's --as-needed leaves libssl out): its"
+    echo "\`--version\` runs 0.34 M instructions. A static"
+    echo "OpenSSL was measured too (start-up 1.16 M instructions) and not adopted: it would not get"
+    echo "Debian's security updates. Measured here: $(basename "$bin")${sub:+ $sub}. On a loaded"
+    echo "machine the wall-time ratio swings from run to run (each exec waits for a CPU)."
 } >"$out_md"
 echo "wrote $out_md"

@@ -377,7 +377,8 @@ fn dry_run_changes_nothing_and_second_run_is_a_no_op() {
     assert!(segments.is_empty(), "WAL segments left in pg_wal: {segments:?}");
     assert!(d.join("pg_wal/archive_status").is_dir());
     let auto = fs::read_to_string(d.join("postgresql.auto.conf")).unwrap();
-    assert!(auto.contains("wal-restore --archive-dir"), "{auto}");
+    // The program beside the binary that links no OpenSSL (it starts fast: one run per WAL file).
+    assert!(auto.contains("/pg-backup-hooks-wal-restore --archive-dir"), "{auto}");
 
     let prepared = tree(d);
     let out = ok(&f.env.exe, &f.env.prep_args("b1", d, &f.pg.archive_dir));
@@ -441,6 +442,11 @@ fn tablespace_is_restored_at_a_new_path() {
 
 // ---------------------------------------------------------------- wal-restore
 
+/// `sub` then `rest`: a command line with or without the subcommand.
+fn with<'a>(sub: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+    [sub, rest].concat()
+}
+
 #[test]
 fn wal_restore_end_of_archive_and_foreign_segments() {
     let dir = TestDir::new();
@@ -450,23 +456,30 @@ fn wal_restore_end_of_archive_and_foreign_segments() {
     let seg = switch_and_wait(&a);
     let sysid = |c: &Cluster| c.query_scalar("select system_identifier from pg_control_system()");
     let dest = dir.path().join("RECOVERYXLOG");
+    // The subcommand, and restore_command's own program beside the binary: the same answers.
+    let lean = exe.with_file_name("pg-backup-hooks-wal-restore");
+    for (program, sub) in [(&exe, &["wal-restore"][..]), (&lean, &[][..])] {
+        // End of archive: exit 1, nothing on stderr, nothing written.
+        let o = run(program, &with(sub, &["--archive-dir", s(&a.archive_dir), "0000000100000000000000FF", s(&dest)]));
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(o.stderr.is_empty(), "{}", text(&o));
+        assert!(!dest.exists());
 
-    // End of archive: exit 1, nothing on stderr, nothing written.
-    let o = run(&exe, &["wal-restore", "--archive-dir", s(&a.archive_dir), "0000000100000000000000FF", s(&dest)]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(o.stderr.is_empty(), "{}", text(&o));
-    assert!(!dest.exists());
+        // Another cluster's segment: refused loudly with a status that aborts recovery.
+        let o = run(
+            program,
+            &with(sub, &["--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&b), &seg, s(&dest)]),
+        );
+        assert_eq!(o.status.code(), Some(126), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("another cluster's WAL"), "{}", text(&o));
+        assert!(!dest.exists());
 
-    // Another cluster's segment: refused loudly with a status that aborts recovery.
-    let o = run(
-        &exe,
-        &["wal-restore", "--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&b), &seg, s(&dest)],
-    );
-    assert_eq!(o.status.code(), Some(126), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("another cluster's WAL"), "{}", text(&o));
-    assert!(!dest.exists());
-
-    // Its own segment is copied exactly.
-    ok(&exe, &["wal-restore", "--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&a), &seg, s(&dest)]);
-    assert_eq!(fs::read(&dest).unwrap(), fs::read(a.archive_dir.join(&seg)).unwrap());
+        // Its own segment is copied exactly.
+        ok(
+            program,
+            &with(sub, &["--archive-dir", s(&a.archive_dir), "--system-identifier", &sysid(&a), &seg, s(&dest)]),
+        );
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(a.archive_dir.join(&seg)).unwrap());
+        fs::remove_file(&dest).unwrap();
+    }
 }

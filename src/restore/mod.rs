@@ -176,8 +176,9 @@ pub fn prepare(o: &Options) -> Result<Plan> {
                 )));
             }
             let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-            warn_unreachable(&o.exe, c.owner, &mut warnings);
-            recovery::wal_restore_command(&o.exe, &dir, &c.node.system_identifier)
+            let program = recovery::wal_restore_program(&o.exe);
+            warn_unreachable(&program.path, c.owner, &mut warnings);
+            recovery::wal_restore_command(&program, &dir, &c.node.system_identifier)
         }
     };
     if let WalSource::ArchiveDir(dir) = &o.source {

@@ -83,11 +83,29 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// restore_command that runs our own `wal-restore` on a plain archive directory. `%` in the
-/// paths is doubled (PostgreSQL expands %f, %p, %r and %%).
-pub fn wal_restore_command(exe: &Path, archive: &Path, sysid: &str) -> String {
+/// The program that restores one WAL file: `pg-backup-hooks-wal-restore` where it stands next
+/// to `exe` (it links no OpenSSL, so it starts several times faster: restore_command runs once
+/// per WAL file; docs/benchmarks-wal-restore.md), else `exe wal-restore`.
+pub struct WalRestoreProgram {
+    pub path: PathBuf,
+    pub subcommand: bool,
+}
+
+pub fn wal_restore_program(exe: &Path) -> WalRestoreProgram {
+    let lean = exe.with_file_name("pg-backup-hooks-wal-restore");
+    if lean.is_file() {
+        WalRestoreProgram { path: lean, subcommand: false }
+    } else {
+        WalRestoreProgram { path: exe.to_path_buf(), subcommand: true }
+    }
+}
+
+/// restore_command that runs our wal-restore on a plain archive directory. `%` in the paths is
+/// doubled (PostgreSQL expands %f, %p, %r and %%).
+pub fn wal_restore_command(program: &WalRestoreProgram, archive: &Path, sysid: &str) -> String {
     let q = |p: &Path| shell_quote(&p.to_string_lossy()).replace('%', "%%");
-    format!("{} wal-restore --archive-dir {} --system-identifier {} %f %p", q(exe), q(archive), sysid)
+    let sub = if program.subcommand { " wal-restore" } else { "" };
+    format!("{}{} --archive-dir {} --system-identifier {} %f %p", q(&program.path), sub, q(archive), sysid)
 }
 
 pub fn check_restore_command(cmd: &str) -> Result<()> {
@@ -293,8 +311,12 @@ mod tests {
     fn shell_and_percent_quoting() {
         assert_eq!(shell_quote("/usr/bin/x"), "/usr/bin/x");
         assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
-        let c = wal_restore_command(Path::new("/opt/pg bh/bin"), Path::new("/arch/100%"), "42");
+        let main = WalRestoreProgram { path: PathBuf::from("/opt/pg bh/bin"), subcommand: true };
+        let c = wal_restore_command(&main, Path::new("/arch/100%"), "42");
         assert_eq!(c, "'/opt/pg bh/bin' wal-restore --archive-dir '/arch/100%%' --system-identifier 42 %f %p");
+        let lean = WalRestoreProgram { path: PathBuf::from("/usr/bin/pg-backup-hooks-wal-restore"), subcommand: false };
+        let c = wal_restore_command(&lean, Path::new("/arch"), "42");
+        assert_eq!(c, "/usr/bin/pg-backup-hooks-wal-restore --archive-dir /arch --system-identifier 42 %f %p");
         assert!(check_restore_command("cp /a/%f").is_err());
         assert!(check_restore_command("cp /a/%f %p").is_ok());
     }

@@ -16,10 +16,19 @@ pub fn install_bin(dir: &TestDir) -> PathBuf {
     let bindir = dir.path().join("bin");
     fs::create_dir_all(&bindir).expect("mkdir bin");
     let exe = bindir.join("pg-backup-hooks");
-    fs::copy(bin(), &exe).expect("copying pg-backup-hooks");
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    // With restore_command's own program beside it, as the package installs them: restore-prep
+    // then writes pg-backup-hooks-wal-restore into restore_command.
+    for (from, to) in [(bin(), exe.clone()), (wal_restore_bin(), bindir.join("pg-backup-hooks-wal-restore"))] {
+        fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {}", from.display(), e));
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    }
     fs::set_permissions(&bindir, fs::Permissions::from_mode(0o755)).expect("chmod bin");
     exe
+}
+
+/// Path of the `pg-backup-hooks-wal-restore` binary built by cargo for this test run.
+pub fn wal_restore_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-restore"))
 }
 
 /// `tar` of `dir` (relative to its parent) into `tarfile`. A live copy may see files
