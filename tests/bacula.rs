@@ -686,23 +686,7 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     for gone in ["postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init"] {
         assert!(!pg.datadir.join(gone).exists(), "{} should not be in the copy", gone);
     }
-    common::chown_to_server_user(&pg.datadir);
-
-    let prep = t.run(&[
-        "restore-prep",
-        "--backup-id",
-        &id,
-        "--sidecar-dir",
-        &restored_sidecar.display().to_string(),
-        "--pgdata",
-        &pg.datadir.display().to_string(),
-        "--archive-dir",
-        &pg.archive_dir.display().to_string(),
-        "--archive-mode",
-        "off",
-    ]);
-    assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
-    common::chown_to_server_user(&pg.datadir);
+    t.restore_prep_ok(&id, &restored_sidecar, &pg);
 
     pg.start().unwrap_or_else(|e| panic!("starting the restored cluster: {}", e));
     common::wait_until(Duration::from_secs(120), "the restored cluster to finish recovery", || {

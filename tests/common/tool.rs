@@ -52,6 +52,29 @@ impl From<Output> for Ran {
 }
 
 impl Tool {
+    /// restore-prep of the restored single-node copy `pg` from the plain archive, with archiving
+    /// off (a test restore), run as root over the server user's tree; it must succeed.
+    pub fn restore_prep_ok(&self, id: &str, sidecar: &Path, pg: &super::Cluster) {
+        super::chown_to_server_user(&pg.datadir);
+        let (sidecar, pgdata, archive) =
+            (sidecar.display().to_string(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
+        let prep = self.run(&[
+            "restore-prep",
+            "--backup-id",
+            id,
+            "--sidecar-dir",
+            &sidecar,
+            "--pgdata",
+            &pgdata,
+            "--archive-dir",
+            &archive,
+            "--archive-mode",
+            "off",
+        ]);
+        assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
+        super::chown_to_server_user(&pg.datadir);
+    }
+
     /// The last step of every restore: `restore-check` proves that the restored single-node
     /// cluster `pg` (started) ended recovery where backup `id` says; the node's name is read
     /// from the sidecar's manifest.

@@ -140,22 +140,7 @@ pub fn prepare_start_and_check(t: &Tool, pg: &Cluster, id: &str, restored_sideca
     for gone in ["postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init"] {
         assert!(!pg.datadir.join(gone).exists(), "{} should not be in the copy", gone);
     }
-    common::chown_to_server_user(&pg.datadir);
-    let prep = t.run(&[
-        "restore-prep",
-        "--backup-id",
-        id,
-        "--sidecar-dir",
-        &restored_sidecar.display().to_string(),
-        "--pgdata",
-        &pg.datadir.display().to_string(),
-        "--archive-dir",
-        &pg.archive_dir.display().to_string(),
-        "--archive-mode",
-        "off",
-    ]);
-    assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
-    common::chown_to_server_user(&pg.datadir);
+    t.restore_prep_ok(id, restored_sidecar, pg);
     roundtrip::start_and_wait_promoted(pg);
     t.restore_check_proves(id, restored_sidecar, pg);
     let got: i64 = pg.query_scalar("select count(*) from t").parse().expect("count");
