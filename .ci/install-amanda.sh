@@ -7,15 +7,8 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 pkgs="amanda-server amanda-client amanda-common"
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq -o DPkg::Lock::Timeout=600 $missing >/dev/null
-fi
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install-missing.sh" $pkgs
 for f in /usr/sbin/amdump /usr/sbin/amcheck /usr/sbin/amfetchdump /usr/sbin/amlabel /usr/sbin/amadmin \
     /usr/sbin/amservice /usr/lib/amanda/amandad /usr/lib/amanda/application/amgtar; do
     [ -e "$f" ] || { echo "install-amanda: $f is missing after installing $pkgs" >&2; exit 1; }

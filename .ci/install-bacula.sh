@@ -5,15 +5,8 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 pkgs="bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3 shellcheck"
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq $missing >/dev/null
-fi
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install-missing.sh" $pkgs
 # Debian's packages start the system daemons where an init system runs; the test needs
 # none of them (it uses its own ports), so leave them be.
 for f in /usr/sbin/bacula-dir /usr/sbin/bacula-sd /usr/sbin/bacula-fd /usr/sbin/bconsole /usr/bin/sqlite3 /usr/share/bacula-director/make_sqlite3_tables /etc/bacula/scripts/query.sql; do

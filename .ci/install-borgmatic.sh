@@ -11,15 +11,8 @@ venv=${PGBH_BORGMATIC2:-/opt/pgbh-borgmatic2}
 # does not change under us. Set PGBH_BORGMATIC2_VERSION to try another.
 want=${PGBH_BORGMATIC2_VERSION:-2.1.10}
 pkgs="borgbackup borgmatic python3-venv"
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq -o DPkg::Lock::Timeout=600 $missing >/dev/null
-fi
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install-missing.sh" $pkgs
 # Debian's python3 (not whatever python3 comes first on PATH), so the venv survives PATH changes.
 if [ ! -x "$venv/bin/borgmatic" ] || [ "$("$venv/bin/borgmatic" --version 2>/dev/null)" != "$want" ]; then
     [ -x "$venv/bin/pip" ] || /usr/bin/python3 -m venv "$venv"
