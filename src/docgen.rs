@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, Command, CommandFactory};
 
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 
 pub const BIN: &str = "pg-backup-hooks";
 macro_rules! regenerate {
@@ -176,7 +176,7 @@ pub fn readme_section() -> String {
 
 /// Where README's generated part lies: from the end of the begin marker to the end marker.
 fn readme_span(readme: &str) -> Result<(usize, usize)> {
-    let missing = |m: &str| Error::new(format!("README has no line {}: put the marker lines back", m));
+    let missing = |m: &str| err!("README has no line {}: put the marker lines back", m);
     let start = readme.find(README_BEGIN).ok_or_else(|| missing(README_BEGIN))? + README_BEGIN.len();
     let len = readme[start..].find(README_END).ok_or_else(|| missing(README_END))?;
     Ok((start, start + len))
@@ -233,7 +233,7 @@ fn render_man<'a>(
     see_also: &[String],
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    man.render(&mut out).map_err(|e| Error::new(format!("cannot render man page {}: {}", man.get_filename(), e)))?;
+    man.render(&mut out).map_err(|e| err!("cannot render man page {}: {}", man.get_filename(), e))?;
     let mut text = String::from(".SH \"EXIT STATUS\"\n");
     for c in codes {
         text.push_str(&format!(".TP\n.B {}\n{}\n", c.code, roff_text(c.meaning)));
@@ -250,7 +250,7 @@ fn render_man<'a>(
 
 /// Write the man pages into `dir` (created if missing); returns their paths.
 pub fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {}", dir.display(), e)))?;
+    std::fs::create_dir_all(dir).map_err(|e| err!("cannot create {}: {}", dir.display(), e))?;
     let mut written = Vec::new();
     for (name, text) in man_pages()? {
         let path = dir.join(name);

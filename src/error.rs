@@ -104,6 +104,10 @@ impl Error {
     pub fn with_code(code: i32, msg: impl Into<String>) -> Self {
         Error { code, msg: msg.into() }
     }
+    /// The same error with `what` in front, keeping its exit code: `e.within(format_args!("node {}", n))`.
+    pub fn within(self, what: impl fmt::Display) -> Self {
+        Error { code: self.code, msg: format!("{}: {}", what, self.msg) }
+    }
 }
 
 impl fmt::Display for Error {
@@ -143,7 +147,7 @@ pub trait Context<T> {
 
 impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     fn context<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|e| Error::new(format!("{}: {}", f().into(), one_line(&e.to_string()))))
+        self.map_err(|e| err!("{}: {}", f().into(), one_line(&e.to_string())))
     }
 }
 

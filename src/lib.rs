@@ -1,10 +1,13 @@
 //! pg-backup-hooks as a library: the binary (src/main.rs) is a thin front end, and the
 //! fuzz targets (fuzz/) reach the parsers through here.
 
+// First, so that `err!` is in scope in every module below.
+#[macro_use]
+pub mod error;
+
 pub mod cli;
 pub mod commands;
 pub mod docgen;
-pub mod error;
 pub mod exclude;
 pub mod fsutil;
 pub mod helper;

@@ -71,26 +71,26 @@ impl RunDir {
         let meta = match fs::symlink_metadata(&dir) {
             Ok(m) => m,
             Err(_) if !create => return Ok(RunDir { dir }),
-            Err(e) => return Err(Error::new(format!("run directory {}: {}", dir.display(), e))),
+            Err(e) => return Err(err!("run directory {}: {}", dir.display(), e)),
         };
         if !meta.is_dir() {
-            return Err(Error::new(format!("run directory {} is not a directory", dir.display())));
+            return Err(err!("run directory {} is not a directory", dir.display()));
         }
         let me = nix::unistd::geteuid().as_raw();
         if meta.uid() != me {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "run directory {} is owned by uid {}, not by us (uid {}): refusing to trust it; use --run-dir with a directory of your own",
                 dir.display(),
                 meta.uid(),
                 me
-            )));
+            ));
         }
         if meta.permissions().mode() & 0o022 != 0 {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "run directory {} is writable by group or others (mode {:o}): refusing to trust it; chmod 0700 it",
                 dir.display(),
                 meta.permissions().mode() & 0o777
-            )));
+            ));
         }
         Ok(RunDir { dir })
     }
@@ -132,7 +132,7 @@ impl RunDir {
             match f.try_lock_exclusive() {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => return Ok(None),
-                Err(e) => return Err(Error::new(format!("cannot lock {}: {}", p.display(), e))),
+                Err(e) => return Err(err!("cannot lock {}: {}", p.display(), e)),
             }
             let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
             let named = fs::metadata(&p).map(|m| (m.dev(), m.ino())).ok();
@@ -140,7 +140,7 @@ impl RunDir {
                 return Ok(Some(f));
             }
         }
-        Err(Error::new(format!("cannot lock {}: it keeps being replaced", p.display())))
+        Err(err!("cannot lock {}: it keeps being replaced", p.display()))
     }
 
     /// Take the lock, waiting up to `patience` while it is contended. Another command's

@@ -102,7 +102,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// sha256 of a stored manifest.json: post prints it into the job log and restore-prep
 /// prints it, so an admin can see that the sidecar restore-prep trusts is the one post wrote.
 pub fn manifest_sha256(path: &Path) -> Result<String> {
-    let data = fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {}", path.display(), e)))?;
+    let data = fs::read(path).map_err(|e| err!("cannot read {}: {}", path.display(), e))?;
     Ok(sha256_hex(&data))
 }
 
@@ -120,17 +120,17 @@ pub fn read_manifest(sidecar: &Path, id: &str) -> Result<Option<Manifest>> {
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(format!("cannot read {}: {}", p.display(), e))),
+        Err(e) => return Err(err!("cannot read {}: {}", p.display(), e)),
     };
     let m: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Error::new(format!("{} is not a valid manifest ({}): the sidecar is damaged", p.display(), e)))?;
+        .map_err(|e| err!("{} is not a valid manifest ({}): the sidecar is damaged", p.display(), e))?;
     if m.format_version != FORMAT_VERSION {
-        return Err(Error::new(format!(
+        return Err(err!(
             "{} has format version {}, this build reads {}: use a matching pg-backup-hooks",
             p.display(),
             m.format_version,
             FORMAT_VERSION
-        )));
+        ));
     }
     Ok(Some(m))
 }
@@ -141,34 +141,30 @@ pub fn read_manifest(sidecar: &Path, id: &str) -> Result<Option<Manifest>> {
 pub fn check_dir_trusted(sidecar: &Path) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = fs::metadata(sidecar).map_err(|e| {
-        Error::new(format!(
-            "sidecar directory {}: {} (create it, or check that its file system is mounted)",
-            sidecar.display(),
-            e
-        ))
+        err!("sidecar directory {}: {} (create it, or check that its file system is mounted)", sidecar.display(), e)
     })?;
     if !meta.is_dir() {
-        return Err(Error::new(format!("sidecar directory {} is not a directory", sidecar.display())));
+        return Err(err!("sidecar directory {} is not a directory", sidecar.display()));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(Error::new(format!(
+        return Err(err!(
             "sidecar directory {} is owned by uid {}, neither root nor us (uid {}): that user could plant links in it; chown {} {} (or use a directory of your own)",
             sidecar.display(),
             meta.uid(),
             me,
             me,
             sidecar.display()
-        )));
+        ));
     }
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 {
-        return Err(Error::new(format!(
+        return Err(err!(
             "sidecar directory {} is writable by group or others (mode {:o}): they could plant links in it; chmod go-w {}",
             sidecar.display(),
             mode & 0o7777,
             sidecar.display()
-        )));
+        ));
     }
     Ok(())
 }
@@ -187,7 +183,7 @@ pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
     }
     // A new file under a name nobody can guess, never through a link.
     let (f, probe) = fsutil::create_temp_in(sidecar, ".pg-backup-hooks-probe.", 0o600)
-        .map_err(|e| Error::new(format!("sidecar directory {} is not writable: {}", sidecar.display(), e.msg)))?;
+        .map_err(|e| err!("sidecar directory {} is not writable: {}", sidecar.display(), e.msg))?;
     drop(f);
     let _ = fs::remove_file(&probe);
     Ok(())
@@ -240,12 +236,7 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
 pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
     let dir = backup_dir(sidecar, id);
     let m = read_manifest(sidecar, id)?.ok_or_else(|| {
-        Error::new(format!(
-            "no sidecar for backup {} in {} ({} is missing)",
-            id,
-            sidecar.display(),
-            dir.join(MANIFEST).display()
-        ))
+        err!("no sidecar for backup {} in {} ({} is missing)", id, sidecar.display(), dir.join(MANIFEST).display())
     })?;
     let mut problems = Vec::new();
     if m.backup_id != id {

@@ -1,7 +1,7 @@
 //! `abort`: for a failed job. Stops and discards every node's backup; stores nothing.
 
 use crate::cli::AbortArgs;
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 use crate::helper::client;
 use crate::ids;
 use crate::protocol::{Reply, Request};
@@ -16,8 +16,8 @@ pub fn run(a: AbortArgs) -> Result<i32> {
             println!("{}", message);
             Ok(exit::OK)
         }
-        Some(Reply::Error { message, .. }) => Err(Error::new(format!("abort of backup {} failed: {}", id, message))),
-        Some(other) => Err(Error::new(format!("unexpected answer from the helper: {:?}", other))),
+        Some(Reply::Error { message, .. }) => Err(err!("abort of backup {} failed: {}", id, message)),
+        Some(other) => Err(err!("unexpected answer from the helper: {:?}", other)),
         None => {
             match run.marker(id) {
                 Some(Marker::Done(t)) => println!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::cli::{GenArgs, GenWhat};
 use crate::docgen;
-use crate::error::{exit, Context, Error, Result};
+use crate::error::{exit, Context, Result};
 
 pub fn run(a: GenArgs) -> Result<i32> {
     match a.what {
@@ -39,11 +39,7 @@ fn readme(path: &Path, check: bool) -> Result<i32> {
         return Ok(exit::OK);
     }
     if check {
-        return Err(Error::new(format!(
-            "{}'s generated tables are out of date: run `{}`",
-            path.display(),
-            docgen::REGENERATE
-        )));
+        return Err(err!("{}'s generated tables are out of date: run `{}`", path.display(), docgen::REGENERATE));
     }
     crate::fsutil::write_atomic(path, new.as_bytes(), 0o644, None)?;
     println!("rewrote the generated part of {}", path.display());

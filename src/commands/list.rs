@@ -111,8 +111,7 @@ fn epoch(t: &str) -> Option<i64> {
 }
 
 fn add_sidecar_dir(entries: &mut Vec<Entry>, dir: &Path) -> Result<()> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Error::new(format!("cannot list sidecar directory {}: {}", dir.display(), e)))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list sidecar directory {}: {}", dir.display(), e))?;
     let mut ids: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -197,8 +196,7 @@ fn read_archived(dir: &Path, name: &str) -> Result<Option<Archived>> {
 }
 
 fn add_archive_dir(entries: &mut Vec<Entry>, dir: &Path) -> Result<()> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Error::new(format!("cannot list archive directory {}: {}", dir.display(), e)))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
     let mut names: Vec<String> = rd
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| history::is_history_name(n))

@@ -19,8 +19,8 @@ pub fn run(a: PostArgs) -> Result<i32> {
     };
     match reply {
         Reply::Stopped { backup, archived, message } => store(&run, id, &backup, archived, message),
-        Reply::Error { message, .. } => Err(Error::new(format!("backup {} failed: {}", id, message))),
-        other => Err(Error::new(format!("unexpected answer from the helper: {:?}", other))),
+        Reply::Error { message, .. } => Err(err!("backup {} failed: {}", id, message)),
+        other => Err(err!("unexpected answer from the helper: {:?}", other)),
     }
 }
 
@@ -53,7 +53,7 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
     let mut stopped_at = String::new();
     for n in &backup.nodes {
         let (Some(start), Some(stop)) = (n.start_lsn, n.stop.as_ref()) else {
-            return Err(Error::new(format!("node {} has no stop result: {}", n.name, n.health)));
+            return Err(err!("node {} has no stop result: {}", n.name, n.health));
         };
         stopped_at = stopped_at.max(stop.stopped_at.clone());
         let mut f = std::collections::BTreeMap::new();
@@ -131,10 +131,10 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
                 eprintln!("----- node {} tablespace_map -----\n{}", f.name, f.spcmapfile);
             }
         }
-        return Err(Error::new(format!(
+        return Err(err!(
             "cannot write the sidecar ({}); the helper still holds the labels: fix the directory and run post again",
             errors.join("; ")
-        )));
+        ));
     }
     for n in &m.nodes {
         println!(

@@ -103,10 +103,10 @@ pub fn run(a: PreArgs) -> Result<i32> {
     let run = RunDir::open(a.run.run_dir.clone(), true)?;
     let id = &a.backup_id;
     if run.helper_alive(id) {
-        return Err(Error::new(format!(
+        return Err(err!(
             "a backup with id {} is already in progress (see pg-backup-hooks status --backup-id {}); finish it with post or abort, or use a new id",
             id, id
-        )));
+        ));
     }
     run.clean_stale(id);
     run.clear_markers(id);
@@ -129,25 +129,18 @@ pub fn run(a: PreArgs) -> Result<i32> {
         match child.next(left) {
             Next::TimedOut => {
                 child.kill();
-                return Err(Error::new(format!(
+                return Err(err!(
                     "the backup did not start on every node within {} s (a spread checkpoint can take minutes: use --fast or a larger --start-timeout); the helper was stopped and its sessions closed, which ends any backup it had started",
                     a.start_timeout
-                )));
+                ));
             }
             Next::Closed => {
                 let _ = child.child.wait();
-                return Err(Error::new(format!(
-                    "the helper exited before the backup started: see {}",
-                    run.log(id).display()
-                )));
+                return Err(err!("the helper exited before the backup started: see {}", run.log(id).display()));
             }
             Next::Garbled(e) => {
                 child.kill();
-                return Err(Error::new(format!(
-                    "unreadable message from the helper ({}): see {}",
-                    e,
-                    run.log(id).display()
-                )));
+                return Err(err!("unreadable message from the helper ({}): see {}", e, run.log(id).display()));
             }
             Next::Event(ev) => match ev {
                 StartEvent::Warning { node, message } => {

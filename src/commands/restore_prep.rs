@@ -19,7 +19,7 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
         (None, Some(c)) => WalSource::Command(c),
         _ => return Err(Error::usage("give exactly one of --archive-dir and --restore-command")),
     };
-    let exe = std::env::current_exe().map_err(|e| Error::new(format!("cannot find this program's own path: {}", e)))?;
+    let exe = std::env::current_exe().map_err(|e| err!("cannot find this program's own path: {}", e))?;
     let pgdata = std::fs::canonicalize(&a.pgdata).unwrap_or_else(|_| a.pgdata.clone());
     let o = Options {
         backup_id: a.backup_id,

@@ -1,7 +1,7 @@
 //! `verify`: check a stored sidecar and say precisely what is wrong with it.
 
 use crate::cli::VerifyArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids;
 use crate::sidecar;
 
@@ -13,11 +13,11 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
         println!("{}", v);
     }
     if !problems.is_empty() {
-        return Err(Error::new(format!(
+        return Err(err!(
             "sidecar {} is not usable: {}",
             sidecar::backup_dir(&a.sidecar_dir, &a.backup_id).display(),
             problems.join("; ")
-        )));
+        ));
     }
     if !a.json {
         println!("backup {}: sidecar OK ({} node(s), {:?})", a.backup_id, m.nodes.len(), m.status);

@@ -16,23 +16,22 @@ pub fn request(run: &RunDir, id: &str, req: &Request, on_progress: &mut dyn FnMu
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None)
         }
-        Err(e) => return Err(Error::new(format!("cannot connect to the helper at {}: {}", path.display(), e))),
+        Err(e) => return Err(err!("cannot connect to the helper at {}: {}", path.display(), e)),
     };
     check_peer(&stream, &path)?;
-    let mut w = stream.try_clone().map_err(|e| Error::new(format!("socket {}: {}", path.display(), e)))?;
-    protocol::write_msg(&mut w, req)
-        .map_err(|e| Error::new(format!("cannot send to the helper at {}: {}", path.display(), e)))?;
+    let mut w = stream.try_clone().map_err(|e| err!("socket {}: {}", path.display(), e))?;
+    protocol::write_msg(&mut w, req).map_err(|e| err!("cannot send to the helper at {}: {}", path.display(), e))?;
     let mut r = BufReader::new(stream);
     loop {
-        let line = protocol::read_line(&mut r).map_err(|e| Error::new(format!("reading from the helper: {}", e)))?;
+        let line = protocol::read_line(&mut r).map_err(|e| err!("reading from the helper: {}", e))?;
         let Some(line) = line else {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "the helper for backup {} closed the connection without an answer: see {}",
                 id,
                 run.log(id).display()
-            )));
+            ));
         };
-        let reply: Reply = protocol::decode(&line).map_err(|e| Error::new(format!("helper reply: {}", e)))?;
+        let reply: Reply = protocol::decode(&line).map_err(|e| err!("helper reply: {}", e))?;
         match reply {
             Reply::Progress { message } => on_progress(&message),
             other => return Ok(Some(other)),
@@ -46,15 +45,15 @@ fn check_peer(stream: &UnixStream, path: &std::path::Path) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
         Ok(cred) if cred.uid() == me || cred.uid() == 0 => Ok(()),
-        Ok(cred) => Err(Error::new(format!(
+        Ok(cred) => Err(err!(
             "the socket {} is served by uid {} (pid {}), neither us (uid {}) nor root: refusing to talk to it; remove it and check who can write to {}",
             path.display(),
             cred.uid(),
             cred.pid(),
             me,
             path.parent().map(|p| p.display().to_string()).unwrap_or_default()
-        ))),
-        Err(e) => Err(Error::new(format!("cannot read the peer credentials of {}: {}", path.display(), e))),
+        )),
+        Err(e) => Err(err!("cannot read the peer credentials of {}: {}", path.display(), e)),
     }
 }
 
@@ -62,14 +61,14 @@ fn check_peer(stream: &UnixStream, path: &std::path::Path) -> Result<()> {
 pub fn no_helper_error(run: &RunDir, id: &str) -> Error {
     use crate::rundir::Marker;
     match run.marker(id) {
-        Some(Marker::Aborted(why)) => Error::new(format!("backup {} was aborted: {}", id, why.trim())),
-        Some(Marker::Failed(why)) => Error::new(format!("backup {} failed: {}", id, why.trim())),
+        Some(Marker::Aborted(why)) => err!("backup {} was aborted: {}", id, why.trim()),
+        Some(Marker::Failed(why)) => err!("backup {} failed: {}", id, why.trim()),
         Some(Marker::Done(_)) => Error::with_code(exit::OK, format!("backup {} is already stored", id)),
-        None if run.path(id, "lock").exists() => Error::new(format!(
+        None if run.path(id, "lock").exists() => err!(
             "the helper for backup {} is gone (killed, crashed or the machine restarted; see {}): its sessions ended and with them the backups, so this copy cannot be restored; run the backup job again",
             id,
             run.log(id).display()
-        )),
+        ),
         None => Error::with_code(
             exit::NO_BACKUP,
             format!(

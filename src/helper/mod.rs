@@ -124,26 +124,25 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     std::io::stdin()
         .take(protocol::MAX_LINE as u64)
         .read_to_string(&mut input)
-        .map_err(|e| Error::new(format!("helper: cannot read configuration: {}", e)))?;
-    let cfg: HelperConfig =
-        serde_json::from_str(&input).map_err(|e| Error::new(format!("helper: bad configuration: {}", e)))?;
+        .map_err(|e| err!("helper: cannot read configuration: {}", e))?;
+    let cfg: HelperConfig = serde_json::from_str(&input).map_err(|e| err!("helper: bad configuration: {}", e))?;
     if cfg.backup_id != backup_id {
         return Err(Error::new("helper: configuration is for another backup id"));
     }
     let run = RunDir::open(Some(run_dir), true)?;
     let id = cfg.backup_id.clone();
     let Some(id_lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
-        return Err(Error::new(format!(
+        return Err(err!(
             "a backup with id {} is already in progress (its helper holds {})",
             id,
             run.path(&id, "lock").display()
-        )));
+        ));
     };
     log::info!("helper {} for backup {} starting: {} node(s)", std::process::id(), id, cfg.nodes.len());
 
     // Signals are handled by one thread; block them before any other thread exists.
     let sigs = signal_set();
-    sigs.thread_block().map_err(|e| Error::new(format!("cannot block signals: {}", e)))?;
+    sigs.thread_block().map_err(|e| err!("cannot block signals: {}", e))?;
 
     let socket_path = run.socket(&id)?;
     let started = (|| -> Result<(Vec<Node>, std::os::unix::net::UnixListener)> {
@@ -313,7 +312,7 @@ fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<Node>> {
         }
     }
     if !errors.is_empty() {
-        return Err(Error::new(format!("{}; no backup was started", errors.join("; "))));
+        return Err(err!("{}; no backup was started", errors.join("; ")));
     }
     Ok(nodes)
 }
@@ -348,11 +347,7 @@ fn start_all(cfg: &HelperConfig, nodes: &[Node]) -> Result<()> {
             s.spawn(move || n.discard());
         }
     });
-    Err(Error::new(format!(
-        "{}; the {} node(s) that had started were stopped and their backups discarded",
-        errors.join("; "),
-        undone
-    )))
+    Err(err!("{}; the {} node(s) that had started were stopped and their backups discarded", errors.join("; "), undone))
 }
 
 pub fn discard_all(nodes: &[Arc<Node>]) {

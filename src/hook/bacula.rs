@@ -109,8 +109,8 @@ fn queue_job(ctx: &Ctx, job: &str) -> Result<i32> {
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| Error::new(format!("cannot open PGBH_QUEUE_LOG {}: {}", log_path, e)))?;
-    let log2 = log.try_clone().map_err(|e| Error::new(format!("{}: {}", log_path, e)))?;
+        .map_err(|e| err!("cannot open PGBH_QUEUE_LOG {}: {}", log_path, e))?;
+    let log2 = log.try_clone().map_err(|e| err!("{}: {}", log_path, e))?;
     let mut cmd = Command::new(setting("PGBH_BCONSOLE").unwrap_or_else(|| "bconsole".into()));
     if let Some(conf) = setting("PGBH_BCONSOLE_CONF") {
         cmd.arg("-c").arg(conf);
@@ -120,10 +120,9 @@ fn queue_job(ctx: &Ctx, job: &str) -> Result<i32> {
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
-    let mut child = cmd.spawn().map_err(|e| Error::new(format!("cannot start bconsole (PGBH_BCONSOLE): {}", e)))?;
+    let mut child = cmd.spawn().map_err(|e| err!("cannot start bconsole (PGBH_BCONSOLE): {}", e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        writeln!(stdin, "run job=\"{}\" yes\nquit", job)
-            .map_err(|e| Error::new(format!("cannot talk to bconsole: {}", e)))?;
+        writeln!(stdin, "run job=\"{}\" yes\nquit", job).map_err(|e| err!("cannot talk to bconsole: {}", e))?;
     }
     ctx.say(&format!("queued job {}", job));
     Ok(0)

@@ -90,10 +90,10 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
         ("pre", Some(id)) => pre_attempt(ctx, &id, a.attempt),
         ("post", Some(id)) => post(ctx, &key, &id, &a),
         ("abort", Some(id)) => Ok(finish(ctx, &key, &id, &a, false)),
-        ("post" | "abort", None) => Err(Error::new(format!(
+        ("post" | "abort", None) => Err(err!(
             "no -job argument and no backup started by pre ({}): this copy is NOT restorable",
             state::kept_id_path(ctx.run_dir(), &key).display()
-        ))),
+        )),
         _ => Err(Error::usage("usage: commvault pre|post|abort [the arguments the CommServe appends]")),
     }
 }
@@ -113,10 +113,10 @@ fn pre_attempt(ctx: &Ctx, id: &str, attempt: u32) -> Result<i32> {
         }
         if let Some(e) = &earlier {
             if !setting_bool("PGBH_COMMVAULT_RESTARTS_COPY", false)? {
-                return Err(Error::new(format!(
+                return Err(err!(
                     "attempt {}: the backup {} that attempt {} started has ended (a post process ran after the failed attempt), and if this attempt resumes the copy where it stopped, its files would mix two backup starts: NOT restorable. Clear \"Run Post Backup Process for all attempts\" on the subclient's Pre/Post Process tab so that a failed attempt keeps the backup, or, if every attempt of this subclient copies everything again, set PGBH_COMMVAULT_RESTARTS_COPY=yes",
                     attempt, id, e.attempt
-                )));
+                ));
             }
             ctx.say(&format!(
                 "attempt {}: the backup of attempt {} has ended; starting a new one (PGBH_COMMVAULT_RESTARTS_COPY=yes: this attempt copies everything again)",

@@ -88,35 +88,30 @@ pub fn load_default(known: &[String]) -> Result<Option<PathBuf>> {
 /// The file's text, if root or we own it and neither group nor others may write it.
 pub fn read_trusted(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| {
-        Error::new(format!(
-            "cannot read the environment file {}: {} (run the hook as a user that may read it)",
-            path.display(),
-            e
-        ))
+        err!("cannot read the environment file {}: {} (run the hook as a user that may read it)", path.display(), e)
     })?;
-    let meta = f.metadata().map_err(|e| Error::new(format!("environment file {}: {}", path.display(), e)))?;
+    let meta = f.metadata().map_err(|e| err!("environment file {}: {}", path.display(), e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !meta.is_file() {
-        return Err(Error::new(format!("environment file {} is not a regular file", path.display())));
+        return Err(err!("environment file {} is not a regular file", path.display()));
     }
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(Error::new(format!(
+        return Err(err!(
             "environment file {} is owned by uid {}, not by root or us (uid {}): refusing to read settings someone else controls; chown it",
             path.display(),
             meta.uid(),
             me
-        )));
+        ));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(Error::new(format!(
+        return Err(err!(
             "environment file {} is writable by group or others (mode {:o}): refusing to read settings someone else controls; chmod 600 it",
             path.display(),
             meta.mode() & 0o777
-        )));
+        ));
     }
     let mut text = String::new();
-    f.read_to_string(&mut text)
-        .map_err(|e| Error::new(format!("cannot read the environment file {}: {}", path.display(), e)))?;
+    f.read_to_string(&mut text).map_err(|e| err!("cannot read the environment file {}: {}", path.display(), e))?;
     Ok(text)
 }
 

@@ -125,25 +125,28 @@ fn start(ctx: &Ctx, job: &str, key: &str, policy: &str, stream: u32) -> Result<i
 }
 
 fn cannot_join(job: &str, stream: u32, s: &Streams) -> Error {
-    Error::new(format!(
+    err!(
         "backup {} of {} is still held for streams {:?} (ended: {:?}), and stream {} cannot join it ({} streams expected): the running backup is left alone. For a policy with multiple data streams, set PGBH_NETBACKUP_STREAMS to its number of streams (when NetBackup does not pass STREAM_COUNT) or clear \"Allow multiple data streams\"; for a leftover of a job whose bpend_notify never ran: pg-backup-hooks abort --backup-id {}",
         s.id, job, s.started, s.ended, stream, s.expected, s.id
-    ))
+    )
 }
 
 fn end(ctx: &Ctx, job: &str, key: &str, stream: u32, status: &str) -> Result<i32> {
     let run = ctx.run_dir();
     let Some(mut s) = state::read_json::<Streams>(run, key)? else {
-        return Err(Error::new(format!(
+        return Err(err!(
             "no backup was started for {} (did bpstart_notify run and succeed?): this copy is NOT restorable",
             job
-        )));
+        ));
     };
     if !s.started.contains(&stream) {
-        return Err(Error::new(format!(
+        return Err(err!(
             "stream {} of {} ends but never joined backup {} (streams {:?}): its copy is NOT covered by the backup",
-            stream, job, s.id, s.started
-        )));
+            stream,
+            job,
+            s.id,
+            s.started
+        ));
     }
     s.ended.insert(stream);
     if status.trim() != "0" {

@@ -38,14 +38,14 @@ fn read_own(p: &Path) -> Result<Option<String>> {
     let mut f = match OpenOptions::new().read(true).custom_flags(libc_nofollow()).open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(format!("cannot read {}: {} (a link there is refused)", p.display(), e))),
+        Err(e) => return Err(err!("cannot read {}: {} (a link there is refused)", p.display(), e)),
     };
-    let meta = f.metadata().map_err(|e| Error::new(format!("{}: {}", p.display(), e)))?;
+    let meta = f.metadata().map_err(|e| err!("{}: {}", p.display(), e))?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(Error::new(format!("{} is not a file of ours: remove it", p.display())));
+        return Err(err!("{} is not a file of ours: remove it", p.display()));
     }
     let mut s = String::new();
-    f.read_to_string(&mut s).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    f.read_to_string(&mut s).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
     Ok(Some(s))
 }
 
@@ -61,7 +61,7 @@ pub fn kept_id(run: &RunDir, key: &str) -> Result<Option<String>> {
     if id.is_empty() {
         return Ok(None);
     }
-    ids::validate(&id).map_err(|e| Error::new(format!("{}: {}", p.display(), e.msg)))?;
+    ids::validate(&id).map_err(|e| err!("{}: {}", p.display(), e.msg))?;
     Ok(Some(id))
 }
 
@@ -87,9 +87,9 @@ pub fn new_id(prefix: &str) -> Result<String> {
 pub fn read_json<T: DeserializeOwned>(run: &RunDir, key: &str) -> Result<Option<T>> {
     let p = path(run, key, "json")?;
     let Some(text) = read_own(&p)? else { return Ok(None) };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        Error::new(format!("{} is damaged ({}): remove it after checking `pg-backup-hooks status`", p.display(), e))
-    })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| err!("{} is damaged ({}): remove it after checking `pg-backup-hooks status`", p.display(), e))
 }
 
 pub fn write_json<T: Serialize>(run: &RunDir, key: &str, value: &T) -> Result<()> {
@@ -115,8 +115,8 @@ pub fn lock(run: &RunDir, key: &str) -> Result<File> {
         .mode(0o600)
         .custom_flags(libc_nofollow())
         .open(&p)
-        .map_err(|e| Error::new(format!("cannot open lock file {}: {}", p.display(), e)))?;
-    f.lock_exclusive().map_err(|e| Error::new(format!("cannot lock {}: {}", p.display(), e)))?;
+        .map_err(|e| err!("cannot open lock file {}: {}", p.display(), e))?;
+    f.lock_exclusive().map_err(|e| err!("cannot lock {}: {}", p.display(), e))?;
     Ok(f)
 }
 

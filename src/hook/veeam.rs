@@ -41,10 +41,10 @@ fn run(ctx: &Ctx, event: &str, _args: &[String]) -> Result<i32> {
         }
         "post" | "post-job" | "post-thaw" => match state::kept_id(run, &key)? {
             Some(id) => Ok(ctx.finish_kept(&key, &id, true)),
-            None => Err(Error::new(format!(
+            None => Err(err!(
                 "no backup was started by pre (no {}): this copy of the cluster is NOT restorable; check the pre script's output in the job session",
                 state::kept_id_path(run, &key).display()
-            ))),
+            )),
         },
         "abort" => match state::kept_id(run, &key)? {
             Some(id) => Ok(ctx.finish_kept(&key, &id, false)),

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pg::wal::Lsn;
 
 pub const CONTROL_FILE: &str = "global/pg_control";
@@ -185,13 +185,13 @@ pub fn prepare(bytes: &[u8], raise: Option<(Lsn, u32)>) -> std::result::Result<V
 /// Read `<pgdata>/global/pg_control`.
 pub fn read(pgdata: &Path) -> Result<ControlFile> {
     let p = pgdata.join(CONTROL_FILE);
-    let bytes = std::fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    let bytes = std::fs::read(&p).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
     parse(&bytes).map_err(|why| {
-        Error::new(format!(
+        err!(
             "{} cannot be used: {}; restore the data directory again from the backup (if it keeps failing, the backup program copied pg_control while it was being written: take a new backup)",
             p.display(),
             why
-        ))
+        )
     })
 }
 
@@ -200,8 +200,8 @@ pub fn read(pgdata: &Path) -> Result<ControlFile> {
 /// prevCheckPoint @40. restore-prep leaves both alone when it invalidates checkPoint.
 pub fn checkpoint_redo(pgdata: &Path) -> Result<(Lsn, u32)> {
     let p = pgdata.join(CONTROL_FILE);
-    let bytes = std::fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
-    let c = parse(&bytes).map_err(|why| Error::new(format!("{} cannot be used: {}", p.display(), why)))?;
+    let bytes = std::fs::read(&p).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
+    let c = parse(&bytes).map_err(|why| err!("{} cannot be used: {}", p.display(), why))?;
     let off = if c.pg_control_version == 1002 { 48 } else { 40 };
     Ok((Lsn(u64_at(&bytes, off)), u32_at(&bytes, off + 8)))
 }

@@ -3,7 +3,7 @@
 
 use postgres::Client;
 
-use crate::error::{pg_error, Error, Result};
+use crate::error::{pg_error, Result};
 use crate::pg::conninfo::ConnInfo;
 
 /// One active node per worker group with the wanted role; the coordinator (group 0) is
@@ -43,31 +43,31 @@ impl Role {
 /// worker group, reached with the coordinator's settings but the worker's host and port.
 pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
     let mut c: Client = crate::pg::tls::connect(coordinator, "pg-backup-hooks discovery")
-        .map_err(|e| Error::new(format!("--discover citus: coordinator: {}", e)))?;
+        .map_err(|e| err!("--discover citus: coordinator: {}", e))?;
     c.query(PIN_SEARCH_PATH, &[])
-        .map_err(|e| Error::new(format!("--discover citus: {}: {}", coordinator.endpoint(), pg_error(&e))))?;
+        .map_err(|e| err!("--discover citus: {}: {}", coordinator.endpoint(), pg_error(&e)))?;
     let rows = c.query(DIST_NODE_QUERY, &[&role.as_str()]).map_err(|e| {
-        Error::new(format!(
+        err!(
             "--discover citus: cannot read pg_dist_node on {} ({}): is this the Citus coordinator?",
             coordinator.endpoint(),
             pg_error(&e)
-        ))
+        )
     })?;
     let groups: Vec<i32> = c
         .query(DIST_GROUPS_QUERY, &[])
-        .map_err(|e| Error::new(format!("--discover citus: {}", pg_error(&e))))?
+        .map_err(|e| err!("--discover citus: {}", pg_error(&e)))?
         .iter()
         .map(|r| r.get(0))
         .collect();
     let found: Vec<i32> = rows.iter().map(|r| r.get::<_, i32>(0)).collect();
     let missing: Vec<String> = groups.iter().filter(|g| !found.contains(g)).map(|g| g.to_string()).collect();
     if !missing.is_empty() {
-        return Err(Error::new(format!(
+        return Err(err!(
             "--discover citus: worker group(s) {} have no active {} node; add one, or back up with --discover-role {}",
             missing.join(", "),
             role.as_str(),
             if role == Role::Primary { "secondary" } else { "primary" }
-        )));
+        ));
     }
     let mut nodes = vec![("coordinator".to_string(), coordinator.clone())];
     for r in rows {

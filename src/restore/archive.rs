@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Where the archive is: a plain directory, or a restore_command that fetches one file.
 pub enum Archive<'a> {
@@ -38,14 +38,14 @@ pub fn read_regular(p: &Path, max: usize) -> Result<Option<Vec<u8>>> {
     let f = match f {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(format!("cannot open {}: {} (it must be a regular file)", p.display(), e))),
+        Err(e) => return Err(err!("cannot open {}: {} (it must be a regular file)", p.display(), e)),
     };
-    let meta = f.metadata().map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
+    let meta = f.metadata().map_err(|e| err!("cannot stat {}: {}", p.display(), e))?;
     if !meta.is_file() {
-        return Err(Error::new(format!("{} is not a regular file", p.display())));
+        return Err(err!("{} is not a regular file", p.display()));
     }
     let mut buf = Vec::new();
-    f.take(max as u64).read_to_end(&mut buf).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    f.take(max as u64).read_to_end(&mut buf).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
     Ok(Some(buf))
 }
 
@@ -61,17 +61,17 @@ impl TempDir {
                 Ok(()) => {
                     let d = TempDir(p);
                     fs::set_permissions(&d.0, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| Error::new(format!("cannot set mode of {}: {}", d.0.display(), e)))?;
+                        .map_err(|e| err!("cannot set mode of {}: {}", d.0.display(), e))?;
                     if let Some((uid, gid)) = owner {
                         crate::fsutil::chown(&d.0, uid, gid)?;
                     }
                     return Ok(d);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::new(format!("cannot create a directory in {}: {}", base.display(), e))),
+                Err(e) => return Err(err!("cannot create a directory in {}: {}", base.display(), e)),
             }
         }
-        Err(Error::new(format!("cannot create a private directory in {}", base.display())))
+        Err(err!("cannot create a private directory in {}", base.display()))
     }
 
     pub fn path(&self) -> &Path {
@@ -125,17 +125,17 @@ fn fetch_with_command(cmd: &str, pgdata: &Path, owner: (u32, u32), name: &str, m
         c.uid(owner.0).gid(owner.1);
     }
     // "Not in the archive" is an ordinary answer here: what the command printed for it is noise.
-    let out = c.output().map_err(|e| Error::new(format!("cannot run restore_command {:?}: {}", line, e)))?;
+    let out = c.output().map_err(|e| err!("cannot run restore_command {:?}: {}", line, e))?;
     match out.status.code() {
         Some(0) => read_regular(&dest, max),
         Some(code) if code <= 125 => Ok(None),
-        _ => Err(Error::new(format!(
+        _ => Err(err!(
             "restore_command {:?} failed for {} ({}{}): PostgreSQL would stop recovery on this too; fix the command",
             line,
             name,
             out.status,
             String::from_utf8_lossy(&out.stderr).lines().last().map(|l| format!(": {}", l)).unwrap_or_default()
-        ))),
+        )),
     }
 }
 

@@ -33,19 +33,17 @@ pub struct Checked {
 /// PG_VERSION's major: "15" → 15, "9.6" → 9 (refused later).
 fn read_major(pgdata: &Path) -> Result<u32> {
     let p = pgdata.join("PG_VERSION");
-    let text = fs::read_to_string(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    let text = fs::read_to_string(&p).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
     let t = text.trim();
     let major = t.split('.').next().and_then(|m| m.parse::<u32>().ok());
     match major {
         Some(m) if m >= 10 => Ok(m),
-        Some(_) => {
-            Err(Error::new(format!("{} says PostgreSQL {}: pg-backup-hooks supports 10 and later", p.display(), t)))
-        }
-        None => Err(Error::new(format!(
+        Some(_) => Err(err!("{} says PostgreSQL {}: pg-backup-hooks supports 10 and later", p.display(), t)),
+        None => Err(err!(
             "{} holds {:?}, not a PostgreSQL version: the data directory is damaged; restore it again",
             p.display(),
             t
-        ))),
+        )),
     }
 }
 
@@ -58,11 +56,11 @@ pub fn data_directory(pgdata: &Path) -> Result<(u32, (u32, u32))> {
     }
     for f in ["PG_VERSION", control::CONTROL_FILE] {
         if !pgdata.join(f).is_file() {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "{} is not a PostgreSQL data directory (no {}): restore the data directory first, and give --pgdata the directory that holds PG_VERSION",
                 pgdata.display(),
                 f
-            )));
+            ));
         }
     }
     Ok((read_major(pgdata)?, (meta.uid(), meta.gid())))
@@ -74,7 +72,7 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::new(format!("cannot read {}: {}", p.display(), e))),
+        Err(e) => return Err(err!("cannot read {}: {}", p.display(), e)),
     };
     let pid = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0);
     let Some(pid) = pid else {
@@ -102,11 +100,11 @@ pub fn not_running(pgdata: &Path, warnings: &mut Vec<String>) -> Result<bool> {
             PidState::Server => break,
         }
     }
-    Err(Error::new(format!(
+    Err(err!(
         "a PostgreSQL server (pid {}) is running on {}: stop it first; if it was started on the restored copy before restore-prep, the copy is no longer usable: restore the data directory again, then run restore-prep",
         pid,
         pgdata.display()
-    )))
+    ))
 }
 
 enum PidState {
@@ -166,10 +164,10 @@ fn load_sidecar(dirs: &[PathBuf], id: &str) -> Result<(PathBuf, Manifest, Vec<St
         }
     }
     first.ok_or_else(|| {
-        Error::new(format!(
+        err!(
             "{}: check --sidecar-dir and --backup-id (the sidecar is the directory post wrote, holding ID/manifest.json)",
             errors.join("; ")
-        ))
+        )
     })
 }
 
@@ -207,12 +205,12 @@ fn check_label_against_control(pgdata: &Path, label: &BackupLabel, ck: crate::pg
         None
     };
     match why {
-        Some(why) => Err(Error::new(format!(
+        Some(why) => Err(err!(
             "the label of backup {} does not fit the copy in {}: {}; the sidecar was edited or belongs to another copy: use another copy of the sidecar (--sidecar-dir) or restore another backup",
             id,
             pgdata.display(),
             why
-        ))),
+        )),
         None => Ok(()),
     }
 }
@@ -243,13 +241,13 @@ pub fn run(r: &Request) -> Result<Checked> {
     let control = control::read(pgdata)?;
     if let Some(v) = control::expected_version(major) {
         if v != control.pg_control_version {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "{} has control-file version {}, but PG_VERSION says {} (which writes {}): the data directory is a mix of two versions; restore it again",
                 pgdata.join(control::CONTROL_FILE).display(),
                 control.pg_control_version,
                 major,
                 v
-            )));
+            ));
         }
     }
 
@@ -257,11 +255,11 @@ pub fn run(r: &Request) -> Result<Checked> {
     let id = r.backup_id;
     let manifest_sha256 = sidecar::manifest_sha256(&sidecar::backup_dir(&sidecar_dir, id).join(sidecar::MANIFEST))?;
     if manifest.status != Status::Complete {
-        return Err(Error::new(format!(
+        return Err(err!(
             "backup {} is archive-pending in {}: its WAL had not reached the archive when post last ran, so this copy is not restorable yet; run post for it again (or check that the WAL is in the archive), or restore another backup",
             id,
             sidecar_dir.display()
-        )));
+        ));
     }
 
     // Which node is this copy? By --node, or the only one, or by system identifier.
@@ -300,12 +298,12 @@ pub fn run(r: &Request) -> Result<Checked> {
         .filter(|p| !p.starts_with("backup is not complete"))
         .collect();
     if !node_problems.is_empty() {
-        return Err(Error::new(format!(
+        return Err(err!(
             "the sidecar of backup {} in {} cannot be trusted: {}; use another copy of the sidecar (--sidecar-dir) or restore another backup",
             id,
             sidecar_dir.display(),
             node_problems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
-        )));
+        ));
     }
     passed.push(format!(
         "sidecar {} is intact (checksums and label match backup {})",
@@ -315,7 +313,7 @@ pub fn run(r: &Request) -> Result<Checked> {
 
     let backup_major = (node.server_version_num / 10000) as u32;
     if backup_major != major {
-        return Err(Error::new(format!(
+        return Err(err!(
             "{} is a PostgreSQL {} data directory (PG_VERSION), but node {} of backup {} was taken from PostgreSQL {}: restore this backup into a PostgreSQL {} data directory, or pick the backup that belongs to this copy",
             pgdata.display(),
             major,
@@ -323,32 +321,31 @@ pub fn run(r: &Request) -> Result<Checked> {
             id,
             backup_major,
             backup_major
-        )));
+        ));
     }
     passed.push(format!("major version {} matches the backup", major));
 
     if node.system_identifier != sysid {
-        return Err(Error::new(format!(
+        return Err(err!(
             "{} belongs to the cluster with system identifier {}, but node {} of backup {} was taken from system {}: this copy is from another cluster or another node; give the --node (or backup) this copy belongs to",
             pgdata.display(),
             sysid,
             node.name,
             id,
             node.system_identifier
-        )));
+        ));
     }
     passed.push(format!("system identifier {} matches node {}", sysid, node.name));
 
     let ndir = sidecar::backup_dir(&sidecar_dir, id).join(&node.name);
     let label_path = ndir.join(sidecar::LABEL_FILE);
-    let label_text = fs::read_to_string(&label_path)
-        .map_err(|e| Error::new(format!("cannot read {}: {}", label_path.display(), e)))?;
-    let label = BackupLabel::parse(&label_text).map_err(|e| {
-        Error::new(format!("{} is not a backup label ({}): the sidecar is damaged", label_path.display(), e))
-    })?;
+    let label_text =
+        fs::read_to_string(&label_path).map_err(|e| err!("cannot read {}: {}", label_path.display(), e))?;
+    let label = BackupLabel::parse(&label_text)
+        .map_err(|e| err!("{} is not a backup label ({}): the sidecar is damaged", label_path.display(), e))?;
     let spcmap_path = ndir.join(sidecar::SPCMAP_FILE);
-    let spcmap_text = fs::read_to_string(&spcmap_path)
-        .map_err(|e| Error::new(format!("cannot read {}: {}", spcmap_path.display(), e)))?;
+    let spcmap_text =
+        fs::read_to_string(&spcmap_path).map_err(|e| err!("cannot read {}: {}", spcmap_path.display(), e))?;
 
     // The label belongs to this copy: the copy's last checkpoint lies within the backup.
     // An earlier restore-prep run may have invalidated the checkpoint location already; it
@@ -357,7 +354,7 @@ pub fn run(r: &Request) -> Result<Checked> {
     let ck = control::original_checkpoint(control.checkpoint);
     let too_late = !node.from_standby && ck >= node.stop_lsn;
     if ck < label.checkpoint_lsn || too_late {
-        return Err(Error::new(format!(
+        return Err(err!(
             "the copy in {} does not belong to backup {}: its last checkpoint {} is {} the backup (checkpoint {} to stop {}); it is a copy from another backup, or it was started after it was restored: restore the data directory made during backup {} again, or use the backup this copy was made in",
             pgdata.display(),
             id,
@@ -366,7 +363,7 @@ pub fn run(r: &Request) -> Result<Checked> {
             label.checkpoint_lsn,
             node.stop_lsn,
             id
-        )));
+        ));
     }
     check_label_against_control(pgdata, &label, ck, id)?;
     if node.from_standby {
@@ -390,18 +387,18 @@ pub fn run(r: &Request) -> Result<Checked> {
                 .map(|l| l.label)
                 .unwrap_or_else(|_| "unreadable".into());
             if !r.force {
-                return Err(Error::new(format!(
+                return Err(err!(
                     "{} already exists and is not backup {}'s label (its LABEL: {}): restore the data directory again, or rerun with --force to replace it",
                     existing.display(),
                     id,
                     other
-                )));
+                ));
             }
             warnings.push(format!("--force: replacing {} (LABEL: {})", existing.display(), other));
             false
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::new(format!("cannot read {}: {}", existing.display(), e))),
+        Err(e) => return Err(err!("cannot read {}: {}", existing.display(), e)),
     };
 
     Ok(Checked {

@@ -33,24 +33,24 @@ fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => {
             let target = fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
-            return Err(Error::new(format!(
+            return Err(err!(
                 "{} is a symbolic link to {}: restore-prep empties this directory and never follows a link; replace the link with an empty directory owned by the data directory's owner",
                 dir.display(),
                 target
-            )));
+            ));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::new(format!("cannot stat {}: {}", dir.display(), e))),
+        Err(e) => return Err(err!("cannot stat {}: {}", dir.display(), e)),
     }
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::new(format!("cannot list {}: {}", dir.display(), e))),
+        Err(e) => return Err(err!("cannot list {}: {}", dir.display(), e)),
     };
     let mut v = Vec::new();
     for e in rd {
-        v.push(e.map_err(|e| Error::new(format!("cannot list {}: {}", dir.display(), e)))?);
+        v.push(e.map_err(|e| err!("cannot list {}: {}", dir.display(), e))?);
     }
     v.sort_by_key(|e| e.file_name());
     Ok(v)
@@ -67,7 +67,7 @@ fn walk_temp(dir: &Path, out: &mut Vec<PathBuf>, skip: &[PathBuf]) -> Result<()>
         if skip.contains(&path) {
             continue;
         }
-        let ft = e.file_type().map_err(|err| Error::new(format!("cannot stat {}: {}", path.display(), err)))?;
+        let ft = e.file_type().map_err(|err| err!("cannot stat {}: {}", path.display(), err))?;
         let name = e.file_name().to_string_lossy().to_string();
         if ft.is_symlink() {
             // A temporary name that is a link goes itself (its target is never touched).
@@ -142,10 +142,7 @@ pub fn remove(roots: &[PathBuf], paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         let (root, rel) = split_root(roots, p)?;
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            return Err(Error::new(format!(
-                "refusing to remove {}: it is not below the directory it was found in",
-                p.display()
-            )));
+            return Err(err!("refusing to remove {}: it is not below the directory it was found in", p.display()));
         };
         let parent_path = root.join(parent);
         if open.as_ref().map(|(d, _)| d != &parent_path).unwrap_or(true) {
@@ -165,8 +162,7 @@ pub fn remove(roots: &[PathBuf], paths: &[PathBuf]) -> Result<()> {
 
 fn sync_open(open: &mut Option<(PathBuf, nix::dir::Dir)>) -> Result<()> {
     if let Some((path, dir)) = open.take() {
-        fsutil::fsync_dir_fd(&dir)
-            .map_err(|e| Error::new(format!("cannot fsync directory {}: {}", path.display(), e)))?;
+        fsutil::fsync_dir_fd(&dir).map_err(|e| err!("cannot fsync directory {}: {}", path.display(), e))?;
     }
     Ok(())
 }
@@ -178,9 +174,7 @@ fn split_root<'a>(roots: &'a [PathBuf], p: &'a Path) -> Result<(&'a Path, &'a Pa
         .filter_map(|r| p.strip_prefix(r).ok().map(|rel| (r.as_path(), rel)))
         .filter(|(_, rel)| rel.components().count() > 0)
         .max_by_key(|(r, _)| r.components().count())
-        .ok_or_else(|| {
-            Error::new(format!("refusing to remove {}: it is outside the directories restore-prep cleans", p.display()))
-        })
+        .ok_or_else(|| err!("refusing to remove {}: it is outside the directories restore-prep cleans", p.display()))
 }
 
 fn not_followed(p: &Path, e: nix::errno::Errno) -> Error {
@@ -190,7 +184,7 @@ fn not_followed(p: &Path, e: nix::errno::Errno) -> Error {
         }
         e => e.desc().to_string(),
     };
-    Error::new(format!("cannot remove {}: {}", p.display(), why))
+    err!("cannot remove {}: {}", p.display(), why)
 }
 
 #[cfg(test)]

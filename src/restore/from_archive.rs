@@ -35,7 +35,7 @@ pub struct CopyPosition {
 /// floatFormat check value 1234567.0, then blcksz, relseg_size, xlog_blcksz).
 pub fn copy_position(pgdata: &Path, c: &ControlFile) -> Result<CopyPosition> {
     let p = pgdata.join(control::CONTROL_FILE);
-    let b = fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
+    let b = fs::read(&p).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
     let at = if c.pg_control_version == 1002 { 48 } else { 40 };
     let u64_at = |o: usize| b.get(o..o + 8).and_then(|s| s.try_into().ok()).map(u64::from_ne_bytes);
     let u32_at = |o: usize| b.get(o..o + 4).and_then(|s| s.try_into().ok()).map(u32::from_ne_bytes);
@@ -105,7 +105,7 @@ fn candidate_names(l: &Lookup) -> Result<(Vec<String>, bool)> {
     }
     match &l.archive {
         Archive::Dir(d) => {
-            let rd = fs::read_dir(d).map_err(|e| Error::new(format!("cannot list {}: {}", d.display(), e)))?;
+            let rd = fs::read_dir(d).map_err(|e| err!("cannot list {}: {}", d.display(), e))?;
             let mut names: Vec<String> = rd
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .filter(|n| is_history_name(n))
@@ -180,13 +180,13 @@ pub fn find(l: &Lookup) -> Result<Found> {
         }
     }
     if hits.len() > 1 {
-        return Err(Error::new(format!(
+        return Err(err!(
             "the {} holds {} backup history files with LABEL {} for this cluster ({}): give the one to use with --backup-history-file NAME",
             l.archive.describe(),
             hits.len(),
             l.backup_id,
             hits.iter().map(|(h, _)| h.name.as_str()).collect::<Vec<_>>().join(", ")
-        )));
+        ));
     }
     let Some((history, warning)) = hits.pop() else {
         return Err(not_found(l, &names, guessed, looked, &rejected));
@@ -211,11 +211,11 @@ pub fn find(l: &Lookup) -> Result<Found> {
 fn not_found(l: &Lookup, names: &[String], guessed: bool, looked: usize, rejected: &[String]) -> Error {
     let id = l.backup_id;
     if copied_from_standby(l.control) {
-        return Error::new(format!(
+        return err!(
             "this copy was taken from a standby (its pg_control says {}): a standby's backup writes no backup history file, so its label can only come from the sidecar; restore the sidecar of backup {}, or restore a backup taken from the primary",
             control::state_name(l.control.state),
             id
-        ));
+        );
     }
     let rejected = if rejected.is_empty() { String::new() } else { format!(" ({})", rejected.join("; ")) };
     let what = if guessed {
@@ -232,10 +232,10 @@ fn not_found(l: &Lookup, names: &[String], guessed: bool, looked: usize, rejecte
             rejected
         )
     };
-    Error::new(format!(
+    err!(
         "{}: pg_backup_stop writes it and post waits until it is archived, so it is missing when post did not complete (WAL archiving was failing at post time: post exited 3 and stored the backup as archive-pending, or it was never run), when the archive was pruned, or when the backup was taken from a standby (standbys write no history file); without it or the sidecar this copy cannot be restored: restore the sidecar or another backup",
         what
-    ))
+    )
 }
 
 /// tablespace_map from the copy's pg_tblspc links (what the stop would have returned, in OID
@@ -247,10 +247,10 @@ pub fn map_from_links(pgdata: &Path, specs: &[String], warnings: &mut Vec<String
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(map),
-        Err(e) => return Err(Error::new(format!("cannot list {}: {}", dir.display(), e))),
+        Err(e) => return Err(err!("cannot list {}: {}", dir.display(), e)),
     };
     for e in rd {
-        let e = e.map_err(|e| Error::new(format!("cannot list {}: {}", dir.display(), e)))?;
+        let e = e.map_err(|e| err!("cannot list {}: {}", dir.display(), e))?;
         let oid = e.file_name().to_string_lossy().into_owned();
         if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
@@ -355,7 +355,7 @@ pub fn check_agree(sidecar_what: &str, sidecar_label: &str, h: &History, archive
     let a: Vec<&str> = sidecar_label.lines().collect();
     let b: Vec<&str> = rebuilt.lines().collect();
     let first = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)).unwrap_or(0);
-    Err(Error::new(format!(
+    Err(err!(
         "{} and backup history file {} in the {} disagree (line {}: sidecar {:?}, archive {:?}): one of them was changed after post; compare them, remove the wrong one, and run restore-prep again",
         sidecar_what,
         h.name,
@@ -363,7 +363,7 @@ pub fn check_agree(sidecar_what: &str, sidecar_label: &str, h: &History, archive
         first + 1,
         a.get(first).copied().unwrap_or(""),
         b.get(first).copied().unwrap_or("")
-    )))
+    ))
 }
 
 /// The label rebuilt from the archive, staged as a sidecar that restore-prep then checks
@@ -392,12 +392,12 @@ pub fn rebuild(r: &Request) -> Result<Rebuilt> {
     let control = control::read(r.pgdata)?;
     let sidecar = sidecar_label(r.sidecar_dirs, r.backup_id, r.node, control.system_identifier);
     if let Some((p, n, _)) = sidecar.as_ref().filter(|(_, n, _)| n.from_standby) {
-        return Err(Error::new(format!(
+        return Err(err!(
             "node {} of backup {} was taken from a standby ({} says BACKUP FROM: standby): a standby's backup writes no backup history file, so there is nothing in the archive to rebuild the label from; restore without --label-from-archive, using that sidecar",
             n.name,
             r.backup_id,
             p.display()
-        )));
+        ));
     }
     let archive = match (r.archive_dir, r.restore_command) {
         (Some(d), _) => Archive::Dir(d),
@@ -412,12 +412,12 @@ pub fn rebuild(r: &Request) -> Result<Rebuilt> {
         let stop_seg =
             wal::stop_segment_name(history.stop_timeline.unwrap_or(history.timeline()), history.stop_lsn, seg);
         if !d.join(&stop_seg).exists() {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "the WAL up to the end of backup {} (segment {}) is not in {}: the backup never became restorable (archiving had not caught up; post called it archive-pending); check the archive, or restore another backup",
                 r.backup_id,
                 stop_seg,
                 d.display()
-            )));
+            ));
         }
         checks.push(format!("the WAL up to the backup's end (segment {}) is in the archive", stop_seg));
     } else {
@@ -442,7 +442,7 @@ pub fn check_sidecar_against_dir(dir: &Path, node: &NodeEntry, label: &str) -> R
     let Some(name) = node.backup_history_file.as_deref().filter(|n| is_history_name(n)) else { return Ok(None) };
     let Some(bytes) = read_regular(&dir.join(name), MAX_HISTORY_BYTES)? else { return Ok(None) };
     let h = History::parse(name, &String::from_utf8_lossy(&bytes))
-        .map_err(|e| Error::new(format!("{} in {} is not a backup history file: {}", name, dir.display(), e)))?;
+        .map_err(|e| err!("{} in {} is not a backup history file: {}", name, dir.display(), e))?;
     let archive = format!("archive directory {}", dir.display());
     check_agree(&format!("the sidecar's label for node {}", node.name), label, &h, &archive)?;
     Ok(Some(format!("the sidecar's label agrees with backup history file {} in the archive", name)))

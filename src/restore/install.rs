@@ -74,9 +74,8 @@ pub fn render_map(map: &[Tablespace], major: u32) -> String {
 /// Apply `--tablespace-map OLD=NEW` (OLD is the path in the map, or the tablespace's OID).
 /// Returns the final map's text: the sidecar's bytes unchanged when nothing was remapped.
 pub fn remap(original: &str, major: u32, specs: &[String]) -> Result<(String, Vec<Tablespace>)> {
-    let mut map = parse_map(original, major).map_err(|e| {
-        Error::new(format!("the sidecar's tablespace_map cannot be read ({}): the sidecar is damaged", e))
-    })?;
+    let mut map = parse_map(original, major)
+        .map_err(|e| err!("the sidecar's tablespace_map cannot be read ({}): the sidecar is damaged", e))?;
     if specs.is_empty() {
         return Ok((original.to_string(), map));
     }
@@ -134,10 +133,10 @@ pub fn validate_map(map: &[Tablespace], pgdata: &Path) -> Result<()> {
             }
         };
         if let Some(why) = why {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "tablespace {} would be restored at {:?}, but {}: the tablespace_map in the sidecar was edited or damaged, or --tablespace-map is wrong; give --tablespace-map {}=NEW_PATH with an absolute directory outside the data directory",
                 t.oid, t.path, why, t.oid
-            )));
+            ));
         }
     }
     Ok(())
@@ -149,10 +148,10 @@ pub fn check_tablespaces(map: &[Tablespace]) -> Result<Vec<PathBuf>> {
     for t in map {
         let p = PathBuf::from(&t.path);
         if !p.is_dir() {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "tablespace {} must be restored to {}, which is not a directory: restore the tablespace's files there too, or move them with --tablespace-map {}=NEW_PATH",
                 t.oid, t.path, t.path
-            )));
+            ));
         }
         out.push(p);
     }
@@ -165,11 +164,11 @@ pub fn refuse_link(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             let to = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
-            Err(Error::new(format!(
+            Err(err!(
                 "{} is a symbolic link to {}: restore-prep never writes through a link; replace it with a regular file (a copy of what it should hold) owned by the data directory's owner",
                 path.display(),
                 to
-            )))
+            ))
         }
         _ => Ok(()),
     }
@@ -211,10 +210,10 @@ pub fn label_write(pgdata: &Path, text: &str) -> FileWrite {
 pub fn control_write(pgdata: &Path, raise: Option<(Lsn, u32)>) -> Result<FileWrite> {
     use std::os::unix::fs::MetadataExt;
     let p = pgdata.join(control::CONTROL_FILE);
-    let bytes = fs::read(&p).map_err(|e| Error::new(format!("cannot read {}: {}", p.display(), e)))?;
-    let m = fs::metadata(&p).map_err(|e| Error::new(format!("cannot stat {}: {}", p.display(), e)))?;
+    let bytes = fs::read(&p).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
+    let m = fs::metadata(&p).map_err(|e| err!("cannot stat {}: {}", p.display(), e))?;
     let data = control::prepare(&bytes, raise).map_err(|why| {
-        Error::new(format!("{} cannot be used: {}; restore the data directory again from the backup", p.display(), why))
+        err!("{} cannot be used: {}; restore the data directory again from the backup", p.display(), why)
     })?;
     Ok(FileWrite {
         path: p,

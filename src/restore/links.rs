@@ -84,7 +84,7 @@ fn canonical(p: &Path) -> PathBuf {
 
 /// Where a link points, made absolute against the directory that holds it.
 fn link_target(link: &Path) -> Result<PathBuf> {
-    let t = fs::read_link(link).map_err(|e| Error::new(format!("cannot read link {}: {}", link.display(), e)))?;
+    let t = fs::read_link(link).map_err(|e| err!("cannot read link {}: {}", link.display(), e))?;
     Ok(canonical(&link.parent().unwrap_or(Path::new("/")).join(t)))
 }
 
@@ -115,20 +115,20 @@ pub fn plan_wal(pgdata: &Path, wal_dir: Option<&Path>, reuse: bool, live: &LiveD
         return Ok(WalPlan { dir: target, repoint: None, note: None });
     }
     if let Some(what) = live.user_of(&target) {
-        return Err(Error::new(format!(
+        return Err(err!(
             "{} is a link to {}, which is {}: a restored copy never shares a directory with a live server; give the copy its own WAL directory with --wal-dir NEWDIR",
             link.display(),
             target.display(),
             what
-        )));
+        ));
     }
     if !reuse {
-        return Err(Error::new(format!(
+        return Err(err!(
             "{} is a link to {}, outside the restored data directory (the original server's WAL directory?): restore-prep would empty it; give the copy its own WAL directory with --wal-dir NEWDIR, or, {}",
             link.display(),
             target.display(),
             REUSE_HINT
-        )));
+        ));
     }
     let note =
         format!("pg_wal links to {}, reused (--reuse-original-dirs); no running server uses it", target.display());
@@ -161,8 +161,8 @@ fn check_new_wal_dir(new: &Path, live: &LiveDirs) -> Result<()> {
     if meta.file_type().is_symlink() || !meta.is_dir() {
         return bad("is not a directory (a link is not followed): give a real directory".into());
     }
-    for e in fs::read_dir(new).map_err(|e| Error::new(format!("cannot list {}: {}", new.display(), e)))? {
-        let e = e.map_err(|e| Error::new(format!("cannot list {}: {}", new.display(), e)))?;
+    for e in fs::read_dir(new).map_err(|e| err!("cannot list {}: {}", new.display(), e))? {
+        let e = e.map_err(|e| err!("cannot list {}: {}", new.display(), e))?;
         let name = e.file_name().to_string_lossy().to_string();
         let dir_ok = (name == "archive_status" || name == "summaries") && e.file_type().is_ok_and(|t| t.is_dir());
         let wal_ok = is_wal_name(&name) && e.file_type().is_ok_and(|t| t.is_file());
@@ -183,28 +183,28 @@ pub fn check_tablespaces(pgdata: &Path, map: &[Tablespace], reuse: bool, live: &
     for e in fs::read_dir(&tblspc).into_iter().flatten().flatten() {
         let oid = e.file_name().to_string_lossy().to_string();
         if e.file_type().is_ok_and(|t| t.is_symlink()) && !map.iter().any(|t| t.oid == oid) {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "{} is a link to {}, but the backup's tablespace_map does not list tablespace {}: the restored server would use that directory as it is; check the sidecar, or restore another backup",
                 e.path().display(),
                 link_target(&e.path())?.display(),
                 oid
-            )));
+            ));
         }
     }
     let mut notes = Vec::new();
     for t in map {
         let link = tblspc.join(&t.oid);
         if !fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "the backup's tablespace_map names tablespace {}, but the copy has no link {}: the sidecar was edited, or the copy is incomplete; restore the data directory again",
                 t.oid,
                 link.display()
-            )));
+            ));
         }
         let path = PathBuf::from(&t.path);
         let original = link_target(&link)?;
         if let Some(what) = live.user_of(&path) {
-            return Err(Error::new(format!(
+            return Err(err!(
                 "tablespace {} ({} links to {}) would be restored at {}, which is {}: a restored copy never shares a directory with a live server; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH",
                 t.oid,
                 link.display(),
@@ -212,17 +212,17 @@ pub fn check_tablespaces(pgdata: &Path, map: &[Tablespace], reuse: bool, live: &
                 t.path,
                 what,
                 t.path
-            )));
+            ));
         }
         if original == canonical(&path) {
             if !reuse {
-                return Err(Error::new(format!(
+                return Err(err!(
                     "{} is a link to {}, outside the restored data directory (the original server's tablespace?): the restored server would write into it; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH, or, {}",
                     link.display(),
                     original.display(),
                     t.path,
                     REUSE_HINT
-                )));
+                ));
             }
             notes.push(format!("tablespace {} at {} reused (--reuse-original-dirs)", t.oid, t.path));
         }
@@ -257,11 +257,10 @@ pub fn repoint(pgdata: &Path, new: &Path) -> Result<()> {
         return Ok(());
     }
     let tmp = pgdata.join(format!(".pg_wal.link.{}", fsutil::random_suffix()?));
-    std::os::unix::fs::symlink(new, &tmp)
-        .map_err(|e| Error::new(format!("cannot create link {}: {}", tmp.display(), e)))?;
+    std::os::unix::fs::symlink(new, &tmp).map_err(|e| err!("cannot create link {}: {}", tmp.display(), e))?;
     if let Err(e) = fs::rename(&tmp, &link) {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::new(format!("cannot re-point {} to {}: {}", link.display(), new.display(), e)));
+        return Err(err!("cannot re-point {} to {}: {}", link.display(), new.display(), e));
     }
     fsutil::fsync_dir(pgdata)
 }

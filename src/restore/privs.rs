@@ -10,7 +10,7 @@
 
 use nix::unistd::{geteuid, getgroups, setfsgid, setfsuid, setgroups, Gid, Uid};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 struct Restore {
     uid: Uid,
@@ -33,16 +33,16 @@ pub fn as_owner<T>(owner: (u32, u32), f: impl FnOnce() -> Result<T>) -> Result<T
         return f();
     }
     let (uid, gid) = (Uid::from_raw(owner.0), Gid::from_raw(owner.1));
-    let groups = getgroups().map_err(|e| Error::new(format!("cannot read this process's groups: {}", e)))?;
-    setgroups(&[gid])
-        .map_err(|e| Error::new(format!("cannot take the data directory owner's group {}: {}", gid, e)))?;
+    let groups = getgroups().map_err(|e| err!("cannot read this process's groups: {}", e))?;
+    setgroups(&[gid]).map_err(|e| err!("cannot take the data directory owner's group {}: {}", gid, e))?;
     let _restore = Restore { gid: setfsgid(gid), uid: setfsuid(uid), groups };
     // setfsuid/setfsgid report the previous value: asking again confirms the switch.
     if setfsuid(uid) != uid || setfsgid(gid) != gid {
-        return Err(Error::new(format!(
+        return Err(err!(
             "cannot take the data directory owner's identity (uid {} gid {}): refusing to write as root",
-            uid, gid
-        )));
+            uid,
+            gid
+        ));
     }
     f()
 }
@@ -59,7 +59,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         std::fs::write(&p, b"root's").unwrap();
-        let denied = as_owner((65534, 65534), || std::fs::write(&p, b"x").map_err(|e| Error::new(e.to_string())));
+        let denied = as_owner((65534, 65534), || std::fs::write(&p, b"x").map_err(|e| crate::error::Error::new(e.to_string())));
         assert!(denied.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"root's");
         std::fs::write(&p, b"root again").unwrap();

@@ -188,7 +188,7 @@ fn read_opt(p: &Path) -> Result<Option<String>> {
     match fs::read(p) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::new(format!("cannot read {}: {}", p.display(), e))),
+        Err(e) => Err(err!("cannot read {}: {}", p.display(), e)),
     }
 }
 
