@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::cli::RestoreCheckArgs;
 use crate::error::{exit, Error, Result};
 use crate::ids;
+use crate::pg::wal::Lsn;
 use crate::pg::{api, conninfo::ConnInfo, tls};
 use crate::restore::outcome::{self, Observed, Verdict};
 use crate::restore::recovery::{self, Target};
@@ -67,31 +68,21 @@ fn select_nodes(m: &Manifest, specs: &[String]) -> Result<Vec<(NodeEntry, ConnIn
 }
 
 /// Connect and wait until recovery has ended (or paused at its target); progress on stderr.
-fn wait_ended(
-    name: &str,
-    info: &ConnInfo,
-    deadline: Instant,
-    timeout: u64,
-) -> std::result::Result<(postgres::Client, i32), String> {
+fn wait_ended(name: &str, info: &ConnInfo, deadline: Instant, timeout: u64) -> Result<(postgres::Client, i32)> {
     let started = Instant::now();
     let mut last_note = Instant::now();
     let mut last_err;
     loop {
-        let attempt = tls::connect(info, "pg-backup-hooks restore-check").and_then(|mut c| {
-            let v = api::server_version_num(&mut c)?;
-            let (recovering, replay) = outcome::still_recovering(&mut c, v)?;
-            Ok((c, v, recovering, replay))
-        });
-        match attempt {
+        match probe(info) {
             Ok((c, v, false, _)) => return Ok((c, v)),
             Ok((_, _, true, replay)) => {
                 last_err =
                     format!("still in recovery, replayed to {}", replay.map(|l| l.to_string()).unwrap_or("-".into()))
             }
-            Err(e) => last_err = e,
+            Err(e) => last_err = e.msg,
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(err!(
                 "recovery had not ended after {} s (--timeout): {}; if the server stopped, its log says why (from PostgreSQL 13 a recovery target that is not in the WAL stops it with FATAL \"recovery ended before configured recovery target was reached\")",
                 timeout, last_err
             ));
@@ -104,15 +95,24 @@ fn wait_ended(
     }
 }
 
+/// One connection attempt: the client, its version, whether it is still recovering, and
+/// how far it has replayed.
+fn probe(info: &ConnInfo) -> Result<(postgres::Client, i32, bool, Option<Lsn>)> {
+    let mut c = tls::connect(info, "pg-backup-hooks restore-check").map_err(|e| err!("{}", e))?;
+    let v = api::server_version_num(&mut c).map_err(|e| err!("{}", e))?;
+    let (recovering, replay) = outcome::still_recovering(&mut c, v)?;
+    Ok((c, v, recovering, replay))
+}
+
 /// Which target to judge by: --target, else what the server was configured with.
-fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> std::result::Result<Target, String> {
+fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> Result<Target> {
     let configured = o.configured_target.as_deref().map(|t| recovery::parse_target(Some(t), m));
     match (given, configured) {
         (Some(g), conf) => {
-            let want = recovery::parse_target(Some(g), m).map_err(|e| e.msg)?;
+            let want = recovery::parse_target(Some(g), m)?;
             if let Some(Ok(c)) = conf {
                 if c != want {
-                    return Err(format!(
+                    return Err(err!(
                         "--target says {}, but the server was configured for {}",
                         want.describe(),
                         c.describe()
@@ -122,21 +122,23 @@ fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> std::resul
             Ok(want)
         }
         (None, Some(Ok(c))) => Ok(c),
-        (None, Some(Err(e))) => Err(format!("the configured recovery target cannot be read ({}): give --target", e.msg)),
-        (None, None) => Err(
-            "cannot read the configured recovery target (10/11 keep it in recovery.done, read with pg_read_file: superuser): give --target".into(),
-        ),
+        (None, Some(Err(e))) => Err(err!("the configured recovery target cannot be read ({}): give --target", e.msg)),
+        (None, None) => Err(err!(
+            "cannot read the configured recovery target (10/11 keep it in recovery.done, read with pg_read_file: superuser): give --target"
+        )),
     }
 }
 
+/// One node's check: wait for the end of recovery, read where it ended, choose the target,
+/// judge. Anything that goes wrong is the report's one line.
 fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckArgs, deadline: Instant) -> NodeReport {
     let mut r = NodeReport { name: node.name.clone(), target: None, proven: false, lines: Vec::new(), observed: None };
     let observed = wait_ended(&node.name, info, deadline, a.timeout)
-        .and_then(|(mut c, v)| outcome::observe(&mut c, v).map_err(|e| format!("reading the recovery state: {}", e)));
+        .and_then(|(mut c, v)| outcome::observe(&mut c, v).map_err(|e| e.within("reading the recovery state")));
     let o = match observed {
         Ok(o) => o,
         Err(e) => {
-            r.lines.push(e);
+            r.lines.push(e.msg);
             return r;
         }
     };
@@ -147,7 +149,7 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
             r.proven = proven;
             r.lines = lines;
         }
-        Err(e) => r.lines.push(e),
+        Err(e) => r.lines.push(e.msg),
     }
     r.observed = Some(o);
     r
@@ -155,33 +157,54 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
 
 pub fn run(a: RestoreCheckArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
+    // The backup's manifest, from the sidecar restore-prep used.
     let m = load_manifest(&a.sidecar_dir, &a.backup_id)?;
+    // The restored nodes to check and how to reach them.
     let nodes = select_nodes(&m, &a.nodes)?;
+    // Each node, one after the other, within one overall --timeout.
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let reports: Vec<NodeReport> = nodes.iter().map(|(n, info)| check_node(&m, n, info, &a, deadline)).collect();
-    let proven = reports.iter().all(|r| r.proven);
+    // The nodes of the backup that no --node named.
     let unchecked: Vec<&str> =
         m.nodes.iter().filter(|n| !reports.iter().any(|r| r.name == n.name)).map(|n| n.name.as_str()).collect();
+    // What was found, as JSON or as text.
     if a.json {
-        let v =
-            serde_json::json!({"backup_id": m.backup_id, "proven": proven, "nodes": reports, "not_checked": unchecked});
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::new(e.to_string()))?);
+        print_json(&m, &reports, &unchecked)?;
     } else {
-        for r in &reports {
-            let verdict = if r.proven { "PROVEN" } else { "NOT PROVEN" };
-            println!("node {}: {} ({})", r.name, verdict, r.target.as_deref().unwrap_or("target unknown"));
-            for l in &r.lines {
-                println!("  {}: {}", if r.proven { "ok" } else { "problem" }, l);
-            }
-        }
-        for n in &unchecked {
-            println!("node {}: not checked (no --node for it)", n);
+        print_text(&reports, &unchecked);
+    }
+    // The verdict: exit 0 only when every checked node is proven.
+    verdict(&m, &reports)
+}
+
+/// `--json`: one document for the backup.
+fn print_json(m: &Manifest, reports: &[NodeReport], unchecked: &[&str]) -> Result<()> {
+    let proven = reports.iter().all(|r| r.proven);
+    let v = serde_json::json!({"backup_id": m.backup_id, "proven": proven, "nodes": reports, "not_checked": unchecked});
+    println!("{}", serde_json::to_string_pretty(&v).map_err(|e| err!("{}", e))?);
+    Ok(())
+}
+
+/// One verdict line per node, then what was shown or what is wrong.
+fn print_text(reports: &[NodeReport], unchecked: &[&str]) {
+    for r in reports {
+        let verdict = if r.proven { "PROVEN" } else { "NOT PROVEN" };
+        println!("node {}: {} ({})", r.name, verdict, r.target.as_deref().unwrap_or("target unknown"));
+        for l in &r.lines {
+            println!("  {}: {}", if r.proven { "ok" } else { "problem" }, l);
         }
     }
-    if proven {
+    for n in unchecked {
+        println!("node {}: not checked (no --node for it)", n);
+    }
+}
+
+/// Exit 0 when every checked node is proven, else NOT_PROVEN naming the nodes that are not.
+fn verdict(m: &Manifest, reports: &[NodeReport]) -> Result<i32> {
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.proven).map(|r| r.name.as_str()).collect();
+    if failed.is_empty() {
         return Ok(exit::OK);
     }
-    let failed: Vec<&str> = reports.iter().filter(|r| !r.proven).map(|r| r.name.as_str()).collect();
     Err(Error::with_code(
         exit::NOT_PROVEN,
         format!(

@@ -21,7 +21,7 @@
 use postgres::Client;
 use serde::Serialize;
 
-use crate::error::pg_error;
+use crate::error::{pg_error, Result};
 use crate::pg::wal::Lsn;
 use crate::restore::autoconf;
 use crate::restore::recovery::Target;
@@ -54,12 +54,12 @@ pub struct Verdict {
     pub lines: Vec<String>,
 }
 
-fn q(c: &mut Client, sql: &str) -> Result<postgres::Row, String> {
-    c.query_one(sql, &[]).map_err(|e| pg_error(&e))
+fn q(c: &mut Client, sql: &str) -> Result<postgres::Row> {
+    c.query_one(sql, &[]).map_err(|e| err!("{}", pg_error(&e)))
 }
 
 /// Is recovery still running (and not paused at its target)? Cheap, polled while waiting.
-pub fn still_recovering(c: &mut Client, version_num: i32) -> Result<(bool, Option<Lsn>), String> {
+pub fn still_recovering(c: &mut Client, version_num: i32) -> Result<(bool, Option<Lsn>)> {
     let pause =
         if version_num >= 140000 { "pg_get_wal_replay_pause_state() = 'paused'" } else { "pg_is_wal_replay_paused()" };
     let sql = format!(
@@ -73,7 +73,7 @@ pub fn still_recovering(c: &mut Client, version_num: i32) -> Result<(bool, Optio
 }
 
 /// Read everything restore-check judges by, once recovery has ended (or paused).
-pub fn observe(c: &mut Client, version_num: i32) -> Result<Observed, String> {
+pub fn observe(c: &mut Client, version_num: i32) -> Result<Observed> {
     let mut o = Observed { version_num, ..Observed::default() };
     let row = q(
         c,
@@ -87,8 +87,7 @@ pub fn observe(c: &mut Client, version_num: i32) -> Result<Observed, String> {
         o.timeline = q(c, "SELECT timeline_id::int8 FROM pg_control_checkpoint()")?.get::<_, i64>(0) as u32;
     } else {
         let name: String = q(c, "SELECT pg_walfile_name(pg_current_wal_lsn())")?.get(0);
-        o.timeline =
-            u32::from_str_radix(name.get(..8).unwrap_or(""), 16).map_err(|_| format!("odd WAL name {name}"))?;
+        o.timeline = u32::from_str_radix(name.get(..8).unwrap_or(""), 16).map_err(|_| err!("odd WAL name {name}"))?;
         read_history(c, &mut o);
     }
     read_target(c, &mut o);
@@ -126,7 +125,7 @@ fn read_target(c: &mut Client, o: &mut Observed) {
     ];
     let values: Vec<String> = if o.version_num >= 120000 {
         let get = |c: &mut Client, k: &str| c.query_one("SELECT current_setting($1)", &[&k]).map(|r| r.get(0));
-        match KEYS.iter().map(|k| get(c, k)).collect::<Result<Vec<String>, _>>() {
+        match KEYS.iter().map(|k| get(c, k)).collect::<std::result::Result<Vec<String>, _>>() {
             Ok(v) => v,
             Err(_) => return,
         }
