@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::cli::ListArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids;
 use crate::pg::history::{self, History};
 use crate::pg::wal::{self, Lsn};
@@ -31,8 +31,8 @@ struct NodeRow {
 #[derive(Serialize, Debug)]
 struct Entry {
     backup_id: String,
-    /// complete or archive-pending
-    status: String,
+    /// complete or archive-pending (serialized as the manifest spells it)
+    status: Status,
     started_at: Option<String>,
     stopped_at: Option<String>,
     sidecar_present: bool,
@@ -58,7 +58,7 @@ pub fn run(a: ListArgs) -> Result<i32> {
     }
     entries.sort_by(|x, y| y.sort_key.cmp(&x.sort_key).then_with(|| y.backup_id.cmp(&x.backup_id)));
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| Error::new(e.to_string()))?);
+        println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| err!("{}", e))?);
     } else {
         print_text(&entries);
     }
@@ -74,7 +74,7 @@ fn print_text(entries: &[Entry]) {
         println!(
             "{}  {}  started {}  stopped {}  sidecar: {}  label in archive: {}",
             e.backup_id,
-            e.status,
+            status_word(e.status),
             e.started_at.as_deref().unwrap_or("?"),
             e.stopped_at.as_deref().unwrap_or("?"),
             yes(e.sidecar_present),
@@ -91,6 +91,14 @@ fn print_text(entries: &[Entry]) {
                 if n.from_standby { ", from a standby (no history file)".to_string() } else { String::new() }
             );
         }
+    }
+}
+
+/// A status as the text listing (and the JSON) spells it.
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Complete => "complete",
+        Status::ArchivePending => "archive-pending",
     }
 }
 
@@ -134,7 +142,7 @@ fn merge_manifest(entries: &mut Vec<Entry>, dir: &Path, m: Manifest) {
     if let Some(e) = entries.iter_mut().find(|e| e.backup_id == m.backup_id && e.sidecar_present) {
         e.sidecar_dirs.push(dir.to_path_buf());
         if complete {
-            e.status = "complete".into();
+            e.status = Status::Complete;
         }
         return;
     }
@@ -155,7 +163,7 @@ fn merge_manifest(entries: &mut Vec<Entry>, dir: &Path, m: Manifest) {
     entries.push(Entry {
         sort_key: epoch(&m.started_at).unwrap_or(0),
         backup_id: m.backup_id,
-        status: if complete { "complete" } else { "archive-pending" }.into(),
+        status: m.status,
         started_at: Some(m.started_at),
         stopped_at: Some(m.stopped_at),
         sidecar_present: true,
@@ -229,7 +237,7 @@ fn merge_archived(entries: &mut Vec<Entry>, a: Archived) {
     entries.push(Entry {
         sort_key: epoch(&h.label.start_time).unwrap_or(0),
         backup_id: id,
-        status: if a.complete { "complete" } else { "archive-pending" }.into(),
+        status: if a.complete { Status::Complete } else { Status::ArchivePending },
         started_at: Some(h.label.start_time.clone()),
         stopped_at: h.stop_time.clone(),
         sidecar_present: false,
@@ -254,7 +262,27 @@ fn node_row(a: &Archived, sysid: Option<String>) -> NodeRow {
 
 #[cfg(test)]
 mod tests {
-    use super::epoch;
+    use super::*;
+
+    #[test]
+    fn status_is_spelled_as_before_in_json_and_text() {
+        for (s, word) in [(Status::Complete, "complete"), (Status::ArchivePending, "archive-pending")] {
+            let e = Entry {
+                backup_id: "b".into(),
+                status: s,
+                started_at: None,
+                stopped_at: None,
+                sidecar_present: false,
+                sidecar_dirs: Vec::new(),
+                label_in_archive: false,
+                nodes: Vec::new(),
+                sort_key: 0,
+            };
+            let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["status"], word);
+            assert_eq!(status_word(s), word);
+        }
+    }
 
     #[test]
     fn times_from_manifests_and_history_files_compare() {
