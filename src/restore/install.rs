@@ -18,7 +18,7 @@ pub struct Tablespace {
 
 /// Parse tablespace_map as the server of `major` reads it. Up to 13 a backslash escapes only
 /// a following \n or \r; from 14 it escapes any character.
-pub fn parse_map(text: &str, major: u32) -> std::result::Result<Vec<Tablespace>, String> {
+pub fn parse_map(text: &str, major: u32) -> Result<Vec<Tablespace>> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = text.chars().peekable();
@@ -27,7 +27,7 @@ pub fn parse_map(text: &str, major: u32) -> std::result::Result<Vec<Tablespace>,
         match c {
             '\\' if major >= 14 => match chars.next() {
                 Some(n) => cur.push(n),
-                None => return Err("ends in a lone backslash".into()),
+                None => return Err(err!("ends in a lone backslash")),
             },
             '\\' if matches!(chars.peek(), Some('\n') | Some('\r')) => {
                 if let Some(n) = chars.next() {
@@ -46,9 +46,9 @@ pub fn parse_map(text: &str, major: u32) -> std::result::Result<Vec<Tablespace>,
         lines.push(cur);
     }
     for l in lines {
-        let (oid, path) = l.split_once(' ').ok_or_else(|| format!("line {:?} is not \"OID PATH\"", l))?;
+        let (oid, path) = l.split_once(' ').ok_or_else(|| err!("line {:?} is not \"OID PATH\"", l))?;
         if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) || path.is_empty() {
-            return Err(format!("line {:?} is not \"OID PATH\"", l));
+            return Err(err!("line {:?} is not \"OID PATH\"", l));
         }
         out.push(Tablespace { oid: oid.to_string(), path: path.to_string() });
     }
@@ -259,5 +259,143 @@ mod tests {
         let e = remap(text, 15, &["/nowhere=/x".into()]).unwrap_err();
         assert!(e.msg.contains("no tablespace at"), "{}", e.msg);
         assert!(remap(text, 15, &["/old/ts1=relative".into()]).is_err());
+    }
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The owner files are given to: a real other user as root, ourselves otherwise.
+    fn someone() -> (u32, u32) {
+        if nix::unistd::geteuid().is_root() {
+            (65534, 65534)
+        } else {
+            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn files_are_written_0600_for_the_owner_and_an_unchanged_one_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let w = label_write(d.path(), "START WAL LOCATION: 0/2000028\n");
+        let done = write_all(std::slice::from_ref(&w), someone()).unwrap();
+        assert_eq!(done, vec![d.path().join("backup_label")]);
+        let m = fs::metadata(d.path().join("backup_label")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!((m.uid(), m.gid()), someone());
+        assert_eq!(fs::read(d.path().join("backup_label")).unwrap(), w.data);
+        assert!(write_all(&[w], someone()).unwrap().is_empty(), "same content: not rewritten");
+        assert_eq!(names(d.path()), vec!["backup_label"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_file_that_keeps_its_mode_and_owner_keeps_them() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pg_control");
+        let w =
+            FileWrite { path: p.clone(), data: b"new".to_vec(), what: String::new(), keep: Some((0o640, someone())) };
+        write_all(&[w], (0, 0)).unwrap();
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, someone().0, someone().1));
+    }
+
+    #[test]
+    fn a_link_where_a_file_is_written_is_refused_and_never_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        fs::write(&outside, b"not yours").unwrap();
+        let pgdata = d.path().join("data");
+        fs::create_dir(&pgdata).unwrap();
+        let link = pgdata.join("postgresql.auto.conf");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let e = refuse_link(&link).unwrap_err();
+        assert!(
+            e.msg.contains(&link.display().to_string()) && e.msg.contains(&outside.display().to_string()),
+            "{}",
+            e.msg
+        );
+        assert!(refuse_link(&pgdata.join("backup_label")).is_ok(), "a missing file is fine");
+        // Even without the check, the write replaces the link and leaves its target alone.
+        let w = FileWrite {
+            path: link.clone(),
+            data: b"restore_command = 'x'\n".to_vec(),
+            what: String::new(),
+            keep: None,
+        };
+        write_all(&[w], someone()).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"not yours");
+        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_what_was_there_and_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        // A directory where the file should go: the final rename fails.
+        let p = d.path().join("recovery.signal");
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("inside"), b"kept").unwrap();
+        let w = FileWrite { path: p.clone(), data: b"".to_vec(), what: String::new(), keep: None };
+        let e = write_all(&[w], someone()).unwrap_err();
+        assert!(e.msg.contains(&p.display().to_string()), "{}", e.msg);
+        assert_eq!(fs::read(p.join("inside")).unwrap(), b"kept");
+        assert_eq!(names(d.path()), vec!["recovery.signal"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_write_the_owner_may_not_make_fails_and_leaves_the_old_file() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let p = d.path().join("backup_label");
+        fs::write(&p, b"old").unwrap();
+        let w = label_write(d.path(), "new");
+        let e = crate::restore::privs::as_owner((65534, 65534), || write_all(std::slice::from_ref(&w), (65534, 65534)))
+            .unwrap_err();
+        assert!(e.msg.contains(&d.path().display().to_string()), "{}", e.msg);
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(names(d.path()), vec!["backup_label"]);
+    }
+
+    #[test]
+    fn tablespace_paths_outside_the_rules_are_refused_with_the_oid() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("data");
+        fs::create_dir_all(pgdata.join("sub")).unwrap();
+        std::os::unix::fs::symlink(pgdata.join("sub"), d.path().join("sneaky")).unwrap();
+        let ts = |p: &Path| vec![Tablespace { oid: "16384".into(), path: p.display().to_string() }];
+        for (bad, why) in [
+            (PathBuf::from("rel/ts"), "not an absolute path"),
+            (d.path().join("a/../b"), "contains \"..\""),
+            (PathBuf::from("/"), "root directory"),
+            (pgdata.join("ts"), "inside the data directory"),
+            (d.path().join("sneaky"), "inside the data directory"),
+            (d.path().to_path_buf(), "contains the data directory"),
+        ] {
+            let e = validate_map(&ts(&bad), &pgdata).unwrap_err();
+            assert!(e.msg.contains(why) && e.msg.contains("tablespace 16384"), "{}: {}", bad.display(), e.msg);
+        }
+        let good = d.path().join("ts");
+        validate_map(&ts(&good), &pgdata).unwrap();
+        let e = check_tablespaces(&ts(&good)).unwrap_err();
+        assert!(e.msg.contains("not a directory") && e.msg.contains(&good.display().to_string()), "{}", e.msg);
+        fs::create_dir(&good).unwrap();
+        assert_eq!(check_tablespaces(&ts(&good)).unwrap(), vec![good]);
+    }
+
+    #[test]
+    fn a_damaged_map_or_a_missing_control_file_is_named() {
+        let e = remap("16384 /a\nnot a line\n", 15, &[]).unwrap_err();
+        assert!(e.msg.contains("\"not a line\"") && e.msg.contains("damaged"), "{}", e.msg);
+        assert!(remap("16384 /a\\", 15, &[]).unwrap_err().msg.contains("lone backslash"));
+        let d = tempfile::tempdir().unwrap();
+        let e = control_write(d.path(), None).unwrap_err();
+        assert!(e.msg.contains(&d.path().join("global/pg_control").display().to_string()), "{}", e.msg);
     }
 }
