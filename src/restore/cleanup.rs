@@ -247,4 +247,136 @@ mod tests {
         assert!(p.join("base/1/1259").exists());
         assert!(find(p, &p.join("pg_wal"), false, &[], false).unwrap().is_empty());
     }
+
+    use std::os::unix::fs::symlink;
+
+    /// A directory outside the data directory with one file in it, to plant links to.
+    fn outside(d: &Path) -> PathBuf {
+        let o = d.join("outside");
+        fs::create_dir_all(o.join("pgsql_tmp")).unwrap();
+        for f in ["state", "pg_internal.init", "000000010000000000000003", "pgsql_tmp/pgsql_tmp1.0"] {
+            fs::write(o.join(f), b"not yours").unwrap();
+        }
+        o
+    }
+
+    fn untouched(o: &Path) {
+        for f in ["state", "pg_internal.init", "000000010000000000000003", "pgsql_tmp/pgsql_tmp1.0"] {
+            assert_eq!(fs::read(o.join(f)).unwrap(), b"not yours", "{} was touched", f);
+        }
+    }
+
+    #[test]
+    fn a_directory_it_empties_that_is_a_link_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let o = outside(d.path());
+        let p = d.path().join("data");
+        fs::create_dir_all(p.join("pg_wal")).unwrap();
+        symlink(&o, p.join("pg_replslot")).unwrap();
+        let e = find(&p, &p.join("pg_wal"), false, &[], false).unwrap_err();
+        assert!(e.msg.contains(&p.join("pg_replslot").display().to_string()), "{}", e.msg);
+        assert!(e.msg.contains("symbolic link") && e.msg.contains(&o.display().to_string()), "{}", e.msg);
+        // A link where a directory of pg_wal should be is not entered: it goes itself.
+        fs::remove_file(p.join("pg_replslot")).unwrap();
+        symlink(&o, p.join("pg_wal/archive_status")).unwrap();
+        let found = find(&p, &p.join("pg_wal"), false, &[], false).unwrap();
+        assert_eq!(found, vec![p.join("pg_wal/archive_status")]);
+        remove(&[p.clone()], &found).unwrap();
+        assert!(fs::symlink_metadata(p.join("pg_wal/archive_status")).is_err());
+        untouched(&o);
+    }
+
+    #[test]
+    fn a_link_with_a_name_that_goes_is_removed_itself_and_its_target_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let o = outside(d.path());
+        let p = d.path().join("data");
+        fs::create_dir_all(p.join("pg_wal")).unwrap();
+        fs::create_dir_all(p.join("base/1")).unwrap();
+        symlink(o.join("000000010000000000000003"), p.join("pg_wal/000000010000000000000003")).unwrap();
+        symlink(o.join("pgsql_tmp"), p.join("base/pgsql_tmp")).unwrap();
+        symlink(o.join("pg_internal.init"), p.join("base/1/pg_internal.init")).unwrap();
+        symlink(&o, p.join("base/2")).unwrap(); // not a temporary name: neither walked nor removed
+        let found = find(&p, &p.join("pg_wal"), false, &[], false).unwrap();
+        assert_eq!(found.len(), 3, "{:?}", found);
+        remove(&[p.clone()], &found).unwrap();
+        for f in &found {
+            assert!(fs::symlink_metadata(f).is_err(), "{} is still there", f.display());
+        }
+        assert!(fs::symlink_metadata(p.join("base/2")).unwrap().file_type().is_symlink());
+        untouched(&o);
+    }
+
+    #[test]
+    fn a_link_planted_after_find_is_not_followed_by_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let o = outside(d.path());
+        let p = d.path().join("data");
+        fs::create_dir_all(p.join("base/1")).unwrap();
+        fs::write(p.join("base/1/pg_internal.init"), b"x").unwrap();
+        let found = find(&p, &p.join("pg_wal"), false, &[], false).unwrap();
+        assert_eq!(found, vec![p.join("base/1/pg_internal.init")]);
+        // Between find and remove, base/1 becomes a link to a directory with the same name in it.
+        fs::remove_dir_all(p.join("base/1")).unwrap();
+        symlink(&o, p.join("base/1")).unwrap();
+        let e = remove(&[p.clone()], &found).unwrap_err();
+        assert!(e.msg.contains("base/1") && e.msg.contains("symbolic link is in the way"), "{}", e.msg);
+        untouched(&o);
+    }
+
+    #[test]
+    fn nothing_outside_the_roots_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let o = outside(d.path());
+        let p = d.path().join("data");
+        fs::create_dir_all(&p).unwrap();
+        for bad in [o.join("state"), p.join("../outside/state"), p.clone()] {
+            let e = remove(&[p.clone()], std::slice::from_ref(&bad)).unwrap_err();
+            assert!(e.msg.starts_with("refusing to remove") || e.msg.starts_with("cannot remove"), "{}", e.msg);
+        }
+        untouched(&o);
+    }
+
+    #[test]
+    fn tablespaces_and_the_real_wal_directory_are_cleaned_and_maps_go_when_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("data");
+        let wal = d.path().join("wal");
+        let ts = d.path().join("ts");
+        fs::create_dir_all(p.join("global")).unwrap();
+        fs::create_dir_all(wal.join("summaries")).unwrap();
+        fs::create_dir_all(ts.join("PG_15_202209061/16384/pgsql_tmp")).unwrap();
+        symlink(&wal, p.join("pg_wal")).unwrap();
+        for f in [
+            "wal/000000010000000000000003",
+            "wal/00000002.history",
+            "wal/summaries/0000000100000000020000280000000003000000.summary",
+            "ts/PG_15_202209061/16384/16385",
+            "ts/PG_15_202209061/16384/pgsql_tmp/pgsql_tmp9.1",
+            "ts/PG_15_202209061/16384/x.tmp",
+            "data/tablespace_map",
+            "data/backup_manifest",
+        ] {
+            fs::write(d.path().join(f), b"x").unwrap();
+        }
+        let found = find(&p, &wal, false, std::slice::from_ref(&ts), true).unwrap();
+        let rel: Vec<String> = found.iter().map(|x| x.strip_prefix(d.path()).unwrap().display().to_string()).collect();
+        assert_eq!(
+            rel,
+            vec![
+                "data/backup_manifest",
+                "data/tablespace_map",
+                "wal/000000010000000000000003",
+                "wal/summaries/0000000100000000020000280000000003000000.summary",
+                "ts/PG_15_202209061/16384/pgsql_tmp",
+                "ts/PG_15_202209061/16384/x.tmp",
+            ]
+        );
+        assert!(!find(&p, &wal, false, &[], false).unwrap().iter().any(|x| x.ends_with("tablespace_map")));
+        remove(&[p.clone(), wal.clone(), ts.clone()], &found).unwrap();
+        assert!(wal.join("00000002.history").exists() && wal.join("summaries").is_dir());
+        assert!(ts.join("PG_15_202209061/16384/16385").exists());
+        assert!(fs::symlink_metadata(p.join("pg_wal")).unwrap().file_type().is_symlink(), "the link itself stays");
+        assert!(find(&p, &wal, false, std::slice::from_ref(&ts), true).unwrap().is_empty());
+    }
 }
