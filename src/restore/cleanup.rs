@@ -281,7 +281,7 @@ mod tests {
         symlink(&o, p.join("pg_wal/archive_status")).unwrap();
         let found = find(&p, &p.join("pg_wal"), false, &[], false).unwrap();
         assert_eq!(found, vec![p.join("pg_wal/archive_status")]);
-        remove(&[p.clone()], &found).unwrap();
+        remove(std::slice::from_ref(&p), &found).unwrap();
         assert!(fs::symlink_metadata(p.join("pg_wal/archive_status")).is_err());
         untouched(&o);
     }
@@ -299,7 +299,7 @@ mod tests {
         symlink(&o, p.join("base/2")).unwrap(); // not a temporary name: neither walked nor removed
         let found = find(&p, &p.join("pg_wal"), false, &[], false).unwrap();
         assert_eq!(found.len(), 3, "{:?}", found);
-        remove(&[p.clone()], &found).unwrap();
+        remove(std::slice::from_ref(&p), &found).unwrap();
         for f in &found {
             assert!(fs::symlink_metadata(f).is_err(), "{} is still there", f.display());
         }
@@ -319,7 +319,7 @@ mod tests {
         // Between find and remove, base/1 becomes a link to a directory with the same name in it.
         fs::remove_dir_all(p.join("base/1")).unwrap();
         symlink(&o, p.join("base/1")).unwrap();
-        let e = remove(&[p.clone()], &found).unwrap_err();
+        let e = remove(std::slice::from_ref(&p), &found).unwrap_err();
         assert!(e.msg.contains("base/1") && e.msg.contains("symbolic link is in the way"), "{}", e.msg);
         untouched(&o);
     }
@@ -331,7 +331,7 @@ mod tests {
         let p = d.path().join("data");
         fs::create_dir_all(&p).unwrap();
         for bad in [o.join("state"), p.join("../outside/state"), p.clone()] {
-            let e = remove(&[p.clone()], std::slice::from_ref(&bad)).unwrap_err();
+            let e = remove(std::slice::from_ref(&p), std::slice::from_ref(&bad)).unwrap_err();
             assert!(e.msg.starts_with("refusing to remove") || e.msg.starts_with("cannot remove"), "{}", e.msg);
         }
         untouched(&o);
