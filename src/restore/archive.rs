@@ -150,4 +150,69 @@ mod tests {
             "cp /a/F /t/F && echo 100% 000000000000000000000000 %x"
         );
     }
+
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    #[test]
+    fn a_link_or_a_non_file_in_the_archive_is_refused_and_a_missing_file_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        fs::write(&secret, b"not WAL").unwrap();
+        let arch = d.path().join("arch");
+        fs::create_dir_all(arch.join("00000002.history")).unwrap();
+        symlink(&secret, arch.join("000000010000000000000003")).unwrap();
+        fs::write(arch.join("000000010000000000000004"), b"0123456789").unwrap();
+        let a = Archive::Dir(&arch);
+        let e = a.fetch("000000010000000000000003", 100).unwrap_err();
+        assert!(e.msg.contains(&arch.join("000000010000000000000003").display().to_string()), "{}", e.msg);
+        assert!(!e.msg.contains("not WAL"));
+        let e = a.fetch("00000002.history", 100).unwrap_err();
+        assert!(e.msg.contains("not a regular file"), "{}", e.msg);
+        assert_eq!(a.fetch("000000010000000000000005", 100).unwrap(), None);
+        assert_eq!(a.fetch("000000010000000000000004", 4).unwrap().unwrap(), b"0123");
+    }
+
+    #[test]
+    fn restore_command_runs_in_the_data_directory_and_its_exit_status_decides() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("data");
+        let arch = d.path().join("arch");
+        fs::create_dir_all(&pgdata).unwrap();
+        fs::create_dir_all(&arch).unwrap();
+        fs::write(arch.join("00000002.history"), b"1\t0/3000000\tno recovery target specified\n").unwrap();
+        let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let cmd = format!("cp {}/%f %p", arch.display());
+        let a = Archive::Command { cmd: &cmd, pgdata: &pgdata, owner: me };
+        assert_eq!(a.fetch("00000002.history", 100).unwrap().unwrap(), b"1\t0/3000000\tno recovery target specified\n");
+        assert_eq!(a.fetch("00000003.history", 100).unwrap(), None, "cp exits 1: not in the archive");
+        let a = Archive::Command { cmd: "pwd > %p", pgdata: &pgdata, owner: me };
+        let cwd = a.fetch("00000002.history", 1000).unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&cwd).trim(), pgdata.display().to_string());
+        let a = Archive::Command { cmd: "echo dying >&2; kill -9 $$", pgdata: &pgdata, owner: me };
+        let e = a.fetch("00000002.history", 100).unwrap_err();
+        assert!(e.msg.contains("failed for 00000002.history") && e.msg.contains("dying"), "{}", e.msg);
+        let a = Archive::Command { cmd: "exit 126", pgdata: &pgdata, owner: me };
+        assert!(a.fetch("00000002.history", 100).is_err(), "above 125 is not \"not in the archive\"");
+    }
+
+    #[test]
+    fn as_root_restore_command_runs_as_the_data_directory_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let a = Archive::Command { cmd: "id -u > %p", pgdata: d.path(), owner: (65534, 65534) };
+        assert_eq!(String::from_utf8_lossy(&a.fetch("00000002.history", 100).unwrap().unwrap()).trim(), "65534");
+    }
+
+    #[test]
+    fn the_private_directory_is_0700_and_goes_on_drop() {
+        let t = TempDir::new(None).unwrap();
+        let p = t.path().to_path_buf();
+        fs::write(p.join("f"), b"x").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o700);
+        drop(t);
+        assert!(fs::symlink_metadata(&p).is_err());
+    }
 }

@@ -296,4 +296,107 @@ mod tests {
         std::os::unix::fs::symlink("walreal", pgdata.join("pg_wal")).unwrap();
         assert_eq!(plan_wal(&pgdata, None, false, &live).unwrap().dir, pgdata.join("walreal"));
     }
+
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn none_live() -> LiveDirs {
+        LiveDirs { dirs: Vec::new() }
+    }
+
+    #[test]
+    fn wal_dir_must_be_absolute_a_real_directory_and_hold_only_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("data");
+        fs::create_dir_all(&pgdata).unwrap();
+        symlink(d.path().join("old"), pgdata.join("pg_wal")).unwrap();
+        let try_dir = |p: &Path| plan_wal(&pgdata, Some(p), false, &none_live());
+        let e = try_dir(Path::new("rel/wal")).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        assert!(e.msg.contains("absolute"), "{}", e.msg);
+        assert!(try_dir(&d.path().join("no/such")).unwrap_err().msg.contains("parent directory does not exist"));
+        let busy = d.path().join("busy");
+        fs::create_dir_all(busy.join("archive_status")).unwrap();
+        fs::write(busy.join("000000010000000000000003"), b"").unwrap();
+        fs::write(busy.join("postgresql.conf"), b"").unwrap();
+        let e = try_dir(&busy).unwrap_err();
+        assert!(e.msg.contains("\"postgresql.conf\"") && e.msg.contains(&busy.display().to_string()), "{}", e.msg);
+        fs::remove_file(busy.join("postgresql.conf")).unwrap();
+        let plan = try_dir(&busy).unwrap();
+        assert_eq!((plan.dir.clone(), plan.repoint.clone()), (busy.clone(), Some(busy.clone())));
+        symlink(&busy, d.path().join("via-link")).unwrap();
+        assert!(try_dir(&d.path().join("via-link")).unwrap_err().msg.contains("a link is not followed"));
+        let live = LiveDirs { dirs: vec![(busy.clone(), "the WAL directory of X".into())] };
+        assert!(plan_wal(&pgdata, Some(&busy), false, &live)
+            .unwrap_err()
+            .msg
+            .contains("the WAL directory of X uses it"));
+        assert!(try_dir(&d.path().join("new")).is_ok(), "a new directory in an existing parent");
+        // A real pg_wal has nothing to re-point.
+        fs::remove_file(pgdata.join("pg_wal")).unwrap();
+        fs::create_dir(pgdata.join("pg_wal")).unwrap();
+        assert_eq!(try_dir(&busy).unwrap_err().code, crate::error::exit::USAGE);
+        assert!(fs::read_dir(&busy).unwrap().count() == 2, "planning touches nothing");
+    }
+
+    #[test]
+    fn repoint_replaces_the_link_atomically_and_leaves_the_old_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("data");
+        let (old, new) = (d.path().join("old"), d.path().join("new"));
+        fs::create_dir_all(&pgdata).unwrap();
+        fs::create_dir_all(&new).unwrap();
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("000000010000000000000003"), b"kept").unwrap();
+        symlink(&old, pgdata.join("pg_wal")).unwrap();
+        repoint(&pgdata, &new).unwrap();
+        assert_eq!(fs::read_link(pgdata.join("pg_wal")).unwrap(), new);
+        assert_eq!(fs::metadata(new.join("archive_status")).unwrap().mode() & 0o7777, 0o700);
+        assert_eq!(fs::read(old.join("000000010000000000000003")).unwrap(), b"kept");
+        let left: Vec<_> = fs::read_dir(&pgdata).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("pg_wal")], "no temporary link left");
+        repoint(&pgdata, &new).unwrap();
+        assert_eq!(fs::read_link(pgdata.join("pg_wal")).unwrap(), new);
+    }
+
+    #[test]
+    fn a_new_wal_dir_is_0700_and_the_owners() {
+        let d = tempfile::tempdir().unwrap();
+        let owner = if nix::unistd::geteuid().is_root() {
+            (65534, 65534)
+        } else {
+            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        };
+        let new = d.path().join("wal");
+        create_wal_dir(&new, owner).unwrap();
+        let m = fs::metadata(&new).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o700, owner.0, owner.1));
+        // An existing one is left as it is.
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o750)).unwrap();
+        create_wal_dir(&new, owner).unwrap();
+        assert_eq!(fs::metadata(&new).unwrap().mode() & 0o7777, 0o750);
+    }
+
+    #[test]
+    fn tablespace_links_must_match_the_map_and_not_reuse_the_original_unasked() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("data");
+        let (orig, moved) = (d.path().join("orig"), d.path().join("moved"));
+        for p in [pgdata.join("pg_tblspc"), orig.clone(), moved.clone()] {
+            fs::create_dir_all(p).unwrap();
+        }
+        symlink(&orig, pgdata.join("pg_tblspc/16384")).unwrap();
+        let map = |p: &Path| vec![Tablespace { oid: "16384".into(), path: p.display().to_string() }];
+        let e = check_tablespaces(&pgdata, &[], false, &none_live()).unwrap_err();
+        assert!(e.msg.contains("does not list tablespace 16384"), "{}", e.msg);
+        let e = check_tablespaces(&pgdata, &map(&orig), false, &none_live()).unwrap_err();
+        assert!(e.msg.contains("--reuse-original-dirs") && e.msg.contains("pg_tblspc/16384"), "{}", e.msg);
+        let notes = check_tablespaces(&pgdata, &map(&orig), true, &none_live()).unwrap();
+        assert_eq!(notes, vec![format!("tablespace 16384 at {} reused (--reuse-original-dirs)", orig.display())]);
+        assert!(check_tablespaces(&pgdata, &map(&moved), false, &none_live()).unwrap().is_empty());
+        let live = LiveDirs { dirs: vec![(moved.clone(), "tablespace 1 of Y".into())] };
+        assert!(check_tablespaces(&pgdata, &map(&moved), true, &live).unwrap_err().msg.contains("tablespace 1 of Y"));
+        fs::remove_file(pgdata.join("pg_tblspc/16384")).unwrap();
+        let e = check_tablespaces(&pgdata, &map(&moved), false, &none_live()).unwrap_err();
+        assert!(e.msg.contains("has no link"), "{}", e.msg);
+    }
 }
