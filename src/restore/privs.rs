@@ -59,9 +59,67 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         std::fs::write(&p, b"root's").unwrap();
-        let denied = as_owner((65534, 65534), || std::fs::write(&p, b"x").map_err(|e| crate::error::Error::new(e.to_string())));
+        let denied =
+            as_owner((65534, 65534), || std::fs::write(&p, b"x").map_err(|e| crate::error::Error::new(e.to_string())));
         assert!(denied.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"root's");
         std::fs::write(&p, b"root again").unwrap();
+    }
+
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn io(e: std::io::Error) -> crate::error::Error {
+        crate::error::Error::new(e.to_string())
+    }
+
+    #[test]
+    fn what_the_owner_creates_is_the_owners_and_root_is_back_afterwards() {
+        if !geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let mine = d.path().join("owners");
+        fs::create_dir(&mine).unwrap();
+        std::os::unix::fs::chown(&mine, Some(65534), Some(65534)).unwrap();
+        as_owner((65534, 65534), || fs::write(mine.join("f"), b"x").map_err(io)).unwrap();
+        let m = fs::metadata(mine.join("f")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+        // Root's identity is back: a new file is root's again.
+        fs::write(d.path().join("g"), b"x").unwrap();
+        assert_eq!(fs::metadata(d.path().join("g")).unwrap().uid(), 0);
+    }
+
+    #[test]
+    fn a_link_the_owner_planted_cannot_make_root_write_or_delete() {
+        if !geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let roots = d.path().join("roots");
+        fs::create_dir(&roots).unwrap();
+        fs::write(roots.join("shadow"), b"root's").unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        symlink(roots.join("shadow"), data.join("backup_label")).unwrap();
+        symlink(&roots, data.join("pg_wal")).unwrap();
+        let wrote = as_owner((65534, 65534), || fs::write(data.join("backup_label"), b"x").map_err(io));
+        assert!(wrote.is_err());
+        let removed = as_owner((65534, 65534), || fs::remove_file(data.join("pg_wal/shadow")).map_err(io));
+        assert!(removed.is_err());
+        assert_eq!(fs::read(roots.join("shadow")).unwrap(), b"root's");
+    }
+
+    #[test]
+    fn an_error_inside_comes_out_unchanged_and_root_as_owner_just_runs() {
+        let e = as_owner((65534, 65534), || -> Result<()> { Err(crate::error::Error::with_code(3, "inner")) });
+        let e = e.unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (3, "inner"));
+        let me = (geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let d = tempfile::tempdir().unwrap();
+        as_owner(me, || fs::write(d.path().join("f"), b"x").map_err(io)).unwrap();
+        assert_eq!(fs::metadata(d.path().join("f")).unwrap().uid(), me.0);
     }
 }
