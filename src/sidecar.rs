@@ -308,4 +308,178 @@ mod tests {
         let n: NodeEntry = serde_json::from_str(node).unwrap();
         assert_eq!(n.backup_history_file, None);
     }
+
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    /// A manifest.json as post writes it (format 1): the JSON is the contract, so the tests
+    /// build their manifests from it rather than from the structs.
+    const MANIFEST_JSON: &str = r#"{
+  "format_version": 1,
+  "tool_version": "0.9.0",
+  "backup_id": "nightly-1",
+  "status": "archive-pending",
+  "started_at": "2026-11-23T11:00:00+00:00",
+  "stopped_at": "2026-11-23T11:05:00+00:00",
+  "written_at": "2026-11-23T11:05:01+00:00",
+  "nodes": [
+    {
+      "name": "n1",
+      "conninfo": "host=db1 port=5432",
+      "server_version_num": 150004,
+      "server_version": "15.4",
+      "system_identifier": "7311789012345678901",
+      "timeline": 1,
+      "start_lsn": "0/2000028",
+      "stop_lsn": "0/2000100",
+      "start_wal_file": "000000010000000000000002",
+      "stop_wal_file": "000000010000000000000002",
+      "backup_history_file": "000000010000000000000002.00000028.backup",
+      "from_standby": false,
+      "data_directory": "/var/lib/postgresql/15/main",
+      "wal_segment_size": 16777216,
+      "archived": true,
+      "archive_note": null,
+      "files": {
+        "backup_label": {
+          "sha256": "1aca80e8b55c802f7b43740da2990e1b5735bbb323d93eb5ebda8395b04025e2",
+          "size": 5
+        },
+        "tablespace_map": {
+          "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+          "size": 0
+        }
+      }
+    }
+  ],
+  "restore_point": {
+    "name": "nightly-1",
+    "scope": "per-node",
+    "lsns": {
+      "n1": "0/2000158"
+    }
+  },
+  "restore_point_note": null
+}"#;
+
+    fn manifest(status: &str) -> Manifest {
+        serde_json::from_str(&MANIFEST_JSON.replace("\"archive-pending\"", &format!("{:?}", status))).unwrap()
+    }
+
+    fn files(label: &str) -> Vec<NodeFiles> {
+        vec![NodeFiles { name: "n1".into(), labelfile: label.into(), spcmapfile: String::new() }]
+    }
+
+    /// A sidecar directory as an operator makes it: 0700.
+    fn sidecar_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        d
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_manifest_post_wrote_reads_and_writes_back_byte_for_byte() {
+        for (from, to) in [("", ""), ("\"per-node\"", "\"cluster\""), ("\"archive-pending\"", "\"complete\"")] {
+            let text = MANIFEST_JSON.replace(from, to);
+            let m: Manifest = serde_json::from_str(&text).unwrap();
+            assert_eq!(String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap(), text);
+        }
+        assert_eq!(manifest("complete").status, Status::Complete);
+        assert_eq!(manifest("archive-pending").status, Status::ArchivePending);
+    }
+
+    #[test]
+    fn write_stores_labels_and_manifest_0600_in_0700_directories_and_leaves_no_stage() {
+        let d = sidecar_dir();
+        assert!(write(d.path(), &manifest("complete"), &files("LABEL: nightly-1\n")).unwrap());
+        let dir = backup_dir(d.path(), "nightly-1");
+        assert_eq!(names(d.path()), vec!["nightly-1"], "nothing but the sidecar is left");
+        assert_eq!(names(&dir), vec!["manifest.json", "n1"]);
+        assert_eq!(fs::read_to_string(dir.join("n1").join(LABEL_FILE)).unwrap(), "LABEL: nightly-1\n");
+        assert_eq!(fs::read(dir.join("n1").join(SPCMAP_FILE)).unwrap(), b"");
+        for p in [dir.clone(), dir.join("n1")] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+        for p in [dir.join(MANIFEST), dir.join("n1/backup_label"), dir.join("n1/tablespace_map")] {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        assert_eq!(
+            fs::read_to_string(dir.join(MANIFEST)).unwrap(),
+            MANIFEST_JSON.replace("archive-pending", "complete")
+        );
+        let m = read_manifest(d.path(), "nightly-1").unwrap().unwrap();
+        assert_eq!((m.backup_id.as_str(), m.status), ("nightly-1", Status::Complete));
+    }
+
+    #[test]
+    fn a_pending_sidecar_is_replaced_and_a_complete_one_never() {
+        let d = sidecar_dir();
+        let label = || backup_dir(d.path(), "nightly-1").join("n1").join(LABEL_FILE);
+        assert!(write(d.path(), &manifest("archive-pending"), &files("first")).unwrap());
+        assert!(write(d.path(), &manifest("complete"), &files("second")).unwrap());
+        assert_eq!(fs::read_to_string(label()).unwrap(), "second");
+        assert_eq!(names(d.path()), vec!["nightly-1"], "the old sidecar is gone");
+        assert!(!write(d.path(), &manifest("archive-pending"), &files("third")).unwrap());
+        assert_eq!(fs::read_to_string(label()).unwrap(), "second");
+        assert_eq!(read_manifest(d.path(), "nightly-1").unwrap().unwrap().status, Status::Complete);
+        assert_eq!(names(d.path()), vec!["nightly-1"], "no stage left");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_backups_name_is_replaced_not_written_through() {
+        let d = sidecar_dir();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), b"not yours").unwrap();
+        symlink(outside.path(), d.path().join("nightly-1")).unwrap();
+        assert!(write(d.path(), &manifest("complete"), &files("label")).unwrap());
+        assert_eq!(names(outside.path()), vec!["keep"], "nothing written or removed where the link pointed");
+        assert!(fs::symlink_metadata(d.path().join("nightly-1")).unwrap().is_dir());
+        assert_eq!(names(d.path()), vec!["nightly-1"]);
+    }
+
+    #[test]
+    fn a_sidecar_directory_others_could_tamper_with_is_refused_by_name() {
+        let d = sidecar_dir();
+        let shown = d.path().display().to_string();
+        check_dir_trusted(d.path()).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o775)).unwrap();
+        let e = check_dir_trusted(d.path()).unwrap_err();
+        assert!(e.msg.contains(&shown) && e.msg.contains("mode 775") && e.msg.contains("chmod go-w"), "{}", e.msg);
+        assert!(write(d.path(), &manifest("complete"), &files("x")).is_err());
+        assert!(names(d.path()).is_empty(), "nothing written into an untrusted directory");
+        let e = check_dir_trusted(&d.path().join("missing")).unwrap_err();
+        assert!(e.msg.contains("missing") && e.msg.contains("create it"), "{}", e.msg);
+        fs::write(d.path().join("file"), b"").unwrap();
+        assert!(check_dir_trusted(&d.path().join("file")).unwrap_err().msg.contains("is not a directory"));
+        if nix::unistd::geteuid().is_root() {
+            fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+            let e = check_dir_trusted(d.path()).unwrap_err();
+            assert!(e.msg.contains("owned by uid 65534"), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn a_missing_damaged_or_foreign_manifest() {
+        let d = sidecar_dir();
+        assert!(read_manifest(d.path(), "nightly-1").unwrap().is_none());
+        let p = backup_dir(d.path(), "nightly-1").join(MANIFEST);
+        fs::create_dir(p.parent().unwrap()).unwrap();
+        fs::write(&p, &MANIFEST_JSON[..200]).unwrap();
+        let e = read_manifest(d.path(), "nightly-1").unwrap_err();
+        assert!(e.msg.contains(&p.display().to_string()) && e.msg.contains("damaged"), "{}", e.msg);
+        fs::write(&p, MANIFEST_JSON.replace("\"format_version\": 1", "\"format_version\": 2")).unwrap();
+        let e = read_manifest(d.path(), "nightly-1").unwrap_err();
+        assert!(e.msg.contains("format version 2"), "{}", e.msg);
+    }
 }
