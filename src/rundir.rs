@@ -231,3 +231,122 @@ impl RunDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn open_creates_a_private_directory_and_a_missing_one_is_fine_without_create() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state/run");
+        let r = RunDir::open(Some(dir.clone()), false).unwrap();
+        assert!(!r.dir.exists(), "not created without create");
+        let r = RunDir::open(Some(dir.clone()), true).unwrap();
+        assert_eq!(r.dir, dir);
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn a_run_directory_others_could_tamper_with_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = RunDir::open(Some(dir.clone()), true).unwrap_err();
+        assert!(e.msg.contains(&dir.display().to_string()) && e.msg.contains("mode 770"), "{}", e.msg);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        RunDir::open(Some(dir.clone()), true).unwrap();
+        let link = d.path().join("link");
+        symlink(&dir, &link).unwrap();
+        assert!(
+            RunDir::open(Some(link), true).unwrap_err().msg.contains("is not a directory"),
+            "a link is not trusted"
+        );
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            let e = RunDir::open(Some(dir.clone()), true).unwrap_err();
+            assert!(e.msg.contains("owned by uid 65534"), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn a_socket_path_too_long_is_a_usage_error() {
+        let r = RunDir { dir: PathBuf::from(format!("/{}", "d".repeat(100))) };
+        let e = r.socket("backup-1").unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        assert!(e.msg.contains("--run-dir"), "{}", e.msg);
+        assert_eq!(RunDir { dir: PathBuf::from("/run/x") }.socket("b").unwrap(), PathBuf::from("/run/x/b.sock"));
+    }
+
+    #[test]
+    fn markers_are_private_files_read_back_done_first_and_cleared() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RunDir { dir: d.path().to_path_buf() };
+        assert_eq!(r.marker("b"), None);
+        r.set_marker("b", &Marker::Failed("node n1: gone".into())).unwrap();
+        assert_eq!(r.marker("b"), Some(Marker::Failed("node n1: gone".into())));
+        r.set_marker("b", &Marker::Done("stored".into())).unwrap();
+        assert_eq!(r.marker("b"), Some(Marker::Done("stored".into())), "done wins");
+        assert_eq!(fs::metadata(r.path("b", "done")).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(names(d.path()), vec!["b.done", "b.failed"], "no temporary file left");
+        r.clear_markers("b");
+        assert_eq!(r.marker("b"), None);
+        assert!(names(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_link_planted_as_a_marker_is_replaced_not_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        fs::write(&outside, b"not yours").unwrap();
+        let r = RunDir { dir: d.path().join("run") };
+        fs::create_dir(&r.dir).unwrap();
+        symlink(&outside, r.path("b", "aborted")).unwrap();
+        r.set_marker("b", &Marker::Aborted("by the job".into())).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"not yours");
+        assert_eq!(r.marker("b"), Some(Marker::Aborted("by the job".into())));
+    }
+
+    #[test]
+    fn one_lock_per_id_and_ids_lists_locks_and_sockets() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RunDir { dir: d.path().to_path_buf() };
+        let held = r.try_lock("b1").unwrap().expect("free");
+        assert!(r.try_lock("b1").unwrap().is_none(), "held by the first");
+        assert!(r.helper_alive("b1"));
+        assert!(r.lock_with_patience("b1", std::time::Duration::from_millis(20)).unwrap().is_none());
+        drop(held);
+        assert!(!r.helper_alive("b1"));
+        assert!(r.try_lock("b1").unwrap().is_some());
+        assert!(!r.helper_alive("b9"), "no lock file: not alive");
+        for f in ["b2.sock", "b1.log", "b3.done", "b0.lock"] {
+            fs::write(d.path().join(f), b"").unwrap();
+        }
+        assert_eq!(r.ids(), vec!["b0", "b1", "b2"]);
+    }
+
+    #[test]
+    fn prune_forgets_old_outcomes_only() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RunDir { dir: d.path().to_path_buf() };
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86400);
+        for f in ["old.done", "old.log", "old.lock", "new.failed", "live.log", "other.txt"] {
+            fs::write(d.path().join(f), b"").unwrap();
+        }
+        let _live = r.try_lock("live").unwrap().unwrap();
+        for f in ["old.done", "old.log", "old.lock", "live.log", "other.txt"] {
+            fs::File::options().write(true).open(d.path().join(f)).unwrap().set_modified(old).unwrap();
+        }
+        r.prune(2);
+        assert_eq!(names(d.path()), vec!["live.lock", "live.log", "new.failed", "old.lock", "other.txt"]);
+    }
+}
