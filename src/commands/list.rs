@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::cli::ListArgs;
-use crate::error::Result;
+use crate::error::{exit, Result};
 use crate::ids;
 use crate::pg::history::{self, History};
 use crate::pg::wal::{self, Lsn};
@@ -62,7 +62,7 @@ pub fn run(a: ListArgs) -> Result<i32> {
     } else {
         print_text(&entries);
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 fn print_text(entries: &[Entry]) {

@@ -12,14 +12,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::cli::WalRestoreArgs;
-use crate::error::{Error, Result};
+use crate::error::{exit, Error, Result};
 use crate::fsutil;
 use crate::pg::wal::is_segment_name;
 
-pub const ABORT_RECOVERY: i32 = crate::error::exit::ABORT_RECOVERY;
-
+/// Anything but "not in the archive": PostgreSQL aborts recovery.
 fn loud(msg: String) -> Error {
-    Error::with_code(ABORT_RECOVERY, msg)
+    Error::with_code(exit::ABORT_RECOVERY, msg)
 }
 
 /// Check a segment's long page header: flag, system identifier, segment size.
@@ -162,7 +161,8 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
     }
     let src = a.archive_dir.join(f);
     let Some(mut file) = open_archived(&src)? else {
-        return Ok(1);
+        // Not in the archive: quietly, the way recovery finds the end of the archive.
+        return Ok(exit::FAILURE);
     };
     let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
     if is_segment_name(f) {
@@ -219,9 +219,66 @@ mod tests {
         assert!(check_header("x", &header(7, 1024), 1024, Some(7)).is_ok());
         assert!(check_header("x", &header(7, 1024), 1024, None).is_ok());
         let e = check_header("x", &header(8, 1024), 1024, Some(7)).unwrap_err();
-        assert_eq!(e.code, ABORT_RECOVERY);
+        assert_eq!(e.code, exit::ABORT_RECOVERY);
         assert!(e.msg.contains("system identifier 8, not 7"));
         assert!(check_header("x", &header(7, 2048), 1024, Some(7)).is_err());
         assert!(check_header("x", &[0u8; 10], 10, None).is_err());
+    }
+
+    fn args(arch: &Path, file: &str, dest: &Path) -> WalRestoreArgs {
+        WalRestoreArgs {
+            archive_dir: arch.to_path_buf(),
+            system_identifier: Some(7),
+            file: file.into(),
+            dest: dest.to_path_buf(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_segment_is_copied_a_missing_one_is_a_quiet_1_and_a_bad_one_aborts() {
+        let d = tempfile::tempdir().unwrap();
+        let (arch, pgwal) = (d.path().join("arch"), d.path().join("pg_wal"));
+        fs::create_dir_all(&arch).unwrap();
+        fs::create_dir_all(&pgwal).unwrap();
+        let mut seg = header(7, 8192);
+        seg.resize(8192, 0xab);
+        fs::write(arch.join("000000010000000000000003"), &seg).unwrap();
+        let dest = pgwal.join("RECOVERYXLOG");
+        assert_eq!(run(args(&arch, "000000010000000000000003", &dest)).unwrap(), exit::OK);
+        assert_eq!(fs::read(&dest).unwrap(), seg);
+        assert_eq!(run(args(&arch, "000000010000000000000004", &dest)).unwrap(), exit::FAILURE);
+        // Another cluster's segment: recovery aborts and what was there stays.
+        let mut other = header(8, 8192);
+        other.resize(8192, 0);
+        fs::write(arch.join("000000010000000000000005"), &other).unwrap();
+        let e = run(args(&arch, "000000010000000000000005", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::ABORT_RECOVERY);
+        assert_eq!(fs::read(&dest).unwrap(), seg);
+        assert_eq!(names(&pgwal), vec!["RECOVERYXLOG"], "no temporary file left");
+        let e = run(args(&arch, "../etc/passwd", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+    }
+
+    #[test]
+    fn a_link_in_the_archive_is_refused_and_its_target_not_handed_out() {
+        let d = tempfile::tempdir().unwrap();
+        let arch = d.path().join("arch");
+        fs::create_dir_all(&arch).unwrap();
+        fs::write(d.path().join("secret"), b"not WAL").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), arch.join("00000002.history")).unwrap();
+        let dest = d.path().join("RECOVERYHISTORY");
+        let e = run(args(&arch, "00000002.history", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::ABORT_RECOVERY);
+        assert!(e.msg.contains("symbolic link") && e.msg.contains("00000002.history"), "{}", e.msg);
+        assert!(!dest.exists());
+        let e = run(args(&d.path().join("unmounted"), "00000002.history", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::ABORT_RECOVERY, "a missing archive is not the end of the archive");
     }
 }
