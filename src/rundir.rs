@@ -56,6 +56,34 @@ pub enum Marker {
     Failed(String),
 }
 
+impl Marker {
+    /// The markers' file extensions, in the order [`RunDir::marker`] looks for them.
+    const EXTS: [&'static str; 3] = ["done", "aborted", "failed"];
+
+    fn ext(&self) -> &'static str {
+        match self {
+            Marker::Done(_) => "done",
+            Marker::Aborted(_) => "aborted",
+            Marker::Failed(_) => "failed",
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Marker::Done(t) | Marker::Aborted(t) | Marker::Failed(t) => t,
+        }
+    }
+
+    fn with_ext(ext: &str, text: String) -> Option<Marker> {
+        match ext {
+            "done" => Some(Marker::Done(text)),
+            "aborted" => Some(Marker::Aborted(text)),
+            "failed" => Some(Marker::Failed(text)),
+            _ => None,
+        }
+    }
+}
+
 impl RunDir {
     /// Open the run directory, creating it (0700) if missing, and refuse one that another
     /// user could tamper with.
@@ -167,28 +195,19 @@ impl RunDir {
         matches!(self.lock_with_patience(id, std::time::Duration::from_millis(200)), Ok(None))
     }
 
+    /// The helper's outcome marker for this id; `done` wins over the others.
     pub fn marker(&self, id: &str) -> Option<Marker> {
-        let read = |ext: &str| fs::read_to_string(self.path(id, ext)).ok();
-        if let Some(s) = read("done") {
-            return Some(Marker::Done(s));
-        }
-        if let Some(s) = read("aborted") {
-            return Some(Marker::Aborted(s));
-        }
-        read("failed").map(Marker::Failed)
+        Marker::EXTS
+            .iter()
+            .find_map(|ext| fs::read_to_string(self.path(id, ext)).ok().and_then(|text| Marker::with_ext(ext, text)))
     }
 
     pub fn set_marker(&self, id: &str, marker: &Marker) -> Result<()> {
-        let (ext, text) = match marker {
-            Marker::Done(t) => ("done", t),
-            Marker::Aborted(t) => ("aborted", t),
-            Marker::Failed(t) => ("failed", t),
-        };
-        crate::fsutil::write_atomic(&self.path(id, ext), text.as_bytes(), 0o600, None)
+        crate::fsutil::write_atomic(&self.path(id, marker.ext()), marker.text().as_bytes(), 0o600, None)
     }
 
     pub fn clear_markers(&self, id: &str) {
-        for ext in ["done", "aborted", "failed"] {
+        for ext in Marker::EXTS {
             let _ = fs::remove_file(self.path(id, ext));
         }
     }
@@ -215,7 +234,7 @@ impl RunDir {
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let Some((id, ext)) = name.rsplit_once('.') else { continue };
-            if !matches!(ext, "done" | "aborted" | "failed" | "log" | "json") || self.helper_alive(id) {
+            if !(Marker::EXTS.contains(&ext) || matches!(ext, "log" | "json")) || self.helper_alive(id) {
                 continue;
             }
             if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff) {
@@ -300,6 +319,15 @@ mod tests {
         assert_eq!(names(d.path()), vec!["b.done", "b.failed"], "no temporary file left");
         r.clear_markers("b");
         assert_eq!(r.marker("b"), None);
+        for m in [Marker::Done("d".into()), Marker::Aborted("a".into()), Marker::Failed("f".into())] {
+            r.set_marker("c", &m).unwrap();
+            assert_eq!(r.marker("c").as_ref(), Some(&m));
+            r.clear_markers("c");
+        }
+        r.set_marker("c", &Marker::Failed("f".into())).unwrap();
+        r.set_marker("c", &Marker::Aborted("a".into())).unwrap();
+        assert_eq!(r.marker("c"), Some(Marker::Aborted("a".into())), "aborted before failed");
+        r.clear_markers("c");
         assert!(names(d.path()).is_empty());
     }
 
