@@ -174,4 +174,18 @@ mod tests {
         let out = set("a = '1'", &[("b", "2".into())]);
         assert_eq!(out, format!("a = '1'\n{}\nb = '2'\n", MARKER));
     }
+
+    #[test]
+    fn comments_and_includes_stay_and_the_last_line_wins() {
+        let text = "#restore_command = 'commented'\ninclude 'extra.conf'\nRestore_Command='a'\nrestore_command = 'b'\n";
+        assert_eq!(get(text, "restore_command").as_deref(), Some("b"), "the last occurrence wins");
+        let out = set(text, &[("restore_command", "c".into())]);
+        assert_eq!(
+            out,
+            format!("#restore_command = 'commented'\ninclude 'extra.conf'\n{}\nrestore_command = 'c'\n", MARKER)
+        );
+        assert_eq!(get(&out, "restore_command").as_deref(), Some("c"));
+        assert_eq!(get("a = 'x\\ty'\n", "a").as_deref(), Some("x\ty"), "escapes as the server reads them");
+        assert_eq!(get("a = 'unterminated\n", "a"), None);
+    }
 }
