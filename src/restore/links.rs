@@ -180,7 +180,17 @@ fn check_new_wal_dir(new: &Path, live: &LiveDirs) -> Result<()> {
 /// install::validate_map). Returns one report line per tablespace.
 pub fn check_tablespaces(pgdata: &Path, map: &[Tablespace], reuse: bool, live: &LiveDirs) -> Result<Vec<String>> {
     let tblspc = pgdata.join("pg_tblspc");
-    for e in fs::read_dir(&tblspc).into_iter().flatten().flatten() {
+    refuse_unlisted_links(&tblspc, map)?;
+    let mut notes = Vec::new();
+    for t in map {
+        notes.extend(check_tablespace(&tblspc, t, reuse, live)?);
+    }
+    Ok(notes)
+}
+
+/// A link in pg_tblspc that the map does not list would be used by the restored server as it is.
+fn refuse_unlisted_links(tblspc: &Path, map: &[Tablespace]) -> Result<()> {
+    for e in fs::read_dir(tblspc).into_iter().flatten().flatten() {
         let oid = e.file_name().to_string_lossy().to_string();
         if e.file_type().is_ok_and(|t| t.is_symlink()) && !map.iter().any(|t| t.oid == oid) {
             return Err(err!(
@@ -191,43 +201,46 @@ pub fn check_tablespaces(pgdata: &Path, map: &[Tablespace], reuse: bool, live: &
             ));
         }
     }
-    let mut notes = Vec::new();
-    for t in map {
-        let link = tblspc.join(&t.oid);
-        if !fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(err!(
-                "the backup's tablespace_map names tablespace {}, but the copy has no link {}: the sidecar was edited, or the copy is incomplete; restore the data directory again",
-                t.oid,
-                link.display()
-            ));
-        }
-        let path = PathBuf::from(&t.path);
-        let original = link_target(&link)?;
-        if let Some(what) = live.user_of(&path) {
-            return Err(err!(
-                "tablespace {} ({} links to {}) would be restored at {}, which is {}: a restored copy never shares a directory with a live server; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH",
-                t.oid,
-                link.display(),
-                original.display(),
-                t.path,
-                what,
-                t.path
-            ));
-        }
-        if original == canonical(&path) {
-            if !reuse {
-                return Err(err!(
-                    "{} is a link to {}, outside the restored data directory (the original server's tablespace?): the restored server would write into it; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH, or, {}",
-                    link.display(),
-                    original.display(),
-                    t.path,
-                    REUSE_HINT
-                ));
-            }
-            notes.push(format!("tablespace {} at {} reused (--reuse-original-dirs)", t.oid, t.path));
-        }
+    Ok(())
+}
+
+/// One tablespace of the map: its link must be there, its final path no live server's, and the
+/// original directory reused only when asked. The report line when it is reused.
+fn check_tablespace(tblspc: &Path, t: &Tablespace, reuse: bool, live: &LiveDirs) -> Result<Option<String>> {
+    let link = tblspc.join(&t.oid);
+    if !fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(err!(
+            "the backup's tablespace_map names tablespace {}, but the copy has no link {}: the sidecar was edited, or the copy is incomplete; restore the data directory again",
+            t.oid,
+            link.display()
+        ));
     }
-    Ok(notes)
+    let path = PathBuf::from(&t.path);
+    let original = link_target(&link)?;
+    if let Some(what) = live.user_of(&path) {
+        return Err(err!(
+            "tablespace {} ({} links to {}) would be restored at {}, which is {}: a restored copy never shares a directory with a live server; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH",
+            t.oid,
+            link.display(),
+            original.display(),
+            t.path,
+            what,
+            t.path
+        ));
+    }
+    if original != canonical(&path) {
+        return Ok(None);
+    }
+    if !reuse {
+        return Err(err!(
+            "{} is a link to {}, outside the restored data directory (the original server's tablespace?): the restored server would write into it; restore the tablespace elsewhere and give --tablespace-map {}=NEW_PATH, or, {}",
+            link.display(),
+            original.display(),
+            t.path,
+            REUSE_HINT
+        ));
+    }
+    Ok(Some(format!("tablespace {} at {} reused (--reuse-original-dirs)", t.oid, t.path)))
 }
 
 /// Create the `--wal-dir` directory when it is missing (as the caller, normally root, since
