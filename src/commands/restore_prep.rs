@@ -30,7 +30,7 @@ pub fn run(a: RestorePrepArgs) -> Result<i32> {
         target: a.target,
         target_action: a.target_action,
         tablespace_map: a.tablespace_map.into_iter().filter(|s| !s.trim().is_empty()).collect(),
-        archive_mode_off: a.archive_mode == "off",
+        archive_mode: a.archive_mode,
         force: a.force,
         wal_dir: a.wal_dir,
         reuse_original_dirs: a.reuse_original_dirs,

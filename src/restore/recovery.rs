@@ -9,10 +9,53 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::pg::wal::Lsn;
 use crate::restore::autoconf;
 use crate::sidecar::Manifest;
+
+/// What the server does once it reaches the recovery target: `--target-action`, written as
+/// recovery_target_action in the same spelling. (No doc comments on the variants: clap would
+/// print them in `--help`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetAction {
+    // Ends recovery and opens for writes (PostgreSQL's default).
+    Promote,
+    // Stays in recovery, replay paused, read-only.
+    Pause,
+    // Stops the server.
+    Shutdown,
+}
+
+impl TargetAction {
+    /// The spelling of `--target-action` and of recovery_target_action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--archive-mode`: what restore-prep does to the restored server's archive_mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveMode {
+    // Leaves archive_mode as the copy has it.
+    Keep,
+    // Writes archive_mode = 'off' into postgresql.auto.conf (a test restore must not archive
+    // into the production archive).
+    Off,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
@@ -140,7 +183,12 @@ const TARGET_KEYS: &[&str] =
     &["recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid", "recovery_target_name"];
 
 /// The recovery settings in file order: blanks first, then the target we want.
-pub fn settings(restore_command: &str, target: &Target, action: &str, pre12: bool) -> Vec<(&'static str, String)> {
+pub fn settings(
+    restore_command: &str,
+    target: &Target,
+    action: TargetAction,
+    pre12: bool,
+) -> Vec<(&'static str, String)> {
     let mut s: Vec<(&'static str, String)> = vec![("restore_command", restore_command.to_string())];
     let chosen: Option<(&'static str, String)> = match target {
         Target::Latest => None,
@@ -159,7 +207,7 @@ pub fn settings(restore_command: &str, target: &Target, action: &str, pre12: boo
     if let Some(c) = chosen {
         s.push(c);
     }
-    s.push(("recovery_target_action", action.to_string()));
+    s.push(("recovery_target_action", action.as_str().to_string()));
     s.push(("recovery_target_timeline", "latest".into()));
     if pre12 {
         s.retain(|(_, v)| !v.is_empty());
@@ -197,8 +245,8 @@ pub fn plan(
     major: u32,
     restore_command: &str,
     target: &Target,
-    action: &str,
-    archive_mode_off: bool,
+    action: TargetAction,
+    archive_mode: ArchiveMode,
 ) -> Result<RecoveryPlan> {
     let pre12 = major < 12;
     let auto_path = pgdata.join("postgresql.auto.conf");
@@ -211,7 +259,7 @@ pub fn plan(
     if !pre12 {
         auto_settings.extend(recovery.iter().cloned());
     }
-    if archive_mode_off {
+    if archive_mode == ArchiveMode::Off {
         auto_settings.push(("archive_mode", "off".into()));
     }
     for (k, v) in auto_settings.iter().chain(recovery.iter()) {
@@ -254,8 +302,8 @@ pub fn plan(
 }
 
 /// The archive_command the restored server would run, if archiving is on.
-pub fn effective_archive_command(pgdata: &Path, archive_mode_off: bool) -> Result<Option<String>> {
-    if archive_mode_off {
+pub fn effective_archive_command(pgdata: &Path, archive_mode: ArchiveMode) -> Result<Option<String>> {
+    if archive_mode == ArchiveMode::Off {
         return Ok(None);
     }
     let mut mode = None;
@@ -283,7 +331,7 @@ mod tests {
 
     #[test]
     fn blanks_come_before_the_target() {
-        let s = settings("cp /a/%f %p", &Target::BackupEnd, "promote", false);
+        let s = settings("cp /a/%f %p", &Target::BackupEnd, TargetAction::Promote, false);
         let keys: Vec<&str> = s.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
@@ -300,7 +348,7 @@ mod tests {
             ]
         );
         assert_eq!(s[6].1, "immediate");
-        let old = settings("x %f %p", &Target::Lsn("0/5000000".parse().unwrap()), "pause", true);
+        let old = settings("x %f %p", &Target::Lsn("0/5000000".parse().unwrap()), TargetAction::Pause, true);
         assert_eq!(
             old.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
             vec!["restore_command", "recovery_target_lsn", "recovery_target_action", "recovery_target_timeline"]
