@@ -520,3 +520,312 @@ fn label_in_place(pgdata: &Path, label_text: &str, force: bool, id: &str, warnin
     warnings.push(format!("--force: replacing {} (LABEL: {})", existing.display(), other));
     Ok(false)
 }
+
+/// A restored copy and its sidecar on disk, for the unit tests here and in restore/mod.rs.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use crate::pg::wal::Lsn;
+    use crate::sidecar::{self, Manifest, NodeEntry, NodeFiles, Status};
+
+    pub const ID: &str = "job-42";
+    pub const SYSID: u64 = 7_300_000_000_000_000_001;
+    /// The label's START WAL LOCATION (the copy's redo) and CHECKPOINT LOCATION.
+    pub const START: u64 = 0x900_0028;
+    pub const CHECKPOINT: u64 = 0x900_0060;
+    pub const STOP: u64 = 0x900_0138;
+
+    pub fn label(id: &str) -> String {
+        format!(
+            "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\nCHECKPOINT LOCATION: 0/9000060\n\
+             BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-23 11:00:00 UTC\nLABEL: {}\n\
+             START TIMELINE: 1\n",
+            id
+        )
+    }
+
+    /// A pg_control of this version (1201, 1300 or 1700) with a right CRC: checkpoint, its redo
+    /// location and timeline, cluster state "in production".
+    pub fn control(version: u32, checkpoint: u64, redo: u64, tli: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 8192];
+        b[0..8].copy_from_slice(&SYSID.to_ne_bytes());
+        b[8..12].copy_from_slice(&version.to_ne_bytes());
+        b[16..20].copy_from_slice(&6u32.to_ne_bytes());
+        b[32..40].copy_from_slice(&checkpoint.to_ne_bytes());
+        b[40..48].copy_from_slice(&redo.to_ne_bytes());
+        b[48..52].copy_from_slice(&tli.to_ne_bytes());
+        let crc = crc32c::crc32c(&b[..288]);
+        b[288..292].copy_from_slice(&crc.to_ne_bytes());
+        b
+    }
+
+    fn node(name: &str, major: u32, label: &str) -> NodeEntry {
+        let files = [(sidecar::LABEL_FILE, label), (sidecar::SPCMAP_FILE, "")]
+            .into_iter()
+            .map(|(f, text)| (f.to_string(), sidecar::file_entry(text.as_bytes())))
+            .collect::<BTreeMap<_, _>>();
+        NodeEntry {
+            name: name.into(),
+            conninfo: String::new(),
+            server_version_num: (major * 10000) as i32,
+            server_version: major.to_string(),
+            system_identifier: SYSID.to_string(),
+            timeline: 1,
+            start_lsn: Lsn(START),
+            stop_lsn: Lsn(STOP),
+            start_wal_file: "000000010000000000000009".into(),
+            stop_wal_file: "000000010000000000000009".into(),
+            backup_history_file: None,
+            from_standby: false,
+            data_directory: None,
+            wal_segment_size: 16 << 20,
+            archived: true,
+            archive_note: None,
+            files,
+        }
+    }
+
+    /// A PostgreSQL 16 copy of node "default" (`pgdata`), and `sidecar` holding backup [`ID`]
+    /// with the given nodes (all of the same cluster, all with the same label).
+    pub struct Copy {
+        pub _tmp: tempfile::TempDir,
+        pub pgdata: PathBuf,
+        pub sidecar: PathBuf,
+    }
+
+    impl Copy {
+        pub fn new(nodes: &[&str]) -> Copy {
+            let tmp = tempfile::tempdir().unwrap();
+            let pgdata = tmp.path().join("data");
+            let sidecar = tmp.path().join("sidecar");
+            fs::create_dir_all(pgdata.join("global")).unwrap();
+            fs::create_dir_all(pgdata.join("pg_wal")).unwrap();
+            fs::create_dir(&sidecar).unwrap();
+            fs::write(pgdata.join("PG_VERSION"), "16\n").unwrap();
+            fs::write(pgdata.join("global/pg_control"), control(1300, CHECKPOINT, START, 1)).unwrap();
+            let label = label(ID);
+            let manifest = Manifest {
+                format_version: sidecar::FORMAT_VERSION,
+                tool_version: "test".into(),
+                backup_id: ID.into(),
+                status: Status::Complete,
+                started_at: String::new(),
+                stopped_at: String::new(),
+                written_at: String::new(),
+                nodes: nodes.iter().map(|n| node(n, 16, &label)).collect(),
+                restore_point: None,
+                restore_point_note: None,
+            };
+            let files: Vec<NodeFiles> = nodes
+                .iter()
+                .map(|n| NodeFiles { name: n.to_string(), labelfile: label.clone(), spcmapfile: String::new() })
+                .collect();
+            assert!(sidecar::write(&sidecar, &manifest, &files).unwrap());
+            Copy { _tmp: tmp, pgdata, sidecar }
+        }
+
+        /// The node's file in the sidecar.
+        pub fn sidecar_file(&self, node: &str, file: &str) -> PathBuf {
+            sidecar::backup_dir(&self.sidecar, ID).join(node).join(file)
+        }
+
+        pub fn pgdata(&self) -> &Path {
+            &self.pgdata
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{self, Copy, ID};
+    use super::*;
+
+    fn check(copy: &Copy, node: Option<&str>, force: bool) -> Result<Checked> {
+        let dirs = [copy.sidecar.clone()];
+        run(&Request { pgdata: copy.pgdata(), sidecar_dirs: &dirs, backup_id: ID, node, force })
+    }
+
+    fn refusal(copy: &Copy, node: Option<&str>) -> String {
+        match check(copy, node, false) {
+            Ok(_) => panic!("the checks passed"),
+            Err(e) => e.msg,
+        }
+    }
+
+    #[test]
+    fn a_sound_copy_passes_and_each_check_has_its_line() {
+        let copy = Copy::new(&["default"]);
+        let c = check(&copy, None, false).unwrap();
+        assert_eq!(c.node.name, "default");
+        assert_eq!(c.passed.data_directory, format!("{} is a PostgreSQL 16 data directory", copy.pgdata.display()));
+        assert_eq!(c.passed.not_running, "no server is running on it");
+        assert_eq!(c.passed.control, "global/pg_control is intact (CRC ok; cluster state when copied: in production)");
+        assert!(c.passed.sidecar.starts_with("sidecar "), "{}", c.passed.sidecar);
+        assert_eq!(
+            c.passed.belongs,
+            "the copy belongs to this backup (checkpoint 0/9000060 lies between 0/9000060 and 0/9000138)"
+        );
+        assert!(!c.label_in_place && c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_pg_version_that_is_not_10_or_later_is_refused_naming_the_file() {
+        let copy = Copy::new(&["default"]);
+        let file = copy.pgdata.join("PG_VERSION");
+        fs::write(&file, "9.6\n").unwrap();
+        let msg = refusal(&copy, None);
+        assert_eq!(msg, format!("{} says PostgreSQL 9.6: pg-backup-hooks supports 10 and later", file.display()));
+        fs::write(&file, "banana\n").unwrap();
+        let msg = refusal(&copy, None);
+        assert!(msg.starts_with(&format!("{} holds \"banana\", not a PostgreSQL version", file.display())), "{}", msg);
+    }
+
+    #[test]
+    fn a_pg_control_of_another_major_is_refused() {
+        let copy = Copy::new(&["default"]);
+        let file = copy.pgdata.join("global/pg_control");
+        fs::write(&file, fixture::control(1700, fixture::CHECKPOINT, fixture::START, 1)).unwrap();
+        let msg = refusal(&copy, None);
+        assert!(
+            msg.starts_with(&format!(
+                "{} has control-file version 1700, but PG_VERSION says 16 (which writes 1300)",
+                file.display()
+            )),
+            "{}",
+            msg
+        );
+    }
+
+    #[test]
+    fn a_label_that_does_not_fit_pg_control_is_refused_naming_the_copy() {
+        let copy = Copy::new(&["default"]);
+        // pg_control holds the label's checkpoint, but with another redo location.
+        let bad = fixture::control(1300, fixture::CHECKPOINT, fixture::START + 8, 1);
+        fs::write(copy.pgdata.join("global/pg_control"), bad).unwrap();
+        let msg = refusal(&copy, None);
+        assert!(
+            msg.starts_with(&format!(
+                "the label of backup {} does not fit the copy in {}: pg_control holds the label's checkpoint 0/9000060, whose redo location is 0/9000030, but the label says START WAL LOCATION 0/9000028;",
+                ID,
+                copy.pgdata.display()
+            )),
+            "{}",
+            msg
+        );
+    }
+
+    #[test]
+    fn a_damaged_sidecar_file_refuses_its_own_node_only() {
+        let copy = Copy::new(&["a", "b"]);
+        let damaged = copy.sidecar_file("b", sidecar::LABEL_FILE);
+        fs::write(&damaged, fixture::label("another")).unwrap();
+        // Node a's restore does not depend on node b's label.
+        let c = check(&copy, Some("a"), false).unwrap();
+        assert_eq!(c.node.name, "a");
+        // Node b's does: refused, naming the file.
+        let msg = refusal(&copy, Some("b"));
+        assert!(
+            msg.contains(&format!("cannot be trusted: node b: {} does not match its sha256", damaged.display())),
+            "{}",
+            msg
+        );
+        assert!(!msg.contains("node a:"), "{}", msg);
+    }
+
+    #[test]
+    fn problems_for_a_node_are_the_manifests_and_its_own() {
+        let p = |node: Option<&str>, kind: ProblemKind| Problem { node: node.map(String::from), kind };
+        let problems = vec![
+            p(None, ProblemKind::NotComplete),
+            p(None, ProblemKind::NoNodes),
+            p(Some("a"), ProblemKind::NoChecksum { file: sidecar::LABEL_FILE }),
+            p(Some("ab"), ProblemKind::NoChecksum { file: sidecar::SPCMAP_FILE }),
+            p(Some("b"), ProblemKind::ChecksumMismatch { path: PathBuf::from("/s/job/b/backup_label") }),
+        ];
+        let got: Vec<String> = problems_for(&problems, "a").iter().map(|p| p.to_string()).collect();
+        assert_eq!(got, vec!["manifest lists no nodes", "node a: manifest has no checksum for backup_label"]);
+    }
+
+    #[test]
+    fn another_backups_label_in_the_copy_is_refused_unless_forced() {
+        let copy = Copy::new(&["default"]);
+        let existing = copy.pgdata.join("backup_label");
+        fs::write(&existing, fixture::label("older")).unwrap();
+        let msg = refusal(&copy, None);
+        assert!(
+            msg.starts_with(&format!(
+                "{} already exists and is not backup {}'s label (its LABEL: older)",
+                existing.display(),
+                ID
+            )),
+            "{}",
+            msg
+        );
+        let c = check(&copy, None, true).unwrap();
+        assert_eq!(c.warnings, vec![format!("--force: replacing {} (LABEL: older)", existing.display())]);
+        fs::write(&existing, fixture::label(ID)).unwrap();
+        assert!(check(&copy, None, false).unwrap().label_in_place);
+    }
+
+    #[test]
+    fn an_archive_pending_backup_is_refused_with_its_own_message() {
+        let copy = Copy::new(&["default"]);
+        let path = sidecar::backup_dir(&copy.sidecar, ID).join(sidecar::MANIFEST);
+        let text = fs::read_to_string(&path).unwrap().replace("\"complete\"", "\"archive-pending\"");
+        fs::write(&path, text).unwrap();
+        let msg = refusal(&copy, None);
+        assert!(
+            msg.starts_with(&format!("backup {} is archive-pending in {}:", ID, copy.sidecar.display())),
+            "{}",
+            msg
+        );
+    }
+
+    #[test]
+    fn problems_display_as_verify_printed_them() {
+        let path = PathBuf::from("/s/job-42/a/backup_label");
+        let node = |kind| Problem { node: Some("a".into()), kind };
+        let whole = |kind| Problem { node: None, kind };
+        let cases = [
+            (
+                whole(ProblemKind::WrongBackupId { found: "x".into(), wanted: "job-42".into() }),
+                "manifest names backup \"x\", not \"job-42\"",
+            ),
+            (
+                whole(ProblemKind::NotComplete),
+                "backup is not complete (archiving had not finished when post last ran): run post again",
+            ),
+            (whole(ProblemKind::NoNodes), "manifest lists no nodes"),
+            (
+                node(ProblemKind::NoChecksum { file: sidecar::SPCMAP_FILE }),
+                "node a: manifest has no checksum for tablespace_map",
+            ),
+            (
+                node(ProblemKind::Unreadable { path: path.clone(), error: "denied".into() }),
+                "node a: cannot read /s/job-42/a/backup_label: denied",
+            ),
+            (
+                node(ProblemKind::ChecksumMismatch { path: path.clone() }),
+                "node a: /s/job-42/a/backup_label does not match its sha256 in the manifest (edited or damaged)",
+            ),
+            (
+                node(ProblemKind::NotALabel { path: path.clone(), error: "no LABEL".into() }),
+                "node a: /s/job-42/a/backup_label is not a backup label: no LABEL",
+            ),
+            (
+                node(ProblemKind::WrongLabel { path, label: "old".into() }),
+                "node a: /s/job-42/a/backup_label has LABEL \"old\", not the backup id",
+            ),
+            (
+                node(ProblemKind::WrongStart { label: Lsn(0x900_0028), manifest: Lsn(0x800_0028) }),
+                "node a: label starts at 0/9000028, manifest says 0/8000028",
+            ),
+        ];
+        for (p, text) in cases {
+            assert_eq!(p.to_string(), text);
+        }
+    }
+}

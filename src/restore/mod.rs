@@ -425,3 +425,130 @@ pub fn apply(plan: &Plan) -> Result<Vec<PathBuf>> {
         install::write_all(&plan.files, plan.owner)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::checks::fixture::{Copy, ID};
+    use super::*;
+    use crate::sidecar;
+
+    fn options(copy: &Copy) -> Options {
+        Options {
+            backup_id: ID.into(),
+            sidecar_dirs: vec![copy.sidecar.clone()],
+            pgdata: copy.pgdata.clone(),
+            node: None,
+            source: WalSource::Command("cp /archive/%f %p".into()),
+            target: None,
+            target_action: TargetAction::Promote,
+            tablespace_map: Vec::new(),
+            archive_mode: ArchiveMode::Keep,
+            force: false,
+            wal_dir: None,
+            reuse_original_dirs: false,
+            exe: PathBuf::from("/usr/bin/pg-backup-hooks"),
+            label_from_archive: false,
+            backup_history_file: None,
+        }
+    }
+
+    /// Every file below `dir` with its content (links as "-> target").
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.push((p.clone(), format!("-> {}", fs::read_link(&p).unwrap().display()).into_bytes()));
+            } else if m.is_dir() {
+                out.extend(snapshot(&p));
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn prepare_touches_nothing_and_reports_the_checks_in_the_order_they_are_made() {
+        let copy = Copy::new(&["default"]);
+        let before = snapshot(copy.pgdata());
+        let plan = prepare(&options(&copy)).unwrap();
+        assert_eq!(snapshot(copy.pgdata()), before);
+        let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
+        let data = copy.pgdata.display().to_string();
+        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the"]);
+        let written: Vec<PathBuf> =
+            plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
+        let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
+        assert_eq!(written, names.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(plan.target_action, TargetAction::Promote);
+    }
+
+    #[test]
+    fn a_label_already_in_place_adds_its_line_after_the_checks() {
+        let copy = Copy::new(&["default"]);
+        fs::write(copy.pgdata.join("backup_label"), checks::fixture::label(ID)).unwrap();
+        let plan = prepare(&options(&copy)).unwrap();
+        assert_eq!(plan.checks[7], "backup_label is already in place (identical)");
+        assert!(plan.writes[0].unchanged);
+    }
+
+    #[test]
+    fn the_rebuilt_labels_lines_take_the_place_of_the_sidecars() {
+        let copy = Copy::new(&["default"]);
+        let dirs = [copy.sidecar.clone()];
+        let request =
+            checks::Request { pgdata: copy.pgdata(), sidecar_dirs: &dirs, backup_id: ID, node: None, force: false };
+        let c = checks::run(&request).unwrap();
+        let rebuilt = from_archive::Rebuilt {
+            sidecar: archive::TempDir::new(None).unwrap(),
+            history: "h.backup".into(),
+            checks: vec!["history file found".into(), "its start segment fits".into()],
+            warnings: Vec::new(),
+        };
+        let lines = check_lines(&c, Some(&rebuilt));
+        assert_eq!(lines.len(), 8);
+        assert_eq!(lines[2], c.passed.control);
+        assert_eq!(lines[3..5], ["history file found", "its start segment fits"]);
+        assert_eq!(lines[5], c.passed.major);
+        assert!(!lines.contains(&c.passed.sidecar));
+    }
+
+    #[test]
+    fn a_planted_link_where_a_file_goes_is_refused_and_nothing_is_written_through_it() {
+        let copy = Copy::new(&["default"]);
+        let outside = copy.sidecar.parent().unwrap().join("outside");
+        fs::write(&outside, "precious").unwrap();
+        let signal = copy.pgdata.join("recovery.signal");
+        std::os::unix::fs::symlink(&outside, &signal).unwrap();
+        let msg = prepare(&options(&copy)).unwrap_err().msg;
+        assert!(
+            msg.starts_with(&format!("{} is a symbolic link to {}:", signal.display(), outside.display())),
+            "{}",
+            msg
+        );
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "precious");
+        assert!(!copy.pgdata.join("backup_label").exists());
+    }
+
+    #[test]
+    fn a_restore_point_this_node_has_no_copy_of_is_refused() {
+        let copy = Copy::new(&["default"]);
+        let path = sidecar::backup_dir(&copy.sidecar, ID).join(sidecar::MANIFEST);
+        let text = fs::read_to_string(&path).unwrap().replace(
+            "\"restore_point\": null",
+            "\"restore_point\": {\"name\": \"rp\", \"scope\": \"per-node\", \"lsns\": {\"other\": \"0/9000200\"}}",
+        );
+        fs::write(&path, text).unwrap();
+        // The manifest's checksum is not in the manifest: the edit keeps the sidecar sound.
+        let mut o = options(&copy);
+        o.target = Some("restore-point".into());
+        let e = prepare(&o).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        assert!(e.msg.starts_with("node default has no copy of restore point \"rp\""), "{}", e.msg);
+    }
+}

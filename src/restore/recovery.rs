@@ -368,4 +368,82 @@ mod tests {
         assert!(check_restore_command("cp /a/%f").is_err());
         assert!(check_restore_command("cp /a/%f %p").is_ok());
     }
+
+    #[test]
+    fn target_action_and_archive_mode_keep_their_spellings() {
+        use clap::ValueEnum;
+        let names =
+            |v: Vec<clap::builder::PossibleValue>| v.iter().map(|p| p.get_name().to_string()).collect::<Vec<_>>();
+        let actions = TargetAction::value_variants();
+        assert_eq!(
+            names(actions.iter().filter_map(|a| a.to_possible_value()).collect()),
+            ["promote", "pause", "shutdown"]
+        );
+        for a in actions {
+            assert_eq!(a.to_possible_value().unwrap().get_name(), a.as_str());
+            assert_eq!(a.to_string(), a.as_str());
+            assert_eq!(serde_json::to_string(a).unwrap(), format!("\"{}\"", a.as_str()));
+        }
+        let modes = ArchiveMode::value_variants();
+        assert_eq!(names(modes.iter().filter_map(|m| m.to_possible_value()).collect()), ["keep", "off"]);
+    }
+
+    #[test]
+    fn from_12_the_settings_go_into_auto_conf_and_the_signal_comes_last() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("postgresql.auto.conf"), "work_mem = '4MB'\n").unwrap();
+        fs::write(d.path().join("standby.signal"), "").unwrap();
+        let rec = plan(d.path(), 16, "cp /a/%f %p", &Target::BackupEnd, TargetAction::Pause, ArchiveMode::Off).unwrap();
+        let paths: Vec<PathBuf> = rec.writes.iter().map(|w| w.path.clone()).collect();
+        assert_eq!(paths, [d.path().join("postgresql.auto.conf"), d.path().join("recovery.signal")]);
+        let auto = String::from_utf8(rec.writes[0].data.clone()).unwrap();
+        for line in [
+            "work_mem = '4MB'",
+            "recovery_target_action = 'pause'",
+            "archive_mode = 'off'",
+            "recovery_target = 'immediate'",
+        ] {
+            assert!(auto.lines().any(|l| l == line), "{:?} not in {}", line, auto);
+        }
+        assert_eq!(rec.removes, [d.path().join("standby.signal")]);
+        // Only planned: nothing on disk changed.
+        assert_eq!(fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap(), "work_mem = '4MB'\n");
+        assert!(!d.path().join("recovery.signal").exists());
+    }
+
+    #[test]
+    fn before_12_recovery_conf_holds_the_settings_and_archive_mode_keep_writes_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let rec =
+            plan(d.path(), 11, "cp /a/%f %p", &Target::Latest, TargetAction::Shutdown, ArchiveMode::Keep).unwrap();
+        assert_eq!(rec.writes.len(), 1);
+        assert_eq!(rec.writes[0].path, d.path().join("recovery.conf"));
+        assert_eq!(
+            String::from_utf8(rec.writes[0].data.clone()).unwrap(),
+            "# written by pg-backup-hooks restore-prep\nrestore_command = 'cp /a/%f %p'\n\
+             recovery_target_action = 'shutdown'\nrecovery_target_timeline = 'latest'\n"
+        );
+    }
+
+    #[test]
+    fn a_linked_auto_conf_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside.conf");
+        fs::write(&outside, "").unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("postgresql.auto.conf")).unwrap();
+        let e = plan(&data, 16, "cp /a/%f %p", &Target::Latest, TargetAction::Promote, ArchiveMode::Keep);
+        let msg = e.err().map(|e| e.msg).unwrap_or_default();
+        assert!(msg.contains("postgresql.auto.conf is a symbolic link to"), "{}", msg);
+    }
+
+    #[test]
+    fn archive_mode_off_means_no_archive_command_to_worry_about() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("postgresql.conf"), "archive_mode = on\narchive_command = 'cp %p /arch/%f'\n").unwrap();
+        let cmd = effective_archive_command(d.path(), ArchiveMode::Keep).unwrap();
+        assert_eq!(cmd.as_deref(), Some("cp %p /arch/%f"));
+        assert_eq!(effective_archive_command(d.path(), ArchiveMode::Off).unwrap(), None);
+    }
 }
