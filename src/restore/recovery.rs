@@ -240,6 +240,8 @@ fn read_opt(p: &Path) -> Result<Option<String>> {
     }
 }
 
+/// The recovery configuration to write for this major (the file that starts recovery last),
+/// and the copied files that must go.
 pub fn plan(
     pgdata: &Path,
     major: u32,
@@ -254,8 +256,6 @@ pub fn plan(
     let auto_text = read_opt(&auto_path)?.unwrap_or_default();
     let mut auto_settings: Vec<(&str, String)> = Vec::new();
     let recovery = settings(restore_command, target, action, pre12);
-    let mut writes = Vec::new();
-    let mut removes = Vec::new();
     if !pre12 {
         auto_settings.extend(recovery.iter().cloned());
     }
@@ -265,6 +265,7 @@ pub fn plan(
     for (k, v) in auto_settings.iter().chain(recovery.iter()) {
         check_config_value(if pre12 { "recovery.conf" } else { "postgresql.auto.conf" }, k, v)?;
     }
+    let mut writes = Vec::new();
     if !auto_settings.is_empty() {
         writes.push(FileWrite {
             path: auto_path,
@@ -273,32 +274,36 @@ pub fn plan(
             keep: None,
         });
     }
-    if pre12 {
-        let mut text = String::from("# written by pg-backup-hooks restore-prep\n");
-        for (k, v) in &recovery {
-            text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
-        }
-        writes.push(FileWrite {
-            path: pgdata.join("recovery.conf"),
-            data: text.into_bytes(),
-            what: "recovery settings; starts archive recovery".into(),
-            keep: None,
-        });
-    } else {
-        for f in ["standby.signal", "recovery.conf"] {
-            let p = pgdata.join(f);
-            if p.exists() {
-                removes.push(p);
-            }
-        }
-        writes.push(FileWrite {
-            path: pgdata.join("recovery.signal"),
-            data: Vec::new(),
-            what: "starts archive recovery".into(),
-            keep: None,
-        });
-    }
+    let (start, removes) = if pre12 { (recovery_conf(pgdata, &recovery), Vec::new()) } else { recovery_signal(pgdata) };
+    writes.push(start);
     Ok(RecoveryPlan { writes, removes })
+}
+
+/// Before 12: recovery.conf, holding the recovery settings; it starts archive recovery.
+fn recovery_conf(pgdata: &Path, recovery: &[(&'static str, String)]) -> FileWrite {
+    let mut text = String::from("# written by pg-backup-hooks restore-prep\n");
+    for (k, v) in recovery {
+        text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
+    }
+    FileWrite {
+        path: pgdata.join("recovery.conf"),
+        data: text.into_bytes(),
+        what: "recovery settings; starts archive recovery".into(),
+        keep: None,
+    }
+}
+
+/// From 12: recovery.signal starts archive recovery; a copied standby.signal (it would make a
+/// standby) or recovery.conf (FATAL from 12) is removed.
+fn recovery_signal(pgdata: &Path) -> (FileWrite, Vec<PathBuf>) {
+    let removes = ["standby.signal", "recovery.conf"].iter().map(|f| pgdata.join(f)).filter(|p| p.exists()).collect();
+    let signal = FileWrite {
+        path: pgdata.join("recovery.signal"),
+        data: Vec::new(),
+        what: "starts archive recovery".into(),
+        keep: None,
+    };
+    (signal, removes)
 }
 
 /// The archive_command the restored server would run, if archiving is on.
