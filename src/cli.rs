@@ -246,8 +246,8 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]
     pub target: Option<String>,
     /// What the server does at the target
-    #[arg(long, env = "PGBH_TARGET_ACTION", value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
-    pub target_action: String,
+    #[arg(long, env = "PGBH_TARGET_ACTION", value_name = "ACTION", default_value = "promote")]
+    pub target_action: crate::restore::recovery::TargetAction,
     /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable
     #[arg(long, env = "PGBH_TABLESPACE_MAP", value_name = "OLD=NEW", value_delimiter = ';')]
     pub tablespace_map: Vec<String>,
@@ -258,8 +258,8 @@ pub struct RestorePrepArgs {
     #[arg(long, env = "PGBH_REUSE_ORIGINAL_DIRS")]
     pub reuse_original_dirs: bool,
     /// `off` sets archive_mode = 'off' in postgresql.auto.conf (test restores that must not archive into production); `keep` leaves it
-    #[arg(long, env = "PGBH_ARCHIVE_MODE", value_name = "MODE", default_value = "keep", value_parser = ["keep", "off"])]
-    pub archive_mode: String,
+    #[arg(long, env = "PGBH_ARCHIVE_MODE", value_name = "MODE", default_value = "keep")]
+    pub archive_mode: crate::restore::recovery::ArchiveMode,
     /// Print the checks and the plan; change nothing
     #[arg(long, env = "PGBH_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,

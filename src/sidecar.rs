@@ -232,66 +232,131 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
     result
 }
 
-/// Everything wrong with a stored sidecar, as one-line findings; empty when it is sound.
-pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<String>)> {
+/// One thing wrong with a stored sidecar (see [`verify`]). Displays as the one-line finding
+/// `verify` prints: "node NAME: ..." for a node's files, plain for the backup as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The node whose files are wrong; None: the manifest itself.
+    pub node: Option<String>,
+    pub kind: ProblemKind,
+}
+
+/// What is wrong, in [`Problem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The manifest was written for another backup id.
+    WrongBackupId { found: String, wanted: String },
+    /// The status is archive-pending: archiving had not finished when post last ran.
+    NotComplete,
+    /// The manifest lists no nodes.
+    NoNodes,
+    /// The manifest has no checksum for one of the node's files.
+    NoChecksum { file: &'static str },
+    /// A node's file cannot be read.
+    Unreadable { path: PathBuf, error: String },
+    /// A node's file does not match its sha256 in the manifest.
+    ChecksumMismatch { path: PathBuf },
+    /// The node's backup_label does not parse.
+    NotALabel { path: PathBuf, error: String },
+    /// The node's backup_label has another LABEL than the backup id.
+    WrongLabel { path: PathBuf, label: String },
+    /// The node's backup_label starts elsewhere than the manifest says.
+    WrongStart { label: Lsn, manifest: Lsn },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(n) = &self.node {
+            write!(f, "node {}: ", n)?;
+        }
+        match &self.kind {
+            ProblemKind::WrongBackupId { found, wanted } => {
+                write!(f, "manifest names backup {:?}, not {:?}", found, wanted)
+            }
+            ProblemKind::NotComplete => {
+                f.write_str("backup is not complete (archiving had not finished when post last ran): run post again")
+            }
+            ProblemKind::NoNodes => f.write_str("manifest lists no nodes"),
+            ProblemKind::NoChecksum { file } => write!(f, "manifest has no checksum for {}", file),
+            ProblemKind::Unreadable { path, error } => write!(f, "cannot read {}: {}", path.display(), error),
+            ProblemKind::ChecksumMismatch { path } => {
+                write!(f, "{} does not match its sha256 in the manifest (edited or damaged)", path.display())
+            }
+            ProblemKind::NotALabel { path, error } => write!(f, "{} is not a backup label: {}", path.display(), error),
+            ProblemKind::WrongLabel { path, label } => {
+                write!(f, "{} has LABEL {:?}, not the backup id", path.display(), label)
+            }
+            ProblemKind::WrongStart { label, manifest } => {
+                write!(f, "label starts at {}, manifest says {}", label, manifest)
+            }
+        }
+    }
+}
+
+/// Everything wrong with a stored sidecar, in the order found; empty when it is sound.
+pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<Problem>)> {
     let dir = backup_dir(sidecar, id);
     let m = read_manifest(sidecar, id)?.ok_or_else(|| {
         err!("no sidecar for backup {} in {} ({} is missing)", id, sidecar.display(), dir.join(MANIFEST).display())
     })?;
-    let mut problems = Vec::new();
-    if m.backup_id != id {
-        problems.push(format!("manifest names backup {:?}, not {:?}", m.backup_id, id));
-    }
-    if m.status != Status::Complete {
-        problems.push("backup is not complete (archiving had not finished when post last ran): run post again".into());
-    }
-    if m.nodes.is_empty() {
-        problems.push("manifest lists no nodes".into());
-    }
+    let mut problems: Vec<Problem> =
+        manifest_problems(&m, id).into_iter().map(|kind| Problem { node: None, kind }).collect();
     for n in &m.nodes {
-        for fname in [LABEL_FILE, SPCMAP_FILE] {
-            let p = dir.join(&n.name).join(fname);
-            let Some(entry) = n.files.get(fname) else {
-                problems.push(format!("node {}: manifest has no checksum for {}", n.name, fname));
-                continue;
-            };
-            match fs::read(&p) {
-                Err(e) => problems.push(format!("node {}: cannot read {}: {}", n.name, p.display(), e)),
-                Ok(data) => {
-                    if sha256_hex(&data) != entry.sha256 {
-                        problems.push(format!(
-                            "node {}: {} does not match its sha256 in the manifest (edited or damaged)",
-                            n.name,
-                            p.display()
-                        ));
-                    } else if fname == LABEL_FILE {
-                        match BackupLabel::parse(&String::from_utf8_lossy(&data)) {
-                            Err(e) => {
-                                problems.push(format!("node {}: {} is not a backup label: {}", n.name, p.display(), e))
-                            }
-                            Ok(l) => {
-                                if l.label != id {
-                                    problems.push(format!(
-                                        "node {}: {} has LABEL {:?}, not the backup id",
-                                        n.name,
-                                        p.display(),
-                                        l.label
-                                    ));
-                                }
-                                if l.start_lsn != n.start_lsn {
-                                    problems.push(format!(
-                                        "node {}: label starts at {}, manifest says {}",
-                                        n.name, l.start_lsn, n.start_lsn
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let node_dir = dir.join(&n.name);
+        let kinds = [LABEL_FILE, SPCMAP_FILE].into_iter().flat_map(|f| node_file_problems(&node_dir, n, f, id));
+        problems.extend(kinds.map(|kind| Problem { node: Some(n.name.clone()), kind }));
     }
     Ok((m, problems))
+}
+
+/// What is wrong with the manifest itself.
+fn manifest_problems(m: &Manifest, id: &str) -> Vec<ProblemKind> {
+    let mut out = Vec::new();
+    if m.backup_id != id {
+        out.push(ProblemKind::WrongBackupId { found: m.backup_id.clone(), wanted: id.to_string() });
+    }
+    if m.status != Status::Complete {
+        out.push(ProblemKind::NotComplete);
+    }
+    if m.nodes.is_empty() {
+        out.push(ProblemKind::NoNodes);
+    }
+    out
+}
+
+/// What is wrong with one of a node's files: its checksum, and for the label its content.
+fn node_file_problems(node_dir: &Path, n: &NodeEntry, fname: &'static str, id: &str) -> Vec<ProblemKind> {
+    let path = node_dir.join(fname);
+    let Some(entry) = n.files.get(fname) else {
+        return vec![ProblemKind::NoChecksum { file: fname }];
+    };
+    let data = match fs::read(&path) {
+        Ok(data) => data,
+        Err(e) => return vec![ProblemKind::Unreadable { path, error: e.to_string() }],
+    };
+    if sha256_hex(&data) != entry.sha256 {
+        return vec![ProblemKind::ChecksumMismatch { path }];
+    }
+    if fname != LABEL_FILE {
+        return Vec::new();
+    }
+    label_problems(path, &data, n, id)
+}
+
+/// What is wrong with a node's backup_label whose checksum matches: its LABEL and start.
+fn label_problems(path: PathBuf, data: &[u8], n: &NodeEntry, id: &str) -> Vec<ProblemKind> {
+    let l = match BackupLabel::parse(&String::from_utf8_lossy(data)) {
+        Ok(l) => l,
+        Err(e) => return vec![ProblemKind::NotALabel { path, error: e.to_string() }],
+    };
+    let mut out = Vec::new();
+    if l.label != id {
+        out.push(ProblemKind::WrongLabel { path, label: l.label });
+    }
+    if l.start_lsn != n.start_lsn {
+        out.push(ProblemKind::WrongStart { label: l.start_lsn, manifest: n.start_lsn });
+    }
+    out
 }
 
 #[cfg(test)]

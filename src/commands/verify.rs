@@ -8,6 +8,7 @@ use crate::sidecar;
 pub fn run(a: VerifyArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     let (m, problems) = sidecar::verify(&a.sidecar_dir, &a.backup_id)?;
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     if a.json {
         let v = serde_json::json!({"backup_id": a.backup_id, "ok": problems.is_empty(), "problems": problems, "nodes": m.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()});
         println!("{}", v);

@@ -118,10 +118,20 @@ fn candidate_names(l: &Lookup) -> Result<(Vec<String>, bool)> {
     }
 }
 
-/// Does the history file's start segment belong to the copy's cluster? Err(why) when not.
-fn fits_cluster(l: &Lookup, h: &History) -> Result<std::result::Result<Option<String>, String>> {
+/// Does a history file fit the copy's cluster? (See [`fits_cluster`].)
+enum Fit {
+    /// Same timeline, and its start segment names the copy's system identifier.
+    Yes,
+    /// Same timeline, but the system identifier could not be checked: the warning.
+    Unchecked(String),
+    /// Another timeline or another cluster: why.
+    No(String),
+}
+
+/// Does the history file's start segment belong to the copy's cluster?
+fn fits_cluster(l: &Lookup, h: &History) -> Result<Fit> {
     if h.timeline() != l.position.timeline {
-        return Ok(Err(format!(
+        return Ok(Fit::No(format!(
             "{} is a backup on timeline {}, but the copy's checkpoint is on timeline {}",
             h.name,
             h.timeline(),
@@ -130,19 +140,54 @@ fn fits_cluster(l: &Lookup, h: &History) -> Result<std::result::Result<Option<St
     }
     let seg = &h.label.start_wal_file;
     let Some(head) = l.archive.fetch(seg, 40)? else {
-        return Ok(Ok(Some(format!(
+        return Ok(Fit::Unchecked(format!(
             "the archive has no start segment {} for {}: the system identifier could not be checked",
             seg, h.name
-        ))));
+        )));
     };
     match segment_sysid(&head) {
-        Some(s) if s == l.control.system_identifier => Ok(Ok(None)),
-        Some(s) => Ok(Err(format!(
+        Some(s) if s == l.control.system_identifier => Ok(Fit::Yes),
+        Some(s) => Ok(Fit::No(format!(
             "{} belongs to the cluster with system identifier {} (its start segment {} says so), not to this copy's {}",
             h.name, s, seg, l.control.system_identifier
         ))),
-        None => Ok(Ok(Some(format!("start segment {} is too short to check its system identifier", seg)))),
+        None => Ok(Fit::Unchecked(format!("start segment {} is too short to check its system identifier", seg))),
     }
+}
+
+/// What one candidate name is, as [`examine`] found it.
+enum Candidate {
+    /// The archive does not have it.
+    Absent,
+    /// It could not be fetched: why.
+    Unfetchable(String),
+    /// Fetched, but unreadable or of another cluster: why.
+    Rejected(String),
+    /// Another backup's history file.
+    OtherBackup,
+    /// This backup's, fitting the copy; with a warning when the fit could not be fully checked.
+    Hit(Box<History>, Option<String>),
+}
+
+/// Fetch one candidate and check its LABEL and that it fits the copy.
+fn examine(l: &Lookup, n: &str) -> Result<Candidate> {
+    let bytes = match l.archive.fetch(n, MAX_HISTORY_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Candidate::Absent),
+        Err(e) => return Ok(Candidate::Unfetchable(e.msg)),
+    };
+    let h = match History::parse(n, &String::from_utf8_lossy(&bytes)) {
+        Ok(h) => h,
+        Err(e) => return Ok(Candidate::Rejected(format!("{} cannot be read ({})", n, e))),
+    };
+    if h.label.label != l.backup_id {
+        return Ok(Candidate::OtherBackup);
+    }
+    Ok(match fits_cluster(l, &h)? {
+        Fit::Yes => Candidate::Hit(Box::new(h), None),
+        Fit::Unchecked(warning) => Candidate::Hit(Box::new(h), Some(warning)),
+        Fit::No(why) => Candidate::Rejected(why),
+    })
 }
 
 /// Find the history file whose LABEL is the backup id and that fits the copy.
@@ -152,29 +197,17 @@ pub fn find(l: &Lookup) -> Result<Found> {
     let mut hits: Vec<(History, Option<String>)> = Vec::new();
     let mut looked = 0;
     for n in &names {
-        let bytes = match l.archive.fetch(n, MAX_HISTORY_BYTES) {
-            Ok(Some(b)) => b,
-            Ok(None) => continue,
-            Err(e) => {
-                rejected.push(e.msg);
+        match examine(l, n)? {
+            Candidate::Absent => continue,
+            Candidate::Unfetchable(why) => {
+                rejected.push(why);
                 continue;
             }
-        };
+            Candidate::Rejected(why) => rejected.push(why),
+            Candidate::OtherBackup => {}
+            Candidate::Hit(h, warning) => hits.push((*h, warning)),
+        }
         looked += 1;
-        let h = match History::parse(n, &String::from_utf8_lossy(&bytes)) {
-            Ok(h) => h,
-            Err(e) => {
-                rejected.push(format!("{} cannot be read ({})", n, e));
-                continue;
-            }
-        };
-        if h.label.label != l.backup_id {
-            continue;
-        }
-        match fits_cluster(l, &h)? {
-            Ok(warning) => hits.push((h, warning)),
-            Err(why) => rejected.push(why),
-        }
         if guessed && !hits.is_empty() {
             break;
         }
@@ -191,6 +224,11 @@ pub fn find(l: &Lookup) -> Result<Found> {
     let Some((history, warning)) = hits.pop() else {
         return Err(not_found(l, &names, guessed, looked, &rejected));
     };
+    Ok(found(l, history, warning))
+}
+
+/// The history file found, with the lines saying what was checked.
+fn found(l: &Lookup, history: History, warning: Option<String>) -> Found {
     let mut checks = vec![format!(
         "backup history file {} found in the {}: LABEL {}, start {}, stop {}",
         history.name,
@@ -205,7 +243,7 @@ pub fn find(l: &Lookup) -> Result<Found> {
             history.label.start_wal_file, l.control.system_identifier
         ));
     }
-    Ok(Found { history, checks, warnings: warning.into_iter().collect() })
+    Found { history, checks, warnings: warning.into_iter().collect() }
 }
 
 fn not_found(l: &Lookup, names: &[String], guessed: bool, looked: usize, rejected: &[String]) -> Error {

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::restore::recovery::{FileWrite, Target};
+use crate::restore::recovery::{ArchiveMode, FileWrite, Target, TargetAction};
 
 pub enum WalSource {
     ArchiveDir(PathBuf),
@@ -44,9 +44,9 @@ pub struct Options {
     pub node: Option<String>,
     pub source: WalSource,
     pub target: Option<String>,
-    pub target_action: String,
+    pub target_action: TargetAction,
     pub tablespace_map: Vec<String>,
-    pub archive_mode_off: bool,
+    pub archive_mode: ArchiveMode,
     pub force: bool,
     /// `--wal-dir`: re-point a pg_wal link to this directory (see links).
     pub wal_dir: Option<PathBuf>,
@@ -68,11 +68,11 @@ pub struct Plan {
     pub pgdata: PathBuf,
     pub server_major: u32,
     pub target: String,
-    pub target_action: String,
+    pub target_action: TargetAction,
     pub restore_command: String,
     pub checks: Vec<String>,
     pub warnings: Vec<String>,
-    /// Files to write, in order: (path, what, already in place).
+    /// Files to write, in order (see [`PlannedWrite`]).
     pub writes: Vec<PlannedWrite>,
     pub removes: Vec<PathBuf>,
     pub start_command: String,
@@ -89,10 +89,13 @@ pub struct Plan {
     owner: (u32, u32),
 }
 
+/// One file restore-prep writes, as the report and `--json` show it.
 #[derive(Serialize, Debug)]
 pub struct PlannedWrite {
     pub path: PathBuf,
+    /// Where its content comes from, or what it does.
     pub what: String,
+    /// The file already holds exactly this (an earlier run wrote it): it is not written again.
     pub unchanged: bool,
 }
 
@@ -111,31 +114,92 @@ fn start_command(pgdata: &Path, owner: u32) -> String {
 pub fn prepare(o: &Options) -> Result<Plan> {
     let pgdata = o.pgdata.clone();
     let rebuilt = if o.label_from_archive { Some(rebuild_label(o)?) } else { None };
-    let sidecar_dirs = match &rebuilt {
+    let c = run_checks(o, rebuilt.as_ref())?;
+    let mut warnings = c.warnings.clone();
+    let mut passed = check_lines(&c, rebuilt.as_ref());
+    label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
+    let target = choose_target(o, &c, &mut warnings)?;
+    let restore_command = restore_command(o, &c, &mut warnings)?;
+    warn_archive_into_source(o, &mut warnings)?;
+    let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
+    let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
+    passed.extend(wal.note.iter().cloned());
+    if !map.is_empty() {
+        passed.push(format!(
+            "{} tablespace(s) in place: {}",
+            map.len(),
+            map.iter().map(|t| t.path.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let rec = recovery::plan(&pgdata, c.major, &restore_command, &target, o.target_action, o.archive_mode)?;
+    let mut removes = cleanup::find(&pgdata, &wal.dir, c.stale_pid, &tablespaces, map.is_empty())?;
+    removes.extend(rec.removes.iter().cloned());
+    passed.extend(standby_end_check(&c));
+    let map_text = (!map.is_empty()).then_some(map_text);
+    let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes)?;
+    let roots: Vec<PathBuf> =
+        [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
+    let writes = files
+        .iter()
+        .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
+        .collect();
+    Ok(Plan {
+        backup_id: o.backup_id.clone(),
+        node: c.node.name.clone(),
+        pgdata: pgdata.clone(),
+        server_major: c.major,
+        target: target.describe(),
+        target_action: o.target_action,
+        restore_command,
+        checks: passed,
+        warnings,
+        writes,
+        removes,
+        start_command: start_command(&pgdata, c.owner.0),
+        manifest_sha256: c.manifest_sha256.clone(),
+        files,
+        wal,
+        roots,
+        owner: c.owner,
+    })
+}
+
+/// The checks of the copy against the sidecar (the staged one when the label was rebuilt
+/// from the archive).
+fn run_checks(o: &Options, rebuilt: Option<&from_archive::Rebuilt>) -> Result<checks::Checked> {
+    let sidecar_dirs = match rebuilt {
         Some(r) => vec![r.sidecar.path().to_path_buf()],
         None => o.sidecar_dirs.clone(),
     };
-    let c = checks::run(&checks::Request {
-        pgdata: &pgdata,
+    checks::run(&checks::Request {
+        pgdata: &o.pgdata,
         sidecar_dirs: &sidecar_dirs,
         backup_id: &o.backup_id,
         node: o.node.as_deref(),
         force: o.force,
-    })?;
-    let mut warnings = c.warnings.clone();
-    let mut passed = c.passed.clone();
-    passed.insert(
-        2,
-        format!(
-            "global/pg_control is intact (CRC ok; cluster state when copied: {})",
-            crate::pg::control::state_name(c.control.state)
-        ),
-    );
-    if c.label_in_place {
-        passed.push("backup_label is already in place (identical)".into());
-    }
-    label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
+    })
+}
 
+/// The report's check lines in the order the checks were made: the data directory, the
+/// server, pg_control, where the label comes from (the sidecar, or the history file it was
+/// rebuilt from, whose lines replace the staged sidecar's), the node, the copy, the label.
+fn check_lines(c: &checks::Checked, rebuilt: Option<&from_archive::Rebuilt>) -> Vec<String> {
+    let p = &c.passed;
+    let mut lines = vec![p.data_directory.clone(), p.not_running.clone(), p.control.clone()];
+    match rebuilt {
+        Some(r) => lines.extend(r.checks.iter().cloned()),
+        None => lines.push(p.sidecar.clone()),
+    }
+    lines.extend([p.major.clone(), p.system_identifier.clone(), p.belongs.clone()]);
+    if c.label_in_place {
+        lines.push("backup_label is already in place (identical)".into());
+    }
+    lines
+}
+
+/// The recovery target (--target, or the default), refused when this node has no copy of the
+/// restore point; warnings where the target cannot be held to.
+fn choose_target(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>) -> Result<Target> {
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
     if let (Target::Name(name), Some(rp)) = (&target, &c.manifest.restore_point) {
         if *name == rp.name && rp.scope != "cluster" && !rp.lsns.contains_key(&c.node.name) {
@@ -157,64 +221,72 @@ pub fn prepare(o: &Options) -> Result<Plan> {
             c.major
         ));
     }
-    let restore_command = match &o.source {
+    Ok(target)
+}
+
+/// restore_command: --restore-command as given (checked), or our wal-restore on --archive-dir.
+fn restore_command(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>) -> Result<String> {
+    let dir = match &o.source {
         WalSource::Command(cmd) => {
             recovery::check_restore_command(cmd)?;
-            cmd.clone()
+            return Ok(cmd.clone());
         }
-        WalSource::ArchiveDir(dir) => {
-            if dir.to_string_lossy().contains(|c: char| c.is_control()) {
-                return Err(Error::usage(format!(
-                    "--archive-dir {:?} contains a line break or control character: it would go into restore_command; rename the directory",
-                    dir
-                )));
-            }
-            if !dir.is_dir() {
-                return Err(Error::usage(format!(
-                    "--archive-dir {} is not a directory: give the directory archive_command copies WAL into",
-                    dir.display()
-                )));
-            }
-            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-            let program = recovery::wal_restore_program(&o.exe);
-            warn_unreachable(&program.path, c.owner, &mut warnings);
-            recovery::wal_restore_command(&program, &dir, &c.node.system_identifier)
-        }
+        WalSource::ArchiveDir(dir) => dir,
     };
-    if let WalSource::ArchiveDir(dir) = &o.source {
-        if let Some(cmd) = recovery::effective_archive_command(&pgdata, o.archive_mode_off)? {
-            let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-            let hits = [dir.to_string_lossy().trim_end_matches('/').to_string(), canon.to_string_lossy().to_string()];
-            if hits.iter().any(|h| !h.is_empty() && cmd.contains(h.as_str())) {
-                warnings.push(format!(
-                    "the restored server's archive_command ({}) writes into {}, the archive restore_command reads from: once promoted it would archive into the production archive; use --archive-mode off for a test restore",
-                    cmd,
-                    dir.display()
-                ));
-            }
-        }
+    if dir.to_string_lossy().contains(|c: char| c.is_control()) {
+        return Err(Error::usage(format!(
+            "--archive-dir {:?} contains a line break or control character: it would go into restore_command; rename the directory",
+            dir
+        )));
     }
+    if !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "--archive-dir {} is not a directory: give the directory archive_command copies WAL into",
+            dir.display()
+        )));
+    }
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let program = recovery::wal_restore_program(&o.exe);
+    warn_unreachable(&program.path, c.owner, warnings);
+    Ok(recovery::wal_restore_command(&program, &dir, &c.node.system_identifier))
+}
 
-    let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
-    let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
-    passed.extend(wal.note.iter().cloned());
-    if !map.is_empty() {
-        passed.push(format!(
-            "{} tablespace(s) in place: {}",
-            map.len(),
-            map.iter().map(|t| t.path.as_str()).collect::<Vec<_>>().join(", ")
+/// Warn when the restored server, once promoted, would archive into the --archive-dir that
+/// restore_command reads from.
+fn warn_archive_into_source(o: &Options, warnings: &mut Vec<String>) -> Result<()> {
+    let WalSource::ArchiveDir(dir) = &o.source else {
+        return Ok(());
+    };
+    let Some(cmd) = recovery::effective_archive_command(&o.pgdata, o.archive_mode)? else {
+        return Ok(());
+    };
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let hits = [dir.to_string_lossy().trim_end_matches('/').to_string(), canon.to_string_lossy().to_string()];
+    if hits.iter().any(|h| !h.is_empty() && cmd.contains(h.as_str())) {
+        warnings.push(format!(
+            "the restored server's archive_command ({}) writes into {}, the archive restore_command reads from: once promoted it would archive into the production archive; use --archive-mode off for a test restore",
+            cmd,
+            dir.display()
         ));
     }
+    Ok(())
+}
 
-    let rec = recovery::plan(&pgdata, c.major, &restore_command, &target, &o.target_action, o.archive_mode_off)?;
-    let mut removes = cleanup::find(&pgdata, &wal.dir, c.stale_pid, &tablespaces, map.is_empty())?;
-    removes.extend(rec.removes.iter().cloned());
-
+/// The files to write, in the order [`apply`] writes them: tablespace_map (`map_text`, when
+/// there are tablespaces), backup_label, pg_control, then the recovery settings `recovery`
+/// (the file that starts recovery last). None of them may be a link.
+fn files_to_write(
+    o: &Options,
+    c: &checks::Checked,
+    rebuilt: Option<&from_archive::Rebuilt>,
+    map_text: Option<String>,
+    recovery: Vec<FileWrite>,
+) -> Result<Vec<FileWrite>> {
     let mut files = Vec::new();
-    if !map.is_empty() {
+    if let Some(text) = map_text {
         files.push(FileWrite {
-            path: pgdata.join("tablespace_map"),
-            data: map_text.into_bytes(),
+            path: o.pgdata.join("tablespace_map"),
+            data: text.into_bytes(),
             what: if o.tablespace_map.is_empty() {
                 "from the sidecar".into()
             } else {
@@ -223,48 +295,20 @@ pub fn prepare(o: &Options) -> Result<Plan> {
             keep: None,
         });
     }
-    files.push(install::label_write(&pgdata, &c.label_text));
+    files.push(install::label_write(&o.pgdata, &c.label_text));
     // Only once the label is in place: the server then reads the label's checkpoint, and
     // without the label it finds none (issue 7: backup_label deleted after restore-prep).
     let raise = c.node.from_standby.then_some((c.node.stop_lsn, c.node.timeline));
-    if let Some(line) = standby_end_check(&c) {
-        passed.push(line);
-    }
-    files.push(install::control_write(&pgdata, raise)?);
-    files.extend(rec.writes);
-    if let Some(r) = &rebuilt {
+    files.push(install::control_write(&o.pgdata, raise)?);
+    files.extend(recovery);
+    if let Some(r) = rebuilt {
         let from = format!("rebuilt from backup history file {}", r.history);
         files.iter_mut().for_each(|f| f.what = f.what.replace("from the sidecar", &from));
     }
     for f in &files {
         install::refuse_link(&f.path)?;
     }
-    let roots: Vec<PathBuf> =
-        [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
-    let writes = files
-        .iter()
-        .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
-        .collect();
-
-    Ok(Plan {
-        backup_id: o.backup_id.clone(),
-        node: c.node.name.clone(),
-        pgdata: pgdata.clone(),
-        server_major: c.major,
-        target: target.describe(),
-        target_action: o.target_action.clone(),
-        restore_command,
-        checks: passed,
-        warnings,
-        writes,
-        removes,
-        start_command: start_command(&pgdata, c.owner.0),
-        manifest_sha256: c.manifest_sha256.clone(),
-        files,
-        wal,
-        roots,
-        owner: c.owner,
-    })
+    Ok(files)
 }
 
 /// Where the copy's links lead (see [`links`]): the tablespaces' final directories, checked,
@@ -283,8 +327,9 @@ fn check_links(
     Ok((tablespaces, wal))
 }
 
-/// Where the label came from: the archive's history file (whose checks replace the staged
-/// sidecar's line), or the sidecar, which must agree with a history file in --archive-dir.
+/// Where the label came from: the archive's history file (its check lines are in
+/// [`check_lines`]; here its warnings), or the sidecar, which must agree with a history file
+/// in --archive-dir.
 fn label_source_checks(
     o: &Options,
     rebuilt: Option<&from_archive::Rebuilt>,
@@ -293,8 +338,6 @@ fn label_source_checks(
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     if let Some(r) = rebuilt {
-        let at = passed.iter().position(|p| p.starts_with("sidecar ")).unwrap_or(passed.len());
-        passed.splice(at..(at + 1).min(passed.len()), r.checks.iter().cloned());
         warnings.extend(r.warnings.iter().cloned());
     } else if let WalSource::ArchiveDir(dir) = &o.source {
         passed.extend(from_archive::check_sidecar_against_dir(dir, &c.node, &c.label_text)?);
@@ -381,4 +424,131 @@ pub fn apply(plan: &Plan) -> Result<Vec<PathBuf>> {
         cleanup::remove(&plan.roots, &plan.removes)?;
         install::write_all(&plan.files, plan.owner)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::checks::fixture::{Copy, ID};
+    use super::*;
+    use crate::sidecar;
+
+    fn options(copy: &Copy) -> Options {
+        Options {
+            backup_id: ID.into(),
+            sidecar_dirs: vec![copy.sidecar.clone()],
+            pgdata: copy.pgdata.clone(),
+            node: None,
+            source: WalSource::Command("cp /archive/%f %p".into()),
+            target: None,
+            target_action: TargetAction::Promote,
+            tablespace_map: Vec::new(),
+            archive_mode: ArchiveMode::Keep,
+            force: false,
+            wal_dir: None,
+            reuse_original_dirs: false,
+            exe: PathBuf::from("/usr/bin/pg-backup-hooks"),
+            label_from_archive: false,
+            backup_history_file: None,
+        }
+    }
+
+    /// Every file below `dir` with its content (links as "-> target").
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.push((p.clone(), format!("-> {}", fs::read_link(&p).unwrap().display()).into_bytes()));
+            } else if m.is_dir() {
+                out.extend(snapshot(&p));
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn prepare_touches_nothing_and_reports_the_checks_in_the_order_they_are_made() {
+        let copy = Copy::new(&["default"]);
+        let before = snapshot(copy.pgdata());
+        let plan = prepare(&options(&copy)).unwrap();
+        assert_eq!(snapshot(copy.pgdata()), before);
+        let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
+        let data = copy.pgdata.display().to_string();
+        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the"]);
+        let written: Vec<PathBuf> =
+            plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
+        let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
+        assert_eq!(written, names.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(plan.target_action, TargetAction::Promote);
+    }
+
+    #[test]
+    fn a_label_already_in_place_adds_its_line_after_the_checks() {
+        let copy = Copy::new(&["default"]);
+        fs::write(copy.pgdata.join("backup_label"), checks::fixture::label(ID)).unwrap();
+        let plan = prepare(&options(&copy)).unwrap();
+        assert_eq!(plan.checks[7], "backup_label is already in place (identical)");
+        assert!(plan.writes[0].unchanged);
+    }
+
+    #[test]
+    fn the_rebuilt_labels_lines_take_the_place_of_the_sidecars() {
+        let copy = Copy::new(&["default"]);
+        let dirs = [copy.sidecar.clone()];
+        let request =
+            checks::Request { pgdata: copy.pgdata(), sidecar_dirs: &dirs, backup_id: ID, node: None, force: false };
+        let c = checks::run(&request).unwrap();
+        let rebuilt = from_archive::Rebuilt {
+            sidecar: archive::TempDir::new(None).unwrap(),
+            history: "h.backup".into(),
+            checks: vec!["history file found".into(), "its start segment fits".into()],
+            warnings: Vec::new(),
+        };
+        let lines = check_lines(&c, Some(&rebuilt));
+        assert_eq!(lines.len(), 8);
+        assert_eq!(lines[2], c.passed.control);
+        assert_eq!(lines[3..5], ["history file found", "its start segment fits"]);
+        assert_eq!(lines[5], c.passed.major);
+        assert!(!lines.contains(&c.passed.sidecar));
+    }
+
+    #[test]
+    fn a_planted_link_where_a_file_goes_is_refused_and_nothing_is_written_through_it() {
+        let copy = Copy::new(&["default"]);
+        let outside = copy.sidecar.parent().unwrap().join("outside");
+        fs::write(&outside, "precious").unwrap();
+        let signal = copy.pgdata.join("recovery.signal");
+        std::os::unix::fs::symlink(&outside, &signal).unwrap();
+        let msg = prepare(&options(&copy)).unwrap_err().msg;
+        assert!(
+            msg.starts_with(&format!("{} is a symbolic link to {}:", signal.display(), outside.display())),
+            "{}",
+            msg
+        );
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "precious");
+        assert!(!copy.pgdata.join("backup_label").exists());
+    }
+
+    #[test]
+    fn a_restore_point_this_node_has_no_copy_of_is_refused() {
+        let copy = Copy::new(&["default"]);
+        let path = sidecar::backup_dir(&copy.sidecar, ID).join(sidecar::MANIFEST);
+        let text = fs::read_to_string(&path).unwrap().replace(
+            "\"restore_point\": null",
+            "\"restore_point\": {\"name\": \"rp\", \"scope\": \"per-node\", \"lsns\": {\"other\": \"0/9000200\"}}",
+        );
+        fs::write(&path, text).unwrap();
+        // The manifest's checksum is not in the manifest: the edit keeps the sidecar sound.
+        let mut o = options(&copy);
+        o.target = Some("restore-point".into());
+        let e = prepare(&o).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        assert!(e.msg.starts_with("node default has no copy of restore point \"rp\""), "{}", e.msg);
+    }
 }

@@ -9,10 +9,53 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::pg::wal::Lsn;
 use crate::restore::autoconf;
 use crate::sidecar::Manifest;
+
+/// What the server does once it reaches the recovery target: `--target-action`, written as
+/// recovery_target_action in the same spelling. (No doc comments on the variants: clap would
+/// print them in `--help`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetAction {
+    // Ends recovery and opens for writes (PostgreSQL's default).
+    Promote,
+    // Stays in recovery, replay paused, read-only.
+    Pause,
+    // Stops the server.
+    Shutdown,
+}
+
+impl TargetAction {
+    /// The spelling of `--target-action` and of recovery_target_action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--archive-mode`: what restore-prep does to the restored server's archive_mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveMode {
+    // Leaves archive_mode as the copy has it.
+    Keep,
+    // Writes archive_mode = 'off' into postgresql.auto.conf (a test restore must not archive
+    // into the production archive).
+    Off,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
@@ -140,7 +183,12 @@ const TARGET_KEYS: &[&str] =
     &["recovery_target", "recovery_target_lsn", "recovery_target_time", "recovery_target_xid", "recovery_target_name"];
 
 /// The recovery settings in file order: blanks first, then the target we want.
-pub fn settings(restore_command: &str, target: &Target, action: &str, pre12: bool) -> Vec<(&'static str, String)> {
+pub fn settings(
+    restore_command: &str,
+    target: &Target,
+    action: TargetAction,
+    pre12: bool,
+) -> Vec<(&'static str, String)> {
     let mut s: Vec<(&'static str, String)> = vec![("restore_command", restore_command.to_string())];
     let chosen: Option<(&'static str, String)> = match target {
         Target::Latest => None,
@@ -159,7 +207,7 @@ pub fn settings(restore_command: &str, target: &Target, action: &str, pre12: boo
     if let Some(c) = chosen {
         s.push(c);
     }
-    s.push(("recovery_target_action", action.to_string()));
+    s.push(("recovery_target_action", action.as_str().to_string()));
     s.push(("recovery_target_timeline", "latest".into()));
     if pre12 {
         s.retain(|(_, v)| !v.is_empty());
@@ -192,13 +240,15 @@ fn read_opt(p: &Path) -> Result<Option<String>> {
     }
 }
 
+/// The recovery configuration to write for this major (the file that starts recovery last),
+/// and the copied files that must go.
 pub fn plan(
     pgdata: &Path,
     major: u32,
     restore_command: &str,
     target: &Target,
-    action: &str,
-    archive_mode_off: bool,
+    action: TargetAction,
+    archive_mode: ArchiveMode,
 ) -> Result<RecoveryPlan> {
     let pre12 = major < 12;
     let auto_path = pgdata.join("postgresql.auto.conf");
@@ -206,17 +256,16 @@ pub fn plan(
     let auto_text = read_opt(&auto_path)?.unwrap_or_default();
     let mut auto_settings: Vec<(&str, String)> = Vec::new();
     let recovery = settings(restore_command, target, action, pre12);
-    let mut writes = Vec::new();
-    let mut removes = Vec::new();
     if !pre12 {
         auto_settings.extend(recovery.iter().cloned());
     }
-    if archive_mode_off {
+    if archive_mode == ArchiveMode::Off {
         auto_settings.push(("archive_mode", "off".into()));
     }
     for (k, v) in auto_settings.iter().chain(recovery.iter()) {
         check_config_value(if pre12 { "recovery.conf" } else { "postgresql.auto.conf" }, k, v)?;
     }
+    let mut writes = Vec::new();
     if !auto_settings.is_empty() {
         writes.push(FileWrite {
             path: auto_path,
@@ -225,37 +274,41 @@ pub fn plan(
             keep: None,
         });
     }
-    if pre12 {
-        let mut text = String::from("# written by pg-backup-hooks restore-prep\n");
-        for (k, v) in &recovery {
-            text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
-        }
-        writes.push(FileWrite {
-            path: pgdata.join("recovery.conf"),
-            data: text.into_bytes(),
-            what: "recovery settings; starts archive recovery".into(),
-            keep: None,
-        });
-    } else {
-        for f in ["standby.signal", "recovery.conf"] {
-            let p = pgdata.join(f);
-            if p.exists() {
-                removes.push(p);
-            }
-        }
-        writes.push(FileWrite {
-            path: pgdata.join("recovery.signal"),
-            data: Vec::new(),
-            what: "starts archive recovery".into(),
-            keep: None,
-        });
-    }
+    let (start, removes) = if pre12 { (recovery_conf(pgdata, &recovery), Vec::new()) } else { recovery_signal(pgdata) };
+    writes.push(start);
     Ok(RecoveryPlan { writes, removes })
 }
 
+/// Before 12: recovery.conf, holding the recovery settings; it starts archive recovery.
+fn recovery_conf(pgdata: &Path, recovery: &[(&'static str, String)]) -> FileWrite {
+    let mut text = String::from("# written by pg-backup-hooks restore-prep\n");
+    for (k, v) in recovery {
+        text.push_str(&format!("{} = {}\n", k, autoconf::quote(v)));
+    }
+    FileWrite {
+        path: pgdata.join("recovery.conf"),
+        data: text.into_bytes(),
+        what: "recovery settings; starts archive recovery".into(),
+        keep: None,
+    }
+}
+
+/// From 12: recovery.signal starts archive recovery; a copied standby.signal (it would make a
+/// standby) or recovery.conf (FATAL from 12) is removed.
+fn recovery_signal(pgdata: &Path) -> (FileWrite, Vec<PathBuf>) {
+    let removes = ["standby.signal", "recovery.conf"].iter().map(|f| pgdata.join(f)).filter(|p| p.exists()).collect();
+    let signal = FileWrite {
+        path: pgdata.join("recovery.signal"),
+        data: Vec::new(),
+        what: "starts archive recovery".into(),
+        keep: None,
+    };
+    (signal, removes)
+}
+
 /// The archive_command the restored server would run, if archiving is on.
-pub fn effective_archive_command(pgdata: &Path, archive_mode_off: bool) -> Result<Option<String>> {
-    if archive_mode_off {
+pub fn effective_archive_command(pgdata: &Path, archive_mode: ArchiveMode) -> Result<Option<String>> {
+    if archive_mode == ArchiveMode::Off {
         return Ok(None);
     }
     let mut mode = None;
@@ -283,7 +336,7 @@ mod tests {
 
     #[test]
     fn blanks_come_before_the_target() {
-        let s = settings("cp /a/%f %p", &Target::BackupEnd, "promote", false);
+        let s = settings("cp /a/%f %p", &Target::BackupEnd, TargetAction::Promote, false);
         let keys: Vec<&str> = s.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
@@ -300,7 +353,7 @@ mod tests {
             ]
         );
         assert_eq!(s[6].1, "immediate");
-        let old = settings("x %f %p", &Target::Lsn("0/5000000".parse().unwrap()), "pause", true);
+        let old = settings("x %f %p", &Target::Lsn("0/5000000".parse().unwrap()), TargetAction::Pause, true);
         assert_eq!(
             old.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
             vec!["restore_command", "recovery_target_lsn", "recovery_target_action", "recovery_target_timeline"]
@@ -319,5 +372,83 @@ mod tests {
         assert_eq!(c, "/usr/bin/pg-backup-hooks-wal-restore --archive-dir /arch --system-identifier 42 %f %p");
         assert!(check_restore_command("cp /a/%f").is_err());
         assert!(check_restore_command("cp /a/%f %p").is_ok());
+    }
+
+    #[test]
+    fn target_action_and_archive_mode_keep_their_spellings() {
+        use clap::ValueEnum;
+        let names =
+            |v: Vec<clap::builder::PossibleValue>| v.iter().map(|p| p.get_name().to_string()).collect::<Vec<_>>();
+        let actions = TargetAction::value_variants();
+        assert_eq!(
+            names(actions.iter().filter_map(|a| a.to_possible_value()).collect()),
+            ["promote", "pause", "shutdown"]
+        );
+        for a in actions {
+            assert_eq!(a.to_possible_value().unwrap().get_name(), a.as_str());
+            assert_eq!(a.to_string(), a.as_str());
+            assert_eq!(serde_json::to_string(a).unwrap(), format!("\"{}\"", a.as_str()));
+        }
+        let modes = ArchiveMode::value_variants();
+        assert_eq!(names(modes.iter().filter_map(|m| m.to_possible_value()).collect()), ["keep", "off"]);
+    }
+
+    #[test]
+    fn from_12_the_settings_go_into_auto_conf_and_the_signal_comes_last() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("postgresql.auto.conf"), "work_mem = '4MB'\n").unwrap();
+        fs::write(d.path().join("standby.signal"), "").unwrap();
+        let rec = plan(d.path(), 16, "cp /a/%f %p", &Target::BackupEnd, TargetAction::Pause, ArchiveMode::Off).unwrap();
+        let paths: Vec<PathBuf> = rec.writes.iter().map(|w| w.path.clone()).collect();
+        assert_eq!(paths, [d.path().join("postgresql.auto.conf"), d.path().join("recovery.signal")]);
+        let auto = String::from_utf8(rec.writes[0].data.clone()).unwrap();
+        for line in [
+            "work_mem = '4MB'",
+            "recovery_target_action = 'pause'",
+            "archive_mode = 'off'",
+            "recovery_target = 'immediate'",
+        ] {
+            assert!(auto.lines().any(|l| l == line), "{:?} not in {}", line, auto);
+        }
+        assert_eq!(rec.removes, [d.path().join("standby.signal")]);
+        // Only planned: nothing on disk changed.
+        assert_eq!(fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap(), "work_mem = '4MB'\n");
+        assert!(!d.path().join("recovery.signal").exists());
+    }
+
+    #[test]
+    fn before_12_recovery_conf_holds_the_settings_and_archive_mode_keep_writes_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let rec =
+            plan(d.path(), 11, "cp /a/%f %p", &Target::Latest, TargetAction::Shutdown, ArchiveMode::Keep).unwrap();
+        assert_eq!(rec.writes.len(), 1);
+        assert_eq!(rec.writes[0].path, d.path().join("recovery.conf"));
+        assert_eq!(
+            String::from_utf8(rec.writes[0].data.clone()).unwrap(),
+            "# written by pg-backup-hooks restore-prep\nrestore_command = 'cp /a/%f %p'\n\
+             recovery_target_action = 'shutdown'\nrecovery_target_timeline = 'latest'\n"
+        );
+    }
+
+    #[test]
+    fn a_linked_auto_conf_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside.conf");
+        fs::write(&outside, "").unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("postgresql.auto.conf")).unwrap();
+        let e = plan(&data, 16, "cp /a/%f %p", &Target::Latest, TargetAction::Promote, ArchiveMode::Keep);
+        let msg = e.err().map(|e| e.msg).unwrap_or_default();
+        assert!(msg.contains("postgresql.auto.conf is a symbolic link to"), "{}", msg);
+    }
+
+    #[test]
+    fn archive_mode_off_means_no_archive_command_to_worry_about() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("postgresql.conf"), "archive_mode = on\narchive_command = 'cp %p /arch/%f'\n").unwrap();
+        let cmd = effective_archive_command(d.path(), ArchiveMode::Keep).unwrap();
+        assert_eq!(cmd.as_deref(), Some("cp %p /arch/%f"));
+        assert_eq!(effective_archive_command(d.path(), ArchiveMode::Off).unwrap(), None);
     }
 }
