@@ -652,6 +652,189 @@ mod tests {
         assert!(ConnInfo::parse("nosuchkey=1").unwrap_err().msg.contains("nosuchkey"));
     }
 
+    fn usage_msg(s: &str) -> String {
+        let e = ConnInfo::parse(s).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE, "{}: {}", s, e.msg);
+        e.msg
+    }
+
+    #[test]
+    fn keyvalue_quoting_and_escapes() {
+        // Blanks around '=', escapes in bare and quoted values, an empty quoted value.
+        let c = ConnInfo::parse(r"  host = h1   port=\5\4\3\2 user=a\ b password='' dbname='x\\y' ").unwrap();
+        assert_eq!(c.get("host"), Some("h1"));
+        assert_eq!(c.get("port"), Some("5432"));
+        assert_eq!(c.get("user"), Some("a b"));
+        assert_eq!(c.params.get("password").map(String::as_str), Some(""));
+        assert_eq!(c.get("password"), None, "an empty value counts as unset");
+        assert_eq!(c.get("dbname"), Some("x\\y"));
+        // A quote inside a bare value is kept; a quoted value may hold '=' and blanks.
+        let c = ConnInfo::parse("user=o'neil options='-c a=b  -c c=d'").unwrap();
+        assert_eq!(c.get("user"), Some("o'neil"));
+        assert_eq!(c.get("options"), Some("-c a=b  -c c=d"));
+        // Later keys win; tabs and newlines separate pairs.
+        let c = ConnInfo::parse("port=1\tport=2\n\tuser=u").unwrap();
+        assert_eq!((c.get("port"), c.get("user")), (Some("2"), Some("u")));
+        assert_eq!(ConnInfo::parse("").unwrap(), ConnInfo::default());
+        assert_eq!(ConnInfo::parse("   ").unwrap(), ConnInfo::default());
+        // Blanks after '=' are skipped, so "host= user=u" gives host the value "user=u".
+        let c = ConnInfo::parse("host= user=u").unwrap();
+        assert_eq!((c.get("host"), c.get("user")), (Some("user=u"), None));
+        let c = ConnInfo::parse("host=").unwrap();
+        assert_eq!(c.params.get("host").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn keyvalue_errors_are_usage_errors_that_say_what() {
+        let want = " (use key=value pairs, quote values with blanks in '...', or a postgresql:// URI)";
+        assert_eq!(usage_msg("host"), format!("connection string: expected \"=\" after \"host\"{}", want));
+        assert_eq!(usage_msg("host=a user"), format!("connection string: expected \"=\" after \"user\"{}", want));
+        // Not a parameter name: maybe part of a password, so not quoted back.
+        assert_eq!(usage_msg("password=se cret"), format!("connection string: expected \"=\"{}", want));
+        assert!(usage_msg("=x").starts_with("unsupported connection parameter \"\" (supported: host,"));
+        assert_eq!(usage_msg("user='a b"), "connection string: unterminated quoted value for \"user\"");
+        assert_eq!(usage_msg("user='a b\\'"), "connection string: unterminated quoted value for \"user\"");
+        let m = usage_msg("host=h nosuchkey=1");
+        assert!(
+            m.starts_with("unsupported connection parameter \"nosuchkey\" (supported: host, hostaddr, port,"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn uri_hosts_ports_and_percent_encoding() {
+        let c = ConnInfo::parse("postgres://h1:5432,h2,[::1]:5433,[fe80::1]/db").unwrap();
+        assert_eq!(c.get("host"), Some("h1,h2,::1,fe80::1"));
+        assert_eq!(c.get("port"), Some("5432,5433"), "ports are joined as given, not by position");
+        assert_eq!(c.get("dbname"), Some("db"));
+        let c = ConnInfo::parse("postgresql://u@:5499").unwrap();
+        assert_eq!((c.get("user"), c.get("host"), c.get("port")), (Some("u"), None, Some("5499")));
+        assert_eq!(c.params.get("password"), None);
+        let c = ConnInfo::parse("postgresql://:pw@h").unwrap();
+        assert_eq!((c.get("user"), c.get("password"), c.get("host")), (None, Some("pw"), Some("h")));
+        // The last '@' ends the user info; the first ':' ends the user.
+        let c = ConnInfo::parse("postgresql://u:p:w@x@h/d%20b?application_name=a%26b&&options=-c%20x%3Dy").unwrap();
+        assert_eq!((c.get("user"), c.get("password"), c.get("host")), (Some("u"), Some("p:w@x"), Some("h")));
+        assert_eq!(c.get("dbname"), Some("d b"));
+        assert_eq!(c.get("application_name"), Some("a&b"));
+        assert_eq!(c.get("options"), Some("-c x=y"));
+        let c = ConnInfo::parse("postgresql://h/?port=1&port=2&host=%2Ftmp").unwrap();
+        assert_eq!((c.get("host"), c.get("port"), c.get("dbname")), (Some("/tmp"), Some("2"), None));
+        assert_eq!(ConnInfo::parse("postgresql://").unwrap(), ConnInfo::default());
+        assert_eq!(ConnInfo::parse("postgresql://h:port/db").unwrap().get("port"), Some("port"));
+        let c = ConnInfo::parse("postgresql://h?x=").unwrap_err();
+        assert!(c.msg.contains("\"x\""), "{}", c.msg);
+        let c = ConnInfo::parse("postgresql://h?sslmode=").unwrap();
+        assert_eq!(c.get("sslmode"), None);
+    }
+
+    #[test]
+    fn uri_errors_are_usage_errors_that_say_what() {
+        assert_eq!(usage_msg("postgresql://h/db%zz"), "connection URI: invalid percent-encoding");
+        assert_eq!(usage_msg("postgresql://h/db%4"), "connection URI: invalid percent-encoding");
+        assert_eq!(usage_msg("postgresql://u%ff@h"), "connection URI: percent-encoding is not UTF-8");
+        assert_eq!(usage_msg("postgresql://[::1/db"), "connection URI: unterminated [ in host");
+        assert_eq!(usage_msg("postgresql://h?sslmode"), "connection URI: parameter \"sslmode\" has no value");
+        assert!(usage_msg("postgresql://h?bogus=1").starts_with("unsupported connection parameter \"bogus\""));
+        assert!(usage_msg("postgresql://h?%62ogus=1").starts_with("unsupported connection parameter \"bogus\""));
+    }
+
+    #[test]
+    fn closed_values_are_checked_with_libpq_defaults() {
+        let c = ConnInfo::parse("host=h").unwrap();
+        assert_eq!(c.ssl_mode().unwrap(), "prefer");
+        assert_eq!(c.channel_binding().unwrap(), "prefer");
+        assert_eq!(c.target_session_attrs().unwrap(), "any");
+        for m in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+            assert_eq!(ConnInfo::parse(&format!("sslmode={m}")).unwrap().ssl_mode().unwrap(), m);
+        }
+        for m in ["disable", "prefer", "require"] {
+            assert_eq!(ConnInfo::parse(&format!("channel_binding={m}")).unwrap().channel_binding().unwrap(), m);
+        }
+        for m in ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] {
+            let c = ConnInfo::parse(&format!("target_session_attrs={m}")).unwrap();
+            assert_eq!(c.target_session_attrs().unwrap(), m);
+        }
+        assert_eq!(
+            usage_msg("sslmode=Require"),
+            "sslmode \"Require\" is not one of disable, allow, prefer, require, verify-ca, verify-full"
+        );
+        assert_eq!(usage_msg("channel_binding=yes"), "channel_binding \"yes\" is not one of disable, prefer, require");
+        assert_eq!(
+            usage_msg("postgresql://h?target_session_attrs=master"),
+            "target_session_attrs \"master\" is not one of any, read-write, read-only, primary, standby, prefer-standby"
+        );
+        // Empty means unset, so the default.
+        assert_eq!(ConnInfo::parse("sslmode=''").unwrap().ssl_mode().unwrap(), "prefer");
+    }
+
+    #[test]
+    fn to_config_refuses_bad_numbers_and_addresses() {
+        let bad = |s: &str| ConnInfo::parse(s).unwrap().to_config("t").map(|_| ()).unwrap_err();
+        let e = bad("hostaddr=10.0.0.1,nohost");
+        assert_eq!((e.code, e.msg.as_str()), (crate::error::exit::USAGE, "hostaddr \"nohost\" is not an IP address"));
+        assert_eq!(bad("host=h port=5432,x").msg, "port \"x\" is not a number");
+        assert_eq!(bad("host=h port=70000").msg, "port \"70000\" is not a number");
+        assert_eq!(bad("host=h connect_timeout=5s").msg, "connect_timeout \"5s\" is not a number of seconds");
+        let c = ConnInfo::parse(
+            "host=a,b hostaddr=10.0.0.1,::1 port=1,2 user=u dbname=d options=-cx=y \
+                                 sslmode=verify-full channel_binding=require target_session_attrs=read-only \
+                                 connect_timeout=0 keepalives=0 keepalives_idle=x tcp_user_timeout=250 password=p",
+        )
+        .unwrap();
+        let cfg = c.to_config("app").unwrap();
+        assert_eq!(cfg.get_hosts().len(), 2);
+        assert_eq!(cfg.get_hostaddrs().len(), 2);
+        assert_eq!(cfg.get_ports(), &[1, 2]);
+        assert_eq!(cfg.get_user(), Some("u"));
+        assert_eq!(cfg.get_dbname(), Some("d"));
+        assert_eq!(cfg.get_options(), Some("-cx=y"));
+        assert_eq!(cfg.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Require);
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::ReadOnly);
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert!(!cfg.get_keepalives());
+        assert_eq!(cfg.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(cfg.get_tcp_user_timeout(), Some(&Duration::from_millis(250)));
+        assert_eq!(cfg.get_application_name(), Some("app"));
+        assert_eq!(cfg.get_password(), Some(&b"p"[..]));
+        let cfg = ConnInfo::parse("host=h sslmode=allow application_name=mine").unwrap().to_config("app").unwrap();
+        assert_eq!(cfg.get_ssl_mode(), postgres::config::SslMode::Disable);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Prefer);
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::Any);
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert!(cfg.get_keepalives());
+        assert_eq!(cfg.get_application_name(), Some("mine"));
+        for (m, want) in [
+            ("prefer", postgres::config::SslMode::Prefer),
+            ("disable", postgres::config::SslMode::Disable),
+            ("verify-ca", postgres::config::SslMode::Require),
+        ] {
+            let cfg = ConnInfo::parse(&format!("host=h sslmode={m}")).unwrap().to_config("a").unwrap();
+            assert_eq!(cfg.get_ssl_mode(), want, "{m}");
+        }
+        let cfg = ConnInfo::parse("host=h target_session_attrs=primary channel_binding=disable")
+            .unwrap()
+            .to_config("a")
+            .unwrap();
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::Any);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Disable);
+        let cfg = ConnInfo::parse("host=h target_session_attrs=read-write").unwrap().to_config("a").unwrap();
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+
+    #[test]
+    fn per_host_splits_lists_by_position() {
+        let c = ConnInfo::parse("host=a,b,c port=1,2,3 user=u").unwrap();
+        let hosts: Vec<String> = c.per_host().iter().map(|h| h.endpoint()).collect();
+        assert_eq!(hosts, ["a:1", "b:2", "c:3"]);
+        let c = ConnInfo::parse("host=a,b port=7").unwrap();
+        let hosts: Vec<String> = c.per_host().iter().map(|h| h.endpoint()).collect();
+        assert_eq!(hosts, ["a:7", "b:7"]);
+        assert_eq!(c.per_host()[1].get("user"), None);
+        assert_eq!(ConnInfo::parse("user=u").unwrap().per_host().len(), 1);
+    }
+
     #[test]
     fn pgpass_lookup() {
         use std::os::unix::fs::PermissionsExt;
