@@ -88,7 +88,7 @@ fn wait_ended(
                 last_err =
                     format!("still in recovery, replayed to {}", replay.map(|l| l.to_string()).unwrap_or("-".into()))
             }
-            Err(e) => last_err = e,
+            Err(e) => last_err = e.msg,
         }
         if Instant::now() >= deadline {
             return Err(format!(
