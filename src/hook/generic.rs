@@ -82,3 +82,20 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
 fn usage() -> Error {
     Error::usage("usage: generic pre|post|abort [ID], generic status")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_the_usage_names_is_read_and_no_other() {
+        assert!(usage().msg.starts_with("usage: generic pre|post|abort [ID], generic status"));
+        let all = [("pre", Event::Pre), ("post", Event::Post), ("abort", Event::Abort), ("status", Event::Status)];
+        for (name, ev) in all {
+            assert_eq!(Event::parse(name), Some(ev));
+        }
+        for bad in ["", "Pre", "start", "pre-job"] {
+            assert_eq!(Event::parse(bad), None, "{bad:?}");
+        }
+    }
+}

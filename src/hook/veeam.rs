@@ -81,3 +81,19 @@ fn run(ctx: &Ctx, event: &str, _args: &[String]) -> Result<i32> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_the_usage_names_is_read_and_no_other() {
+        let names = "pre|post|pre-job|post-job|pre-freeze|post-thaw|abort";
+        assert!(names.split('|').all(|e| Event::parse(e).is_some()));
+        assert_eq!(Event::parse("pre-freeze"), Some(Event::PreFreeze));
+        assert_eq!(Event::parse("post-thaw"), Some(Event::Post));
+        for bad in ["", "PRE", "pre-thaw", "status", "pre "] {
+            assert_eq!(Event::parse(bad), None, "{bad:?}");
+        }
+    }
+}
