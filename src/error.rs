@@ -195,3 +195,42 @@ impl From<Error> for String {
         e.msg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_keeps_the_code_and_context_makes_one_line_failures() {
+        let e = Error::usage("bad flag").within(format_args!("node {}", "a"));
+        assert_eq!((e.code, e.msg.as_str()), (exit::USAGE, "node a: bad flag"));
+        let r: std::result::Result<(), String> = Err("first\n  second\n\n".into());
+        let e = r.context(|| "reading x").unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (exit::FAILURE, "reading x: first / second"));
+        let e = Error::with_code(exit::NOT_PROVEN, "x");
+        assert_eq!(e.code, 5);
+        assert_eq!(err!("{} {}", 1, "two").msg, "1 two");
+    }
+
+    #[test]
+    fn every_exit_code_is_in_the_table_once_and_in_the_summary() {
+        let codes: Vec<i32> = exit::TABLE.iter().map(|c| c.code).collect();
+        let want = [
+            exit::OK,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::NOT_RESTORABLE_YET,
+            exit::NO_BACKUP,
+            exit::NOT_PROVEN,
+            exit::ABORT_RECOVERY,
+        ];
+        assert_eq!(codes, want);
+        let summary = exit::summary();
+        for c in exit::TABLE {
+            assert!(summary.contains(&format!("\n  {} ", c.code)), "{}", summary);
+        }
+        assert!(!summary.contains("**"));
+        assert_eq!(exit::meaning(exit::OK), "succeeded");
+        assert_eq!(exit::meaning(exit::NOT_PROVEN), "failed");
+    }
+}

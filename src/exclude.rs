@@ -1,11 +1,15 @@
 //! What a file-level copy of a running cluster must leave out, in one place, and how to
 //! say it in each backup program's syntax.
 //!
-//! The list follows what pg_basebackup leaves out (docs/FACTS: pg_wal's contents but not the
-//! directory, runtime directories' contents, the postmaster's files, a stray label, temporary
-//! files and relcache init files). Copying these files does harm on restore: a stale
-//! postmaster.pid, a backup_label that is not this backup's, torn WAL segments and stale
-//! `.ready` files, replication slots that pin WAL forever.
+//! The list follows what pg_basebackup leaves out, as PostgreSQL's basebackup.c
+//! (src/backend/replication/ up to 14, src/backend/backup/ from 15) says: the contents of the
+//! directories in its `excludeDirContents` (pg_stat_tmp, pg_replslot, pg_dynshmem, pg_notify,
+//! pg_serial, pg_snapshots, pg_subtrans) and of pg_wal, but not the directories; the files in
+//! its `excludeFiles` (postmaster.pid, postmaster.opts, backup_label, tablespace_map,
+//! backup_manifest, pg_internal.init*; `*.tmp` widens its postgresql.auto.conf.tmp); and
+//! temporary files (`pgsql_tmp*`, PG_TEMP_FILE_PREFIX). Copying these files
+//! does harm on restore: a stale postmaster.pid, a backup_label that is not this backup's,
+//! torn WAL segments and stale `.ready` files, replication slots that pin WAL forever.
 
 use std::path::{Path, PathBuf};
 
@@ -87,71 +91,87 @@ pub fn check_pgdata(p: &Path) -> Result<PathBuf> {
 /// (already checked by [`check_pgdata`]) the patterns are absolute paths under it.
 pub fn render(format: Format, pgdata: Option<&Path>) -> String {
     let base = pgdata.map(|p| p.to_string_lossy().into_owned());
-    let mut out = String::new();
+    let base = base.as_deref();
     match format {
-        Format::Plain => {
-            for r in RULES {
-                let rel = match r {
-                    Rule::Contents(d) => format!("{}/*", d),
-                    Rule::TopFile(f) => f.to_string(),
-                    Rule::AnyDepth(p) => format!("**/{}", p),
-                };
-                match &base {
-                    Some(b) => out.push_str(&format!("{}/{}\n", b, rel)),
-                    None => out.push_str(&format!("{}\n", rel)),
-                }
-            }
-        }
-        Format::Tar => {
-            // GNU tar matches exclude patterns unanchored, with `*` matching `/`, and
-            // excludes what is below a matched directory.
-            for r in RULES {
-                let pat = match (r, &base) {
-                    (Rule::Contents(d), None) => format!("{}/*", d),
-                    (Rule::TopFile(f), None) => f.to_string(),
-                    (Rule::AnyDepth(p), None) => p.to_string(),
-                    (Rule::Contents(d), Some(b)) => format!("{}/{}/*", b, d),
-                    (Rule::TopFile(f), Some(b)) => format!("{}/{}", b, f),
-                    (Rule::AnyDepth(p), Some(b)) => any_depth_under(b, p),
-                };
-                out.push_str(&format!("--exclude={}\n", pat));
-            }
-        }
-        Format::Rsync => {
-            // A leading `/` anchors at the transfer root; a pattern without `/` matches a
-            // name at any depth; an excluded directory is not descended into.
-            for r in RULES {
-                let b = base.as_deref().unwrap_or("");
-                let pat = match r {
-                    Rule::Contents(d) => format!("{}/{}/*", b, d),
-                    Rule::TopFile(f) => format!("{}/{}", b, f),
-                    Rule::AnyDepth(p) if base.is_some() => format!("{}/**/{}", b, p),
-                    Rule::AnyDepth(p) => p.to_string(),
-                };
-                out.push_str(&pat);
-                out.push('\n');
-            }
-        }
-        Format::Bacula => {
-            // `Wild` is matched with fnmatch against the full path, `*` matching `/`; the
-            // first Options block that matches a file decides, so this one goes first.
-            out.push_str("    # Leave out what a copy of a running PostgreSQL cluster must not hold\n");
-            out.push_str("    # (pg-backup-hooks exclude-list). Put this Options block first in the Include.\n");
-            out.push_str("    Options {\n      Exclude = yes\n");
-            for r in RULES {
-                let pat = match (r, &base) {
-                    (Rule::Contents(d), None) => format!("*/{}/*", d),
-                    (Rule::TopFile(f), None) => format!("*/{}", f),
-                    (Rule::AnyDepth(p), None) => format!("*/{}", p),
-                    (Rule::Contents(d), Some(b)) => format!("{}/{}/*", b, d),
-                    (Rule::TopFile(f), Some(b)) => format!("{}/{}", b, f),
-                    (Rule::AnyDepth(p), Some(b)) => any_depth_under(b, p),
-                };
-                out.push_str(&format!("      Wild = \"{}\"\n", pat));
-            }
-            out.push_str("    }\n");
+        Format::Plain => render_plain(base),
+        Format::Tar => render_tar(base),
+        Format::Rsync => render_rsync(base),
+        Format::Bacula => render_bacula(base),
+    }
+}
+
+/// One pattern a line, relative (or under `base`); `dir/*` for contents, `**/` for any depth.
+fn render_plain(base: Option<&str>) -> String {
+    let mut out = String::new();
+    for r in RULES {
+        let rel = match r {
+            Rule::Contents(d) => format!("{}/*", d),
+            Rule::TopFile(f) => f.to_string(),
+            Rule::AnyDepth(p) => format!("**/{}", p),
+        };
+        match base {
+            Some(b) => out.push_str(&format!("{}/{}\n", b, rel)),
+            None => out.push_str(&format!("{}\n", rel)),
         }
     }
+    out
+}
+
+/// GNU tar matches exclude patterns unanchored, with `*` matching `/`, and excludes what is
+/// below a matched directory.
+fn render_tar(base: Option<&str>) -> String {
+    let mut out = String::new();
+    for r in RULES {
+        let pat = match (r, base) {
+            (Rule::Contents(d), None) => format!("{}/*", d),
+            (Rule::TopFile(f), None) => f.to_string(),
+            (Rule::AnyDepth(p), None) => p.to_string(),
+            (Rule::Contents(d), Some(b)) => format!("{}/{}/*", b, d),
+            (Rule::TopFile(f), Some(b)) => format!("{}/{}", b, f),
+            (Rule::AnyDepth(p), Some(b)) => any_depth_under(b, p),
+        };
+        out.push_str(&format!("--exclude={}\n", pat));
+    }
+    out
+}
+
+/// rsync: a leading `/` anchors at the transfer root; a pattern without `/` matches a name
+/// at any depth; an excluded directory is not descended into.
+fn render_rsync(base: Option<&str>) -> String {
+    let mut out = String::new();
+    let b = base.unwrap_or("");
+    for r in RULES {
+        let pat = match r {
+            Rule::Contents(d) => format!("{}/{}/*", b, d),
+            Rule::TopFile(f) => format!("{}/{}", b, f),
+            Rule::AnyDepth(p) if base.is_some() => format!("{}/**/{}", b, p),
+            Rule::AnyDepth(p) => p.to_string(),
+        };
+        out.push_str(&pat);
+        out.push('\n');
+    }
+    out
+}
+
+/// Bacula's `Wild` is matched with fnmatch against the full path, `*` matching `/`; the
+/// first Options block that matches a file decides, so this one goes first.
+fn render_bacula(base: Option<&str>) -> String {
+    let mut out = String::new();
+    out.push_str("    # Leave out what a copy of a running PostgreSQL cluster must not hold\n");
+    out.push_str("    # (pg-backup-hooks exclude-list). Put this Options block first in the Include.\n");
+    out.push_str("    Options {\n      Exclude = yes\n");
+    for r in RULES {
+        let pat = match (r, base) {
+            (Rule::Contents(d), None) => format!("*/{}/*", d),
+            (Rule::TopFile(f), None) => format!("*/{}", f),
+            (Rule::AnyDepth(p), None) => format!("*/{}", p),
+            (Rule::Contents(d), Some(b)) => format!("{}/{}/*", b, d),
+            (Rule::TopFile(f), Some(b)) => format!("{}/{}", b, f),
+            (Rule::AnyDepth(p), Some(b)) => any_depth_under(b, p),
+        };
+        out.push_str(&format!("      Wild = \"{}\"\n", pat));
+    }
+    out.push_str("    }\n");
     out
 }
 

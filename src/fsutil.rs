@@ -148,54 +148,12 @@ pub fn fsync_dir_fd(dir: &Dir) -> nix::Result<()> {
     nix::unistd::fsync(dir.as_raw_fd())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn remove_at_never_follows_a_link() {
-        let d = tempfile::tempdir().unwrap();
-        let victim = d.path().join("victim");
-        fs::create_dir_all(victim.join("sub")).unwrap();
-        fs::write(victim.join("sub/keep"), b"x").unwrap();
-        let tree = d.path().join("tree");
-        fs::create_dir_all(tree.join("a/b")).unwrap();
-        std::os::unix::fs::symlink(&victim, tree.join("a/b/link")).unwrap();
-        std::os::unix::fs::symlink(&victim, tree.join("a/top")).unwrap();
-        let mut root = open_dir_below(d.path(), Path::new("tree")).unwrap();
-        remove_at(&mut root, OsStr::new("a")).unwrap();
-        assert!(!tree.join("a").exists());
-        assert!(victim.join("sub/keep").exists());
-        // A link on the way is never followed either.
-        std::os::unix::fs::symlink(&victim, tree.join("via")).unwrap();
-        let e = open_dir_below(&tree, Path::new("via/sub")).err();
-        assert!(matches!(e, Some(nix::errno::Errno::ELOOP) | Some(nix::errno::Errno::ENOTDIR)), "{e:?}");
-    }
-
-    #[test]
-    fn atomic_write_sets_mode_and_leaves_no_temp() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("f");
-        write_atomic(&p, b"one", 0o600, None).unwrap();
-        write_atomic(&p, b"two", 0o600, None).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
-    }
-}
-
 // ---- Exclusive creation with unpredictable names (never through a link) ----
 
 /// 16 hex digits from the kernel's random source, for temporary names nobody can guess
 /// (a pid is guessable: someone could plant a link at `NAME.PID` beforehand).
 pub fn unpredictable_suffix() -> Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context(|| "cannot read /dev/urandom for a temporary name")?;
-    Ok(b.iter().map(|x| format!("{:02x}", x)).collect())
+    random_suffix()
 }
 
 /// Create `path`, which must not exist, as a new file: O_CREAT|O_EXCL|O_NOFOLLOW, so an
@@ -236,9 +194,40 @@ pub fn write_new_nofollow(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod nofollow_tests {
+mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn remove_at_never_follows_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir_all(victim.join("sub")).unwrap();
+        fs::write(victim.join("sub/keep"), b"x").unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&victim, tree.join("a/b/link")).unwrap();
+        std::os::unix::fs::symlink(&victim, tree.join("a/top")).unwrap();
+        let mut root = open_dir_below(d.path(), Path::new("tree")).unwrap();
+        remove_at(&mut root, OsStr::new("a")).unwrap();
+        assert!(!tree.join("a").exists());
+        assert!(victim.join("sub/keep").exists());
+        // A link on the way is never followed either.
+        std::os::unix::fs::symlink(&victim, tree.join("via")).unwrap();
+        let e = open_dir_below(&tree, Path::new("via/sub")).err();
+        assert!(matches!(e, Some(nix::errno::Errno::ELOOP) | Some(nix::errno::Errno::ENOTDIR)), "{e:?}");
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one", 0o600, None).unwrap();
+        write_atomic(&p, b"two", 0o600, None).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn exclusive_creation_never_goes_through_a_link() {
@@ -257,5 +246,84 @@ mod nofollow_tests {
         let (_, q) = create_temp_in(d.path(), ".t.", 0o600).unwrap();
         assert_ne!(p, q);
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn write_new_nofollow_refuses_an_existing_file_and_sets_the_mode_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, "old").unwrap();
+        let e = write_new_nofollow(&p, b"new", 0o600).unwrap_err();
+        assert!(e.msg.starts_with(&format!("cannot create {}: ", p.display())) && !e.msg.contains('\n'), "{}", e.msg);
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        // The mode is the one asked for, whatever the umask.
+        for mode in [0o600, 0o640, 0o666] {
+            let q = d.path().join(format!("m{:o}", mode));
+            write_new_nofollow(&q, b"x", mode).unwrap();
+            assert_eq!(fs::metadata(&q).unwrap().mode() & 0o777, mode);
+            assert_eq!(fs::read(&q).unwrap(), b"x");
+        }
+    }
+
+    #[test]
+    fn create_temp_in_sets_the_mode_and_leaves_nothing_on_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, p) = create_temp_in(d.path(), ".t.", 0o640).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        assert!(p.file_name().unwrap().to_str().unwrap().starts_with(".t."));
+        // Where no file can be made (the directory is missing, or is a file), the error is one
+        // line naming the path and nothing is left.
+        let missing = d.path().join("missing");
+        let e = create_temp_in(&missing, ".t.", 0o600).unwrap_err();
+        assert!(e.msg.starts_with(&format!("cannot create {}/.t.", missing.display())), "{}", e.msg);
+        assert!(!e.msg.contains('\n') && !missing.exists());
+        let file = d.path().join("file");
+        fs::write(&file, "keep").unwrap();
+        assert!(create_temp_in(&file, ".t.", 0o600).is_err());
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "only the first temp file and `file`");
+    }
+
+    #[test]
+    fn create_dir_mode_refuses_a_planted_link_and_sets_the_mode_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = create_dir_mode(&link, 0o777).unwrap_err();
+        assert!(e.msg.starts_with(&format!("cannot create directory {}: ", link.display())), "{}", e.msg);
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o700, "the link's target keeps its mode");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        for mode in [0o700, 0o750, 0o777] {
+            let p = d.path().join(format!("d{:o}", mode));
+            create_dir_mode(&p, mode).unwrap();
+            assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, mode);
+        }
+        let t = create_temp_dir_in(d.path(), ".s.", 0o700).unwrap();
+        assert_eq!(fs::metadata(&t).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn atomic_write_replaces_a_link_and_cleans_up_after_a_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let p = d.path().join("f");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        write_atomic(&p, b"new", 0o600, None).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&p).unwrap().is_file());
+        // A rename that fails (a non-empty directory is in the way) leaves no temporary file.
+        let busy = d.path().join("busy");
+        fs::create_dir(&busy).unwrap();
+        fs::write(busy.join("x"), "x").unwrap();
+        let e = write_atomic(&busy, b"new", 0o600, None).unwrap_err();
+        assert!(e.msg.starts_with("cannot rename "), "{}", e.msg);
+        let mut names: Vec<String> =
+            fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["busy", "f", "victim"]);
     }
 }

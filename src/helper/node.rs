@@ -173,7 +173,7 @@ impl Node {
         let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
             Ok(o) => o,
             Err(e) => {
-                let why = if e.contains("promoted") {
+                let why = if e.msg.contains("promoted") {
                     format!("the standby was promoted during the backup ({})", e)
                 } else {
                     format!("stopping the backup failed: {}", e)

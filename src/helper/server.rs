@@ -182,9 +182,9 @@ fn create_restore_point(sh: &Arc<Shared>) {
         return;
     };
     let coord = sh.nodes.iter().find(|n| n.name == "coordinator" && !n.facts.in_recovery).unwrap_or(first);
-    let citus = sh.nodes.len() > 1 && coord.with_client(api::has_citus).unwrap_or(false);
+    let citus = sh.nodes.len() > 1 && coord.with_client(|c| api::has_citus(c).map_err(|e| e.msg)).unwrap_or(false);
     if citus {
-        if let Err(e) = coord.with_client(|c| api::citus_create_restore_point(c, &name)) {
+        if let Err(e) = coord.with_client(|c| api::citus_create_restore_point(c, &name).map_err(|e| e.msg)) {
             set(
                 None,
                 Some(format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e)),

@@ -97,19 +97,36 @@ fn env_file_property(args: &[String]) -> Option<String> {
     parse(args).ok().and_then(|c| c.env_file)
 }
 
-fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
-    match event {
-        "PRE-DLE-BACKUP" | "POST-DLE-BACKUP" => {}
-        other => {
-            ctx.say(&format!("{} is not one of ours (PRE-DLE-BACKUP, POST-DLE-BACKUP): nothing to do", other));
-            return Ok(exit::OK);
+/// The script-tool events we act on; Amanda may send others (the `support` query is answered
+/// by [`PRODUCT`]'s fixed_answers), which are not ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `PRE-DLE-BACKUP`: pre.
+    PreDleBackup,
+    /// `POST-DLE-BACKUP`: post, or abort when the dump failed.
+    PostDleBackup,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "PRE-DLE-BACKUP" => Some(Event::PreDleBackup),
+            "POST-DLE-BACKUP" => Some(Event::PostDleBackup),
+            _ => None,
         }
     }
+}
+
+fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
+    let Some(event) = Event::parse(event) else {
+        ctx.say(&format!("{} is not one of ours (PRE-DLE-BACKUP, POST-DLE-BACKUP): nothing to do", event));
+        return Ok(exit::OK);
+    };
     let c = parse(args)?;
     let (config, disk, timestamp) = required(&c)?;
     let key = state::key_of("amanda", &[config, disk]);
     let _lock = state::lock(ctx.run_dir(), &key)?;
-    if event == "PRE-DLE-BACKUP" {
+    if event == Event::PreDleBackup {
         for level in &c.levels {
             check_level(level, level == "0", "Set `strategy noinc` on the dumptype so that Amanda dumps level 0 only")?;
         }

@@ -37,6 +37,31 @@ pub const PRODUCT: Product = Product {
     run,
 };
 
+/// The RunScripts that run us, and the director's queue-job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `before JOBNAME [LEVEL]`: pre.
+    Before,
+    /// `after JOBNAME`: post.
+    After,
+    /// `failed JOBNAME`: abort.
+    Failed,
+    /// `queue-job JOB`: start the sidecar job.
+    QueueJob,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "before" => Some(Event::Before),
+            "after" => Some(Event::After),
+            "failed" => Some(Event::Failed),
+            "queue-job" => Some(Event::QueueJob),
+            _ => None,
+        }
+    }
+}
+
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let usage = || {
         Error::usage(
@@ -44,11 +69,11 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
         )
     };
     let job = args.first().ok_or_else(usage)?;
-    match (event, args.len()) {
-        ("before", 1 | 2) => before(ctx, &ids::from_job_name(job)?, args.get(1)),
-        ("after", 1) => Ok(ctx.post(&ids::from_job_name(job)?)),
-        ("failed", 1) => Ok(ctx.abort(&ids::from_job_name(job)?)),
-        ("queue-job", 1) => queue_job(ctx, job),
+    match (Event::parse(event), args.len()) {
+        (Some(Event::Before), 1 | 2) => before(ctx, &ids::from_job_name(job)?, args.get(1)),
+        (Some(Event::After), 1) => Ok(ctx.post(&ids::from_job_name(job)?)),
+        (Some(Event::Failed), 1) => Ok(ctx.abort(&ids::from_job_name(job)?)),
+        (Some(Event::QueueJob), 1) => queue_job(ctx, job),
         _ => Err(usage()),
     }
 }

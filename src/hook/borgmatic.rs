@@ -34,17 +34,38 @@ pub const PRODUCT: Product = Product {
 /// borgmatic's soft-failure exit code.
 const SOFT_FAILURE: i32 = 75;
 
+/// The hooks a borgmatic configuration runs us from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `pre`: 2.x `before: action`, 1.7 before_backup.
+    Pre,
+    /// `post`: 2.x `after: action` + `states: [finish]`, 1.7 after_backup.
+    Post,
+    /// `abort`: 2.x `after: action` + `states: [fail]`, 1.7 on_error.
+    Abort,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "pre" => Some(Event::Pre),
+            "post" => Some(Event::Post),
+            "abort" => Some(Event::Abort),
+            _ => None,
+        }
+    }
+}
+
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let [config, repository] = args else {
         return Err(usage());
     };
     let key = state::key_of("borgmatic", &[config, repository]);
     let _lock = state::lock(ctx.run_dir(), &key)?;
-    let rc = match event {
-        "pre" => pre(ctx, &key, config)?,
-        "post" => post(ctx, &key)?,
-        "abort" => abort(ctx, &key)?,
-        _ => return Err(usage()),
+    let rc = match Event::parse(event).ok_or_else(usage)? {
+        Event::Pre => pre(ctx, &key, config)?,
+        Event::Post => post(ctx, &key)?,
+        Event::Abort => abort(ctx, &key)?,
     };
     Ok(if rc == SOFT_FAILURE { exit::FAILURE } else { rc })
 }

@@ -71,6 +71,28 @@ fn parse(args: &[String]) -> Result<Appended> {
     Ok(a)
 }
 
+/// The subclient's process commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `pre`: the pre-backup process.
+    Pre,
+    /// `post`: the post-backup process (run for successful, failed and killed jobs alike).
+    Post,
+    /// `abort`.
+    Abort,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "pre" => Some(Event::Pre),
+            "post" => Some(Event::Post),
+            "abort" => Some(Event::Abort),
+            _ => None,
+        }
+    }
+}
+
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let a = parse(args)?;
     let key = setting("PGBH_COMMVAULT_KEY").unwrap_or_else(|| "commvault".into());
@@ -78,23 +100,23 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
         Some(job) => Some(ids::from_job_name(&format!("cv-{}", job))?),
         None => state::kept_id(ctx.run_dir(), &key)?,
     };
-    match (event, id) {
-        ("pre", None) => ctx.pre_invented(&key, "cv"),
-        ("pre", Some(id)) if a.job.is_none() => {
+    match (Event::parse(event), id) {
+        (Some(Event::Pre), None) => ctx.pre_invented(&key, "cv"),
+        (Some(Event::Pre), Some(id)) if a.job.is_none() => {
             // Only an invented id is kept: a pre whose post never came.
             ctx.say(&format!("backup {} never got its post: aborting it first", id));
             ctx.abort(&id);
             state::forget_id(ctx.run_dir(), &key);
             ctx.pre_invented(&key, "cv")
         }
-        ("pre", Some(id)) => pre_attempt(ctx, &id, a.attempt),
-        ("post", Some(id)) => post(ctx, &key, &id, &a),
-        ("abort", Some(id)) => Ok(finish(ctx, &key, &id, &a, false)),
-        ("post" | "abort", None) => Err(err!(
+        (Some(Event::Pre), Some(id)) => pre_attempt(ctx, &id, a.attempt),
+        (Some(Event::Post), Some(id)) => post(ctx, &key, &id, &a),
+        (Some(Event::Abort), Some(id)) => Ok(finish(ctx, &key, &id, &a, false)),
+        (Some(Event::Post | Event::Abort), None) => Err(err!(
             "no -job argument and no backup started by pre ({}): this copy is NOT restorable",
             state::kept_id_path(ctx.run_dir(), &key).display()
         )),
-        _ => Err(Error::usage("usage: commvault pre|post|abort [the arguments the CommServe appends]")),
+        (None, _) => Err(Error::usage("usage: commvault pre|post|abort [the arguments the CommServe appends]")),
     }
 }
 

@@ -147,7 +147,7 @@ pub fn parse(text: &str, path: &Path, known: &[String]) -> Result<Vec<(String, S
 }
 
 /// One value: quoted and bare pieces up to whitespace, then nothing or a comment.
-fn value(s: &str) -> std::result::Result<String, String> {
+fn value(s: &str) -> Result<String> {
     let mut out = String::new();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -156,7 +156,7 @@ fn value(s: &str) -> std::result::Result<String, String> {
                 match chars.next() {
                     Some('\'') => break,
                     Some(ch) => out.push(ch),
-                    None => return Err("a ' quote is not closed".into()),
+                    None => return Err(err!("a ' quote is not closed")),
                 }
             },
             '"' => loop {
@@ -168,11 +168,11 @@ fn value(s: &str) -> std::result::Result<String, String> {
                             out.push('\\');
                             out.push(e)
                         }
-                        None => return Err("a \" quote is not closed".into()),
+                        None => return Err(err!("a \" quote is not closed")),
                     },
                     Some(ch @ ('$' | '`')) => return Err(refused(ch)),
                     Some(ch) => out.push(ch),
-                    None => return Err("a \" quote is not closed".into()),
+                    None => return Err(err!("a \" quote is not closed")),
                 }
             },
             ' ' | '\t' => {
@@ -181,7 +181,7 @@ fn value(s: &str) -> std::result::Result<String, String> {
                 if rest.is_empty() || rest.starts_with('#') {
                     return Ok(out);
                 }
-                return Err("a value with spaces must be quoted".into());
+                return Err(err!("a value with spaces must be quoted"));
             }
             '$' | '`' | ';' | '|' | '&' | '<' | '>' | '(' | ')' | '\\' => return Err(refused(c)),
             _ => out.push(c),
@@ -190,8 +190,8 @@ fn value(s: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
-fn refused(c: char) -> String {
-    format!("{:?} would be shell syntax; this file is read as KEY=value, never run: write the value literally in single quotes", c)
+fn refused(c: char) -> Error {
+    err!("{:?} would be shell syntax; this file is read as KEY=value, never run: write the value literally in single quotes", c)
 }
 
 #[cfg(test)]

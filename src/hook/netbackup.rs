@@ -51,20 +51,48 @@ fn number(name: &str) -> Result<Option<u32>> {
     }
 }
 
-fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
-    let need = if event == "end" { 5 } else { 4 };
-    if !matches!(event, "start" | "end") || args.len() < need {
-        return Err(Error::usage("usage: bpstart_notify CLIENT POLICY SCHEDULE SCHEDTYPE, bpend_notify CLIENT POLICY SCHEDULE SCHEDTYPE STATUS (or hook netbackup start|end ...)"));
+/// The notify scripts NetBackup runs (bpstart_notify, bpend_notify).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `start CLIENT POLICY SCHEDULE SCHEDTYPE`: bpstart_notify.
+    Start,
+    /// `end CLIENT POLICY SCHEDULE SCHEDTYPE STATUS`: bpend_notify.
+    End,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "start" => Some(Event::Start),
+            "end" => Some(Event::End),
+            _ => None,
+        }
     }
+
+    /// How many arguments NetBackup passes with it.
+    fn args(self) -> usize {
+        match self {
+            Event::Start => 4,
+            Event::End => 5,
+        }
+    }
+}
+
+fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
+    let event = Event::parse(event).filter(|e| args.len() >= e.args());
+    let Some(event) = event else {
+        return Err(Error::usage("usage: bpstart_notify CLIENT POLICY SCHEDULE SCHEDTYPE, bpend_notify CLIENT POLICY SCHEDULE SCHEDTYPE STATUS (or hook netbackup start|end ...)"));
+    };
     let job = format!("{}/{}/{}", args[0], args[1], args[2]);
     let key = format!("nbu-{}-{}-{}", args[0], args[1], args[2]);
     let stream = number("STREAM_NUMBER")?.unwrap_or(1);
     let _lock = state::lock(ctx.run_dir(), &key)?;
-    if event == "start" {
-        check_schedule_type(&args[3])?;
-        start(ctx, &job, &key, &args[1], stream)
-    } else {
-        end(ctx, &job, &key, stream, &args[4])
+    match event {
+        Event::Start => {
+            check_schedule_type(&args[3])?;
+            start(ctx, &job, &key, &args[1], stream)
+        }
+        Event::End => end(ctx, &job, &key, stream, &args[4]),
     }
 }
 

@@ -29,30 +29,71 @@ pub const PRODUCT: Product = Product {
     run,
 };
 
+/// What the job's scripts run us for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// `pre` or `pre-job`: the job's pre-job script.
+    Pre,
+    /// `pre-freeze`: the pre-freeze script, run only when the job takes a snapshot.
+    PreFreeze,
+    /// `post`, `post-job` or `post-thaw`.
+    Post,
+    /// `abort`.
+    Abort,
+}
+
+impl Event {
+    fn parse(event: &str) -> Option<Event> {
+        match event {
+            "pre" | "pre-job" => Some(Event::Pre),
+            "pre-freeze" => Some(Event::PreFreeze),
+            "post" | "post-job" | "post-thaw" => Some(Event::Post),
+            "abort" => Some(Event::Abort),
+            _ => None,
+        }
+    }
+}
+
 fn run(ctx: &Ctx, event: &str, _args: &[String]) -> Result<i32> {
     let key = setting("PGBH_VEEAM_KEY").unwrap_or_else(|| "veeam".into());
     let run = ctx.run_dir();
-    match event {
-        "pre" | "pre-job" | "pre-freeze" => {
-            if event == "pre-freeze" {
+    let usage = || Error::usage("usage: veeam pre|post|pre-job|post-job|pre-freeze|post-thaw|abort");
+    match Event::parse(event).ok_or_else(usage)? {
+        event @ (Event::Pre | Event::PreFreeze) => {
+            if event == Event::PreFreeze {
                 ctx.say("pre-freeze runs only when the job creates a snapshot: a job that can run without one needs pre-job/post-job instead (docs/hooks/veeam.md)");
             }
             ctx.pre_invented(&key, "veeam")
         }
-        "post" | "post-job" | "post-thaw" => match state::kept_id(run, &key)? {
+        Event::Post => match state::kept_id(run, &key)? {
             Some(id) => Ok(ctx.finish_kept(&key, &id, true)),
             None => Err(err!(
                 "no backup was started by pre (no {}): this copy of the cluster is NOT restorable; check the pre script's output in the job session",
                 state::kept_id_path(run, &key).display()
             )),
         },
-        "abort" => match state::kept_id(run, &key)? {
+        Event::Abort => match state::kept_id(run, &key)? {
             Some(id) => Ok(ctx.finish_kept(&key, &id, false)),
             None => {
                 ctx.say("nothing to abort");
                 Ok(exit::OK)
             }
         },
-        _ => Err(Error::usage("usage: veeam pre|post|pre-job|post-job|pre-freeze|post-thaw|abort")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_the_usage_names_is_read_and_no_other() {
+        let names = "pre|post|pre-job|post-job|pre-freeze|post-thaw|abort";
+        assert!(names.split('|').all(|e| Event::parse(e).is_some()));
+        assert_eq!(Event::parse("pre-freeze"), Some(Event::PreFreeze));
+        assert_eq!(Event::parse("post-thaw"), Some(Event::Post));
+        for bad in ["", "PRE", "pre-thaw", "status", "pre "] {
+            assert_eq!(Event::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -3,16 +3,16 @@
 
 use postgres::Client;
 
-use crate::error::pg_error;
+use crate::error::{pg_error, Error, Result};
 use crate::pg::wal::Lsn;
 
 /// Oldest major we support: the non-exclusive API with wait_for_archive arrived in 10.
 pub const MIN_VERSION_NUM: i32 = 100000;
 
 /// Refuse servers older than [`MIN_VERSION_NUM`] with a message that says why.
-pub fn check_supported(version_num: i32) -> Result<(), String> {
+pub fn check_supported(version_num: i32) -> Result<()> {
     if version_num < MIN_VERSION_NUM {
-        return Err(format!(
+        return Err(err!(
             "server version {} is not supported: pg-backup-hooks needs PostgreSQL 10 or later (non-exclusive backups)",
             version_num
         ));
@@ -55,12 +55,17 @@ pub struct ArchiverStats {
     pub failing: bool,
 }
 
-fn q1(c: &mut Client, sql: &str) -> Result<postgres::Row, String> {
-    c.query_one(sql, &[]).map_err(|e| pg_error(&e))
+/// A server error with its full text (severity, message, detail, hint).
+fn db(e: postgres::Error) -> Error {
+    Error::new(pg_error(&e))
+}
+
+fn q1(c: &mut Client, sql: &str) -> Result<postgres::Row> {
+    c.query_one(sql, &[]).map_err(db)
 }
 
 /// Turn off every timeout that could end the held session, for this session only.
-pub fn prepare_session(c: &mut Client, version_num: i32) -> Result<(), String> {
+pub fn prepare_session(c: &mut Client, version_num: i32) -> Result<()> {
     let mut sql =
         String::from("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;");
     if version_num >= 140000 {
@@ -69,15 +74,15 @@ pub fn prepare_session(c: &mut Client, version_num: i32) -> Result<(), String> {
     if version_num >= 170000 {
         sql.push_str(" SET transaction_timeout = 0;");
     }
-    c.batch_execute(&sql).map_err(|e| pg_error(&e))
+    c.batch_execute(&sql).map_err(db)
 }
 
-pub fn server_version_num(c: &mut Client) -> Result<i32, String> {
+pub fn server_version_num(c: &mut Client) -> Result<i32> {
     let row = q1(c, "SELECT current_setting('server_version_num')::int4, current_setting('server_version')")?;
     Ok(row.get(0))
 }
 
-pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts, String> {
+pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts> {
     let row = q1(
         c,
         "SELECT current_setting('server_version'),
@@ -101,7 +106,7 @@ pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts, Str
     Ok(ServerFacts {
         version_num,
         version: row.get(0),
-        system_identifier: sysid.parse().map_err(|_| format!("unexpected system identifier \"{}\"", sysid))?,
+        system_identifier: sysid.parse().map_err(|_| err!("unexpected system identifier \"{}\"", sysid))?,
         timeline: row.get::<_, i32>(2) as u32,
         in_recovery: row.get(3),
         data_directory,
@@ -113,19 +118,19 @@ pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts, Str
 }
 
 /// Start a non-exclusive backup. The label is a bind parameter.
-pub fn start_backup(c: &mut Client, version_num: i32, label: &str, fast: bool) -> Result<Lsn, String> {
+pub fn start_backup(c: &mut Client, version_num: i32, label: &str, fast: bool) -> Result<Lsn> {
     let sql = if version_num >= 150000 {
         "SELECT pg_backup_start($1, $2)::text"
     } else {
         "SELECT pg_start_backup($1, $2, false)::text"
     };
-    let row = c.query_one(sql, &[&label, &fast]).map_err(|e| pg_error(&e))?;
+    let row = c.query_one(sql, &[&label, &fast]).map_err(db)?;
     row.get::<_, String>(0).parse()
 }
 
 /// Stop the backup without letting the server wait for archiving: a stop cancelled during
 /// that wait loses the label, so we wait ourselves afterwards.
-pub fn stop_backup(c: &mut Client, version_num: i32) -> Result<StopOutput, String> {
+pub fn stop_backup(c: &mut Client, version_num: i32) -> Result<StopOutput> {
     let sql = if version_num >= 150000 {
         "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
     } else {
@@ -140,11 +145,11 @@ pub fn stop_backup(c: &mut Client, version_num: i32) -> Result<StopOutput, Strin
 }
 
 /// The cheap heartbeat: also tells whether a standby was promoted.
-pub fn heartbeat(c: &mut Client) -> Result<bool, String> {
+pub fn heartbeat(c: &mut Client) -> Result<bool> {
     Ok(q1(c, "SELECT pg_is_in_recovery()")?.get(0))
 }
 
-pub fn archiver_stats(c: &mut Client) -> Result<ArchiverStats, String> {
+pub fn archiver_stats(c: &mut Client) -> Result<ArchiverStats> {
     let row = q1(
         c,
         "SELECT last_archived_wal, last_archived_time::text, last_failed_wal, last_failed_time::text,
@@ -178,29 +183,29 @@ pub fn archive_status_done(c: &mut Client, version_num: i32, files: &[String]) -
 }
 
 /// Is the citus extension installed in the database we are connected to?
-pub fn has_citus(c: &mut Client) -> Result<bool, String> {
+pub fn has_citus(c: &mut Client) -> Result<bool> {
     Ok(q1(c, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")?.get(0))
 }
 
 /// A named restore point on this server; returns its WAL location.
-pub fn create_restore_point(c: &mut Client, name: &str) -> Result<Lsn, String> {
-    let row = c.query_one("SELECT pg_create_restore_point($1)::text", &[&name]).map_err(|e| pg_error(&e))?;
+pub fn create_restore_point(c: &mut Client, name: &str) -> Result<Lsn> {
+    let row = c.query_one("SELECT pg_create_restore_point($1)::text", &[&name]).map_err(db)?;
     row.get::<_, String>(0).parse()
 }
 
 /// Citus: one restore point on the coordinator and every worker, with distributed
 /// commits blocked for that instant. Returns the coordinator's location.
-pub fn citus_create_restore_point(c: &mut Client, name: &str) -> Result<Lsn, String> {
-    let row = c.query_one("SELECT citus_create_restore_point($1)::text", &[&name]).map_err(|e| pg_error(&e))?;
+pub fn citus_create_restore_point(c: &mut Client, name: &str) -> Result<Lsn> {
+    let row = c.query_one("SELECT citus_create_restore_point($1)::text", &[&name]).map_err(db)?;
     row.get::<_, String>(0).parse()
 }
 
-pub fn current_wal_lsn(c: &mut Client) -> Result<Lsn, String> {
+pub fn current_wal_lsn(c: &mut Client) -> Result<Lsn> {
     q1(c, "SELECT pg_current_wal_lsn()::text")?.get::<_, String>(0).parse()
 }
 
 /// Close the current WAL segment so the archiver can take it.
-pub fn switch_wal(c: &mut Client) -> Result<Lsn, String> {
+pub fn switch_wal(c: &mut Client) -> Result<Lsn> {
     q1(c, "SELECT pg_switch_wal()::text")?.get::<_, String>(0).parse()
 }
 
@@ -229,7 +234,7 @@ mod tests {
     fn refuses_96_and_older_clearly() {
         for v in [90624, 90500, 80400] {
             let e = check_supported(v).unwrap_err();
-            assert!(e.contains(&v.to_string()) && e.contains("PostgreSQL 10 or later"), "{e}");
+            assert!(e.msg.contains(&v.to_string()) && e.msg.contains("PostgreSQL 10 or later"), "{e}");
         }
         for v in [100000, 100023, 110022, 150018, 180004] {
             assert!(check_supported(v).is_ok(), "{v}");

@@ -37,6 +37,87 @@ const KNOWN_KEYS: &[&str] = &[
 /// Default Unix-socket directory of Debian's libpq, then the upstream default.
 const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
 
+/// A setting whose values are a closed set: each value with its libpq spelling, in the order
+/// the error message lists them.
+trait Closed: Copy + PartialEq + 'static {
+    const ALL: &'static [(Self, &'static str)];
+
+    fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(t, _)| *t == self).map(|(_, n)| *n).unwrap_or("")
+    }
+}
+
+/// libpq's sslmode (see tls.rs for what each one does here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl Closed for SslMode {
+    const ALL: &'static [(Self, &'static str)] = &[
+        (SslMode::Disable, "disable"),
+        (SslMode::Allow, "allow"),
+        (SslMode::Prefer, "prefer"),
+        (SslMode::Require, "require"),
+        (SslMode::VerifyCa, "verify-ca"),
+        (SslMode::VerifyFull, "verify-full"),
+    ];
+}
+
+/// libpq's channel_binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelBinding {
+    Disable,
+    Prefer,
+    Require,
+}
+
+impl Closed for ChannelBinding {
+    const ALL: &'static [(Self, &'static str)] = &[
+        (ChannelBinding::Disable, "disable"),
+        (ChannelBinding::Prefer, "prefer"),
+        (ChannelBinding::Require, "require"),
+    ];
+}
+
+/// libpq's target_session_attrs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSessionAttrs {
+    Any,
+    ReadWrite,
+    ReadOnly,
+    Primary,
+    Standby,
+    PreferStandby,
+}
+
+impl Closed for TargetSessionAttrs {
+    const ALL: &'static [(Self, &'static str)] = &[
+        (TargetSessionAttrs::Any, "any"),
+        (TargetSessionAttrs::ReadWrite, "read-write"),
+        (TargetSessionAttrs::ReadOnly, "read-only"),
+        (TargetSessionAttrs::Primary, "primary"),
+        (TargetSessionAttrs::Standby, "standby"),
+        (TargetSessionAttrs::PreferStandby, "prefer-standby"),
+    ];
+}
+
+macro_rules! display_closed {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_closed!(SslMode, ChannelBinding, TargetSessionAttrs);
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnInfo {
     params: BTreeMap<String, String>,
@@ -76,22 +157,28 @@ impl ConnInfo {
 
     /// channel_binding (libpq's default: prefer). `require` refuses any authentication that
     /// is not SCRAM-SHA-256-PLUS over TLS (so never sends a password in clear).
-    pub fn channel_binding(&self) -> Result<&str> {
-        match self.get("channel_binding").unwrap_or("prefer") {
-            m @ ("disable" | "prefer" | "require") => Ok(m),
-            other => Err(Error::usage(format!("channel_binding \"{}\" is not one of disable, prefer, require", other))),
-        }
+    pub fn channel_binding(&self) -> Result<ChannelBinding> {
+        self.closed("channel_binding", ChannelBinding::Prefer)
     }
 
     /// target_session_attrs (libpq's default: any).
-    pub fn target_session_attrs(&self) -> Result<&str> {
-        match self.get("target_session_attrs").unwrap_or("any") {
-            m @ ("any" | "read-write" | "read-only" | "primary" | "standby" | "prefer-standby") => Ok(m),
-            other => Err(Error::usage(format!(
-                "target_session_attrs \"{}\" is not one of any, read-write, read-only, primary, standby, prefer-standby",
-                other
-            ))),
-        }
+    pub fn target_session_attrs(&self) -> Result<TargetSessionAttrs> {
+        self.closed("target_session_attrs", TargetSessionAttrs::Any)
+    }
+
+    /// The sslmode in force (libpq's default is prefer), checked.
+    pub fn ssl_mode(&self) -> Result<SslMode> {
+        self.closed("sslmode", SslMode::Prefer)
+    }
+
+    /// A setting with a closed set of values: `default` when unset, a usage error naming
+    /// every accepted spelling when it is none of them.
+    fn closed<T: Closed>(&self, key: &str, default: T) -> Result<T> {
+        let Some(v) = self.get(key) else { return Ok(default) };
+        T::ALL.iter().find(|(_, name)| *name == v).map(|(t, _)| *t).ok_or_else(|| {
+            let names: Vec<&str> = T::ALL.iter().map(|(_, n)| *n).collect();
+            Error::usage(format!("{} \"{}\" is not one of {}", key, v, names.join(", ")))
+        })
     }
 
     /// One set of settings per host of a multi-host string (host, hostaddr and port lists
@@ -192,17 +279,6 @@ impl ConnInfo {
             .join(" ")
     }
 
-    /// The sslmode in force (libpq's default is prefer), checked.
-    pub fn ssl_mode(&self) -> Result<&str> {
-        match self.get("sslmode").unwrap_or("prefer") {
-            m @ ("disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full") => Ok(m),
-            other => Err(Error::usage(format!(
-                "sslmode \"{}\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
-                other
-            ))),
-        }
-    }
-
     /// A short "host:port" for messages.
     pub fn endpoint(&self) -> String {
         let host = self.get("hostaddr").or(self.get("host")).unwrap_or("?");
@@ -215,19 +291,7 @@ impl ConnInfo {
         let mut cfg = postgres::Config::new();
         let hosts: Vec<&str> = self.get("host").map(|h| h.split(',').collect()).unwrap_or_default();
         let ports: Vec<&str> = self.get("port").map(|p| p.split(',').collect()).unwrap_or_default();
-        for h in &hosts {
-            cfg.host(h);
-        }
-        if let Some(addrs) = self.get("hostaddr") {
-            for a in addrs.split(',') {
-                let ip = a.parse().map_err(|_| Error::usage(format!("hostaddr \"{}\" is not an IP address", a)))?;
-                cfg.hostaddr(ip);
-            }
-        }
-        for p in &ports {
-            let port: u16 = p.parse().map_err(|_| Error::usage(format!("port \"{}\" is not a number", p)))?;
-            cfg.port(port);
-        }
+        self.config_endpoints(&mut cfg, &hosts, &ports)?;
         if let Some(u) = self.get("user") {
             cfg.user(u);
         }
@@ -237,22 +301,59 @@ impl ConnInfo {
         if let Some(o) = self.get("options") {
             cfg.options(o);
         }
+        self.config_security(&mut cfg)?;
+        self.config_timeouts(&mut cfg)?;
+        cfg.application_name(self.get("application_name").unwrap_or(application_name));
+        if let Some(pw) = self.password(&hosts, &ports) {
+            cfg.password(pw);
+        }
+        Ok(cfg)
+    }
+
+    /// Hosts, host addresses and ports, each list in order.
+    fn config_endpoints(&self, cfg: &mut postgres::Config, hosts: &[&str], ports: &[&str]) -> Result<()> {
+        for h in hosts {
+            cfg.host(h);
+        }
+        if let Some(addrs) = self.get("hostaddr") {
+            for a in addrs.split(',') {
+                let ip = a.parse().map_err(|_| Error::usage(format!("hostaddr \"{}\" is not an IP address", a)))?;
+                cfg.hostaddr(ip);
+            }
+        }
+        for p in ports {
+            let port: u16 = p.parse().map_err(|_| Error::usage(format!("port \"{}\" is not a number", p)))?;
+            cfg.port(port);
+        }
+        Ok(())
+    }
+
+    /// sslmode, channel_binding and target_session_attrs in the driver's terms (the driver
+    /// has fewer sslmodes: tls::connect applies the rest; it also applies primary, standby and
+    /// prefer-standby, host by host).
+    fn config_security(&self, cfg: &mut postgres::Config) -> Result<()> {
+        use postgres::config::{ChannelBinding as Cb, SslMode as Ssl, TargetSessionAttrs as Tsa};
         cfg.ssl_mode(match self.ssl_mode()? {
-            "disable" | "allow" => postgres::config::SslMode::Disable,
-            "prefer" => postgres::config::SslMode::Prefer,
-            _ => postgres::config::SslMode::Require,
+            SslMode::Disable | SslMode::Allow => Ssl::Disable,
+            SslMode::Prefer => Ssl::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Ssl::Require,
         });
         cfg.channel_binding(match self.channel_binding()? {
-            "disable" => postgres::config::ChannelBinding::Disable,
-            "require" => postgres::config::ChannelBinding::Require,
-            _ => postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Disable => Cb::Disable,
+            ChannelBinding::Prefer => Cb::Prefer,
+            ChannelBinding::Require => Cb::Require,
         });
-        // primary, standby and prefer-standby are applied by tls::connect, host by host.
         cfg.target_session_attrs(match self.target_session_attrs()? {
-            "read-write" => postgres::config::TargetSessionAttrs::ReadWrite,
-            "read-only" => postgres::config::TargetSessionAttrs::ReadOnly,
-            _ => postgres::config::TargetSessionAttrs::Any,
+            TargetSessionAttrs::ReadWrite => Tsa::ReadWrite,
+            TargetSessionAttrs::ReadOnly => Tsa::ReadOnly,
+            _ => Tsa::Any,
         });
+        Ok(())
+    }
+
+    /// connect_timeout (default 10 s), TCP keepalives and tcp_user_timeout: a dead server or
+    /// network is noticed within about a minute.
+    fn config_timeouts(&self, cfg: &mut postgres::Config) -> Result<()> {
         let timeout = match self.get("connect_timeout") {
             Some(t) => t
                 .parse::<u64>()
@@ -268,11 +369,7 @@ impl ConnInfo {
         if let Some(t) = self.get("tcp_user_timeout").and_then(|v| v.parse::<u64>().ok()) {
             cfg.tcp_user_timeout(Duration::from_millis(t));
         }
-        cfg.application_name(self.get("application_name").unwrap_or(application_name));
-        if let Some(pw) = self.password(&hosts, &ports) {
-            cfg.password(pw);
-        }
-        Ok(cfg)
+        Ok(())
     }
 
     fn password(&self, hosts: &[&str], ports: &[&str]) -> Option<String> {
@@ -430,78 +527,89 @@ fn quote_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// A `key=value ...` string, read as libpq reads it: blanks around `=` are allowed, a value
+/// is bare or in single quotes, and a backslash takes the next character as it is.
 fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let mut it = s.chars().peekable();
     loop {
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
-        }
+        skip_blanks(&mut it);
         if it.peek().is_none() {
             break;
         }
-        let mut key = String::new();
-        while let Some(&c) = it.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            it.next();
-        }
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
-        }
-        if it.next() != Some('=') {
-            // Quote the word only when it is a parameter name: otherwise it may be part of a
-            // password that was meant to be quoted.
-            let what = if KNOWN_KEYS.contains(&key.as_str()) { format!(" after \"{}\"", key) } else { String::new() };
-            return Err(Error::usage(format!(
-                "connection string: expected \"=\"{} (use key=value pairs, quote values with blanks in '...', or a postgresql:// URI)",
-                what
-            )));
-        }
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
-        }
-        let mut val = String::new();
-        if it.peek() == Some(&'\'') {
-            it.next();
-            let mut closed = false;
-            while let Some(c) = it.next() {
-                match c {
-                    '\\' => {
-                        if let Some(n) = it.next() {
-                            val.push(n);
-                        }
-                    }
-                    '\'' => {
-                        closed = true;
-                        break;
-                    }
-                    _ => val.push(c),
-                }
-            }
-            if !closed {
-                return Err(Error::usage(format!("connection string: unterminated quoted value for \"{}\"", key)));
-            }
-        } else {
-            while let Some(&c) = it.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                it.next();
-                if c == '\\' {
-                    if let Some(n) = it.next() {
-                        val.push(n);
-                    }
-                } else {
-                    val.push(c);
-                }
-            }
-        }
+        let key = read_key(&mut it);
+        skip_blanks(&mut it);
+        expect_equals(&mut it, &key)?;
+        skip_blanks(&mut it);
+        let val = if it.peek() == Some(&'\'') { read_quoted(&mut it, &key)? } else { read_bare(&mut it) };
         out.insert(key, val);
     }
     Ok(out)
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+fn skip_blanks(it: &mut Chars) {
+    while it.peek().is_some_and(|c| c.is_whitespace()) {
+        it.next();
+    }
+}
+
+/// Up to `=` or a blank.
+fn read_key(it: &mut Chars) -> String {
+    let mut key = String::new();
+    while let Some(&c) = it.peek() {
+        if c == '=' || c.is_whitespace() {
+            break;
+        }
+        key.push(c);
+        it.next();
+    }
+    key
+}
+
+fn expect_equals(it: &mut Chars, key: &str) -> Result<()> {
+    if it.next() == Some('=') {
+        return Ok(());
+    }
+    // Quote the word only when it is a parameter name: otherwise it may be part of a
+    // password that was meant to be quoted.
+    let what = if KNOWN_KEYS.contains(&key) { format!(" after \"{}\"", key) } else { String::new() };
+    Err(Error::usage(format!(
+        "connection string: expected \"=\"{} (use key=value pairs, quote values with blanks in '...', or a postgresql:// URI)",
+        what
+    )))
+}
+
+/// A value in single quotes (the opening quote not yet taken), up to the closing quote.
+fn read_quoted(it: &mut Chars, key: &str) -> Result<String> {
+    it.next();
+    let mut val = String::new();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => val.extend(it.next()),
+            '\'' => return Ok(val),
+            _ => val.push(c),
+        }
+    }
+    Err(Error::usage(format!("connection string: unterminated quoted value for \"{}\"", key)))
+}
+
+/// A bare value, up to the next blank.
+fn read_bare(it: &mut Chars) -> String {
+    let mut val = String::new();
+    while let Some(&c) = it.peek() {
+        if c.is_whitespace() {
+            break;
+        }
+        it.next();
+        if c == '\\' {
+            val.extend(it.next());
+        } else {
+            val.push(c);
+        }
+    }
+    val
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -526,6 +634,7 @@ fn percent_decode(s: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| Error::usage("connection URI: percent-encoding is not UTF-8"))
 }
 
+/// A `postgresql://[user[:password]@][host[:port][,...]][/dbname][?key=value&...]` URI.
 fn parse_uri(s: &str) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let rest = s.split_once("://").map(|(_, r)| r).unwrap_or("");
@@ -539,59 +648,80 @@ fn parse_uri(s: &str) -> Result<BTreeMap<String, String>> {
     };
     let hostpart = match authority.rsplit_once('@') {
         Some((userinfo, h)) => {
-            let (u, p) = match userinfo.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (userinfo, None),
-            };
-            if !u.is_empty() {
-                out.insert("user".into(), percent_decode(u)?);
-            }
-            if let Some(p) = p {
-                out.insert("password".into(), percent_decode(p)?);
-            }
+            uri_userinfo(userinfo, &mut out)?;
             h
         }
         None => authority,
     };
-    if !hostpart.is_empty() {
-        let mut hosts = Vec::new();
-        let mut ports = Vec::new();
-        for hp in hostpart.split(',') {
-            let (h, p) = if let Some(stripped) = hp.strip_prefix('[') {
-                match stripped.split_once(']') {
-                    Some((h, rest)) => (h.to_string(), rest.strip_prefix(':').map(str::to_string)),
-                    None => return Err(Error::usage("connection URI: unterminated [ in host")),
-                }
-            } else {
-                match hp.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p.to_string())),
-                    None => (hp.to_string(), None),
-                }
-            };
-            hosts.push(percent_decode(&h)?);
-            if let Some(p) = p {
-                ports.push(p);
-            }
-        }
-        if hosts.iter().any(|h| !h.is_empty()) {
-            out.insert("host".into(), hosts.join(","));
-        }
-        if !ports.is_empty() {
-            out.insert("port".into(), ports.join(","));
-        }
-    }
+    uri_hosts(hostpart, &mut out)?;
     if let Some(p) = path.filter(|p| !p.is_empty()) {
         out.insert("dbname".into(), percent_decode(p)?);
     }
     if let Some(q) = query {
-        for kv in q.split('&').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::usage(format!("connection URI: parameter \"{}\" has no value", kv)))?;
-            out.insert(percent_decode(k)?, percent_decode(v)?);
-        }
+        uri_query(q, &mut out)?;
     }
     Ok(out)
+}
+
+/// `user[:password]` (before the last `@`; the first `:` ends the user).
+fn uri_userinfo(userinfo: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
+    let (u, p) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    if !u.is_empty() {
+        out.insert("user".into(), percent_decode(u)?);
+    }
+    if let Some(p) = p {
+        out.insert("password".into(), percent_decode(p)?);
+    }
+    Ok(())
+}
+
+/// `host[:port],...` with `[v6]` hosts: the hosts joined into `host`, the ports given into `port`.
+fn uri_hosts(hostpart: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
+    if hostpart.is_empty() {
+        return Ok(());
+    }
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for hp in hostpart.split(',') {
+        let (h, p) = uri_host_port(hp)?;
+        hosts.push(percent_decode(h)?);
+        ports.extend(p);
+    }
+    if hosts.iter().any(|h| !h.is_empty()) {
+        out.insert("host".into(), hosts.join(","));
+    }
+    if !ports.is_empty() {
+        out.insert("port".into(), ports.join(","));
+    }
+    Ok(())
+}
+
+/// One `host[:port]` or `[v6][:port]`.
+fn uri_host_port(hp: &str) -> Result<(&str, Option<String>)> {
+    if let Some(stripped) = hp.strip_prefix('[') {
+        return match stripped.split_once(']') {
+            Some((h, rest)) => Ok((h, rest.strip_prefix(':').map(str::to_string))),
+            None => Err(Error::usage("connection URI: unterminated [ in host")),
+        };
+    }
+    Ok(match hp.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.to_string())),
+        None => (hp, None),
+    })
+}
+
+/// `key=value&...`: each pair percent-decoded; a later pair wins.
+fn uri_query(q: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
+    for kv in q.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::usage(format!("connection URI: parameter \"{}\" has no value", kv)))?;
+        out.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -650,6 +780,192 @@ mod tests {
         assert!(ConnInfo::parse("host").is_err());
         assert!(ConnInfo::parse("host='x").is_err());
         assert!(ConnInfo::parse("nosuchkey=1").unwrap_err().msg.contains("nosuchkey"));
+    }
+
+    fn usage_msg(s: &str) -> String {
+        let e = ConnInfo::parse(s).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE, "{}: {}", s, e.msg);
+        e.msg
+    }
+
+    #[test]
+    fn keyvalue_quoting_and_escapes() {
+        // Blanks around '=', escapes in bare and quoted values, an empty quoted value.
+        let c = ConnInfo::parse(r"  host = h1   port=\5\4\3\2 user=a\ b password='' dbname='x\\y' ").unwrap();
+        assert_eq!(c.get("host"), Some("h1"));
+        assert_eq!(c.get("port"), Some("5432"));
+        assert_eq!(c.get("user"), Some("a b"));
+        assert_eq!(c.params.get("password").map(String::as_str), Some(""));
+        assert_eq!(c.get("password"), None, "an empty value counts as unset");
+        assert_eq!(c.get("dbname"), Some("x\\y"));
+        // A quote inside a bare value is kept; a quoted value may hold '=' and blanks.
+        let c = ConnInfo::parse("user=o'neil options='-c a=b  -c c=d'").unwrap();
+        assert_eq!(c.get("user"), Some("o'neil"));
+        assert_eq!(c.get("options"), Some("-c a=b  -c c=d"));
+        // Later keys win; tabs and newlines separate pairs.
+        let c = ConnInfo::parse("port=1\tport=2\n\tuser=u").unwrap();
+        assert_eq!((c.get("port"), c.get("user")), (Some("2"), Some("u")));
+        assert_eq!(ConnInfo::parse("").unwrap(), ConnInfo::default());
+        assert_eq!(ConnInfo::parse("   ").unwrap(), ConnInfo::default());
+        // Blanks after '=' are skipped, so "host= user=u" gives host the value "user=u".
+        let c = ConnInfo::parse("host= user=u").unwrap();
+        assert_eq!((c.get("host"), c.get("user")), (Some("user=u"), None));
+        let c = ConnInfo::parse("host=").unwrap();
+        assert_eq!(c.params.get("host").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn keyvalue_errors_are_usage_errors_that_say_what() {
+        let want = " (use key=value pairs, quote values with blanks in '...', or a postgresql:// URI)";
+        assert_eq!(usage_msg("host"), format!("connection string: expected \"=\" after \"host\"{}", want));
+        assert_eq!(usage_msg("host=a user"), format!("connection string: expected \"=\" after \"user\"{}", want));
+        // Not a parameter name: maybe part of a password, so not quoted back.
+        assert_eq!(usage_msg("password=se cret"), format!("connection string: expected \"=\"{}", want));
+        assert!(usage_msg("=x").starts_with("unsupported connection parameter \"\" (supported: host,"));
+        assert_eq!(usage_msg("user='a b"), "connection string: unterminated quoted value for \"user\"");
+        assert_eq!(usage_msg("user='a b\\'"), "connection string: unterminated quoted value for \"user\"");
+        let m = usage_msg("host=h nosuchkey=1");
+        assert!(
+            m.starts_with("unsupported connection parameter \"nosuchkey\" (supported: host, hostaddr, port,"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn uri_hosts_ports_and_percent_encoding() {
+        let c = ConnInfo::parse("postgres://h1:5432,h2,[::1]:5433,[fe80::1]/db").unwrap();
+        assert_eq!(c.get("host"), Some("h1,h2,::1,fe80::1"));
+        assert_eq!(c.get("port"), Some("5432,5433"), "ports are joined as given, not by position");
+        assert_eq!(c.get("dbname"), Some("db"));
+        let c = ConnInfo::parse("postgresql://u@:5499").unwrap();
+        assert_eq!((c.get("user"), c.get("host"), c.get("port")), (Some("u"), None, Some("5499")));
+        assert_eq!(c.params.get("password"), None);
+        let c = ConnInfo::parse("postgresql://:pw@h").unwrap();
+        assert_eq!((c.get("user"), c.get("password"), c.get("host")), (None, Some("pw"), Some("h")));
+        // The last '@' ends the user info; the first ':' ends the user.
+        let c = ConnInfo::parse("postgresql://u:p:w@x@h/d%20b?application_name=a%26b&&options=-c%20x%3Dy").unwrap();
+        assert_eq!((c.get("user"), c.get("password"), c.get("host")), (Some("u"), Some("p:w@x"), Some("h")));
+        assert_eq!(c.get("dbname"), Some("d b"));
+        assert_eq!(c.get("application_name"), Some("a&b"));
+        assert_eq!(c.get("options"), Some("-c x=y"));
+        let c = ConnInfo::parse("postgresql://h/?port=1&port=2&host=%2Ftmp").unwrap();
+        assert_eq!((c.get("host"), c.get("port"), c.get("dbname")), (Some("/tmp"), Some("2"), None));
+        assert_eq!(ConnInfo::parse("postgresql://").unwrap(), ConnInfo::default());
+        assert_eq!(ConnInfo::parse("postgresql://h:port/db").unwrap().get("port"), Some("port"));
+        let c = ConnInfo::parse("postgresql://h?x=").unwrap_err();
+        assert!(c.msg.contains("\"x\""), "{}", c.msg);
+        let c = ConnInfo::parse("postgresql://h?sslmode=").unwrap();
+        assert_eq!(c.get("sslmode"), None);
+    }
+
+    #[test]
+    fn uri_errors_are_usage_errors_that_say_what() {
+        assert_eq!(usage_msg("postgresql://h/db%zz"), "connection URI: invalid percent-encoding");
+        assert_eq!(usage_msg("postgresql://h/db%4"), "connection URI: invalid percent-encoding");
+        assert_eq!(usage_msg("postgresql://u%ff@h"), "connection URI: percent-encoding is not UTF-8");
+        assert_eq!(usage_msg("postgresql://[::1/db"), "connection URI: unterminated [ in host");
+        assert_eq!(usage_msg("postgresql://h?sslmode"), "connection URI: parameter \"sslmode\" has no value");
+        assert!(usage_msg("postgresql://h?bogus=1").starts_with("unsupported connection parameter \"bogus\""));
+        assert!(usage_msg("postgresql://h?%62ogus=1").starts_with("unsupported connection parameter \"bogus\""));
+    }
+
+    #[test]
+    fn closed_values_are_checked_with_libpq_defaults() {
+        let c = ConnInfo::parse("host=h").unwrap();
+        assert_eq!(c.ssl_mode().unwrap().to_string(), "prefer");
+        assert_eq!(c.channel_binding().unwrap().to_string(), "prefer");
+        assert_eq!(c.target_session_attrs().unwrap().to_string(), "any");
+        for m in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+            assert_eq!(ConnInfo::parse(&format!("sslmode={m}")).unwrap().ssl_mode().unwrap().to_string(), m);
+        }
+        for m in ["disable", "prefer", "require"] {
+            assert_eq!(
+                ConnInfo::parse(&format!("channel_binding={m}")).unwrap().channel_binding().unwrap().to_string(),
+                m
+            );
+        }
+        for m in ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] {
+            let c = ConnInfo::parse(&format!("target_session_attrs={m}")).unwrap();
+            assert_eq!(c.target_session_attrs().unwrap().to_string(), m);
+        }
+        assert_eq!(
+            usage_msg("sslmode=Require"),
+            "sslmode \"Require\" is not one of disable, allow, prefer, require, verify-ca, verify-full"
+        );
+        assert_eq!(usage_msg("channel_binding=yes"), "channel_binding \"yes\" is not one of disable, prefer, require");
+        assert_eq!(
+            usage_msg("postgresql://h?target_session_attrs=master"),
+            "target_session_attrs \"master\" is not one of any, read-write, read-only, primary, standby, prefer-standby"
+        );
+        // Empty means unset, so the default.
+        assert_eq!(ConnInfo::parse("sslmode=''").unwrap().ssl_mode().unwrap().to_string(), "prefer");
+    }
+
+    #[test]
+    fn to_config_refuses_bad_numbers_and_addresses() {
+        let bad = |s: &str| ConnInfo::parse(s).unwrap().to_config("t").map(|_| ()).unwrap_err();
+        let e = bad("hostaddr=10.0.0.1,nohost");
+        assert_eq!((e.code, e.msg.as_str()), (crate::error::exit::USAGE, "hostaddr \"nohost\" is not an IP address"));
+        assert_eq!(bad("host=h port=5432,x").msg, "port \"x\" is not a number");
+        assert_eq!(bad("host=h port=70000").msg, "port \"70000\" is not a number");
+        assert_eq!(bad("host=h connect_timeout=5s").msg, "connect_timeout \"5s\" is not a number of seconds");
+        let c = ConnInfo::parse(
+            "host=a,b hostaddr=10.0.0.1,::1 port=1,2 user=u dbname=d options=-cx=y \
+                                 sslmode=verify-full channel_binding=require target_session_attrs=read-only \
+                                 connect_timeout=0 keepalives=0 keepalives_idle=x tcp_user_timeout=250 password=p",
+        )
+        .unwrap();
+        let cfg = c.to_config("app").unwrap();
+        assert_eq!(cfg.get_hosts().len(), 2);
+        assert_eq!(cfg.get_hostaddrs().len(), 2);
+        assert_eq!(cfg.get_ports(), &[1, 2]);
+        assert_eq!(cfg.get_user(), Some("u"));
+        assert_eq!(cfg.get_dbname(), Some("d"));
+        assert_eq!(cfg.get_options(), Some("-cx=y"));
+        assert_eq!(cfg.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Require);
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::ReadOnly);
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert!(!cfg.get_keepalives());
+        assert_eq!(cfg.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(cfg.get_tcp_user_timeout(), Some(&Duration::from_millis(250)));
+        assert_eq!(cfg.get_application_name(), Some("app"));
+        assert_eq!(cfg.get_password(), Some(&b"p"[..]));
+        let cfg = ConnInfo::parse("host=h sslmode=allow application_name=mine").unwrap().to_config("app").unwrap();
+        assert_eq!(cfg.get_ssl_mode(), postgres::config::SslMode::Disable);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Prefer);
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::Any);
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert!(cfg.get_keepalives());
+        assert_eq!(cfg.get_application_name(), Some("mine"));
+        for (m, want) in [
+            ("prefer", postgres::config::SslMode::Prefer),
+            ("disable", postgres::config::SslMode::Disable),
+            ("verify-ca", postgres::config::SslMode::Require),
+        ] {
+            let cfg = ConnInfo::parse(&format!("host=h sslmode={m}")).unwrap().to_config("a").unwrap();
+            assert_eq!(cfg.get_ssl_mode(), want, "{m}");
+        }
+        let cfg = ConnInfo::parse("host=h target_session_attrs=primary channel_binding=disable")
+            .unwrap()
+            .to_config("a")
+            .unwrap();
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::Any);
+        assert_eq!(cfg.get_channel_binding(), postgres::config::ChannelBinding::Disable);
+        let cfg = ConnInfo::parse("host=h target_session_attrs=read-write").unwrap().to_config("a").unwrap();
+        assert_eq!(cfg.get_target_session_attrs(), postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+
+    #[test]
+    fn per_host_splits_lists_by_position() {
+        let c = ConnInfo::parse("host=a,b,c port=1,2,3 user=u").unwrap();
+        let hosts: Vec<String> = c.per_host().iter().map(|h| h.endpoint()).collect();
+        assert_eq!(hosts, ["a:1", "b:2", "c:3"]);
+        let c = ConnInfo::parse("host=a,b port=7").unwrap();
+        let hosts: Vec<String> = c.per_host().iter().map(|h| h.endpoint()).collect();
+        assert_eq!(hosts, ["a:7", "b:7"]);
+        assert_eq!(c.per_host()[1].get("user"), None);
+        assert_eq!(ConnInfo::parse("user=u").unwrap().per_host().len(), 1);
     }
 
     #[test]

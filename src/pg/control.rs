@@ -91,20 +91,21 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 }
 
 /// Parse and CRC-check the bytes of a pg_control file. The error says what is wrong.
-pub fn parse(bytes: &[u8]) -> std::result::Result<ControlFile, String> {
+pub fn parse(bytes: &[u8]) -> Result<ControlFile> {
     if bytes.len() < 296 {
-        return Err(format!("it is only {} bytes long (a pg_control file has 8192): truncated copy", bytes.len()));
+        return Err(err!("it is only {} bytes long (a pg_control file has 8192): truncated copy", bytes.len()));
     }
     let version = u32_at(bytes, 8);
     let off = crc_offset(version).ok_or_else(|| {
-        format!("unknown pg_control version {} (this build knows PostgreSQL 10 to 18), or the file is damaged", version)
+        err!("unknown pg_control version {} (this build knows PostgreSQL 10 to 18), or the file is damaged", version)
     })?;
     let stored = u32_at(bytes, off);
     let computed = crc32c::crc32c(&bytes[..off]);
     if stored != computed {
-        return Err(format!(
+        return Err(err!(
             "its CRC does not match (stored {:08x}, computed {:08x}): the copy is torn or damaged",
-            stored, computed
+            stored,
+            computed
         ));
     }
     Ok(ControlFile {
@@ -146,7 +147,7 @@ pub fn original_checkpoint(checkpoint: Lsn) -> Lsn {
 /// The bytes of a pg_control file whose checkpoint location (and on PostgreSQL 10 the
 /// previous checkpoint's too, which 10 falls back to) is invalid, with a correct CRC. Every
 /// other byte is unchanged; applying it twice gives the same bytes.
-pub fn invalidate(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+pub fn invalidate(bytes: &[u8]) -> Result<Vec<u8>> {
     prepare(bytes, None)
 }
 
@@ -157,9 +158,9 @@ pub fn invalidate(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
 /// as the end of the backup (xlog.c StartupXLOG on 10-14, xlogrecovery.c InitWalRecovery from
 /// 15: `backupEndPoint = ControlFile->minRecoveryPoint`), and a pg_control copied before the
 /// rest of the files holds an earlier one. Applying it twice gives the same bytes.
-pub fn prepare(bytes: &[u8], raise: Option<(Lsn, u32)>) -> std::result::Result<Vec<u8>, String> {
+pub fn prepare(bytes: &[u8], raise: Option<(Lsn, u32)>) -> Result<Vec<u8>> {
     let c = parse(bytes)?;
-    let off = crc_offset(c.pg_control_version).ok_or("unknown pg_control version")?;
+    let off = crc_offset(c.pg_control_version).ok_or_else(|| err!("unknown pg_control version"))?;
     let mut out = bytes.to_vec();
     let mut fields = vec![32usize];
     if c.pg_control_version == 1002 {
@@ -293,10 +294,10 @@ mod tests {
     fn torn_or_unknown_is_refused() {
         let mut b = sample(1300);
         b[40] ^= 1;
-        assert!(parse(&b).unwrap_err().contains("CRC does not match"));
-        assert!(parse(&sample(1300)[..100]).unwrap_err().contains("truncated"));
+        assert!(parse(&b).unwrap_err().msg.contains("CRC does not match"));
+        assert!(parse(&sample(1300)[..100]).unwrap_err().msg.contains("truncated"));
         let mut b = sample(1300);
         b[8..12].copy_from_slice(&942u32.to_ne_bytes());
-        assert!(parse(&b).unwrap_err().contains("unknown pg_control version"));
+        assert!(parse(&b).unwrap_err().msg.contains("unknown pg_control version"));
     }
 }

@@ -6,6 +6,7 @@
 //! at the end): the label is the history file without them (xlog.c do_pg_stop_backup up to
 //! 14, xlogbackup.c build_backup_content from 15). A standby's stop writes none.
 
+use crate::error::Result;
 use crate::pg::label::BackupLabel;
 use crate::pg::wal::Lsn;
 
@@ -43,9 +44,9 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl History {
-    pub fn parse(name: &str, text: &str) -> std::result::Result<History, String> {
+    pub fn parse(name: &str, text: &str) -> Result<History> {
         let label = BackupLabel::parse(&label_text(text))?;
-        let stop = field(text, STOP_KEYS[0]).ok_or("no STOP WAL LOCATION line")?;
+        let stop = field(text, STOP_KEYS[0]).ok_or_else(|| err!("no STOP WAL LOCATION line"))?;
         let stop_lsn = stop.split(' ').next().unwrap_or("").parse::<Lsn>()?;
         Ok(History {
             name: name.to_string(),

@@ -1,5 +1,6 @@
 //! The backup_label text returned by the stop function: parsed for checks, never rewritten.
 
+use crate::error::Result;
 use crate::pg::wal::Lsn;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -15,7 +16,7 @@ pub struct BackupLabel {
 }
 
 impl BackupLabel {
-    pub fn parse(text: &str) -> Result<BackupLabel, String> {
+    pub fn parse(text: &str) -> Result<BackupLabel> {
         let mut start = None;
         let mut ckpt = None;
         let mut method = None;
@@ -28,11 +29,12 @@ impl BackupLabel {
             match key {
                 "START WAL LOCATION" => {
                     // "0/9000028 (file 000000010000000000000009)"
-                    let (lsn, rest) = value.split_once(' ').ok_or("START WAL LOCATION has no file name")?;
+                    let (lsn, rest) =
+                        value.split_once(' ').ok_or_else(|| err!("START WAL LOCATION has no file name"))?;
                     let file = rest
                         .strip_prefix("(file ")
                         .and_then(|r| r.strip_suffix(')'))
-                        .ok_or("START WAL LOCATION: malformed file name")?;
+                        .ok_or_else(|| err!("START WAL LOCATION: malformed file name"))?;
                     start = Some((lsn.parse::<Lsn>()?, file.to_string()));
                 }
                 "CHECKPOINT LOCATION" => ckpt = Some(value.parse::<Lsn>()?),
@@ -41,20 +43,20 @@ impl BackupLabel {
                 "START TIME" => time = Some(value.to_string()),
                 "LABEL" => label = Some(value.to_string()),
                 "START TIMELINE" => {
-                    tli = Some(value.trim().parse::<u32>().map_err(|_| "START TIMELINE is not a number")?)
+                    tli = Some(value.trim().parse::<u32>().map_err(|_| err!("START TIMELINE is not a number"))?)
                 }
                 _ => {}
             }
         }
-        let (start_lsn, start_wal_file) = start.ok_or("no START WAL LOCATION line")?;
+        let (start_lsn, start_wal_file) = start.ok_or_else(|| err!("no START WAL LOCATION line"))?;
         Ok(BackupLabel {
             start_lsn,
             start_wal_file,
-            checkpoint_lsn: ckpt.ok_or("no CHECKPOINT LOCATION line")?,
-            backup_method: method.ok_or("no BACKUP METHOD line")?,
-            backup_from: from.ok_or("no BACKUP FROM line")?,
+            checkpoint_lsn: ckpt.ok_or_else(|| err!("no CHECKPOINT LOCATION line"))?,
+            backup_method: method.ok_or_else(|| err!("no BACKUP METHOD line"))?,
+            backup_from: from.ok_or_else(|| err!("no BACKUP FROM line"))?,
             start_time: time.unwrap_or_default(),
-            label: label.ok_or("no LABEL line")?,
+            label: label.ok_or_else(|| err!("no LABEL line"))?,
             start_timeline: tli,
         })
     }

@@ -6,16 +6,18 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 /// A WAL location, printed as PostgreSQL prints it (`16/B374D848`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
 impl FromStr for Lsn {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Lsn, String> {
-        let (hi, lo) = s.trim().split_once('/').ok_or_else(|| format!("\"{}\" is not a WAL location (want X/Y)", s))?;
-        let hi = u32::from_str_radix(hi, 16).map_err(|_| format!("\"{}\" is not a WAL location", s))?;
-        let lo = u32::from_str_radix(lo, 16).map_err(|_| format!("\"{}\" is not a WAL location", s))?;
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Lsn, Error> {
+        let (hi, lo) = s.trim().split_once('/').ok_or_else(|| err!("\"{}\" is not a WAL location (want X/Y)", s))?;
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| err!("\"{}\" is not a WAL location", s))?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| err!("\"{}\" is not a WAL location", s))?;
         Ok(Lsn(((hi as u64) << 32) | lo as u64))
     }
 }

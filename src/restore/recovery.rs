@@ -108,7 +108,7 @@ pub fn parse_target(spec: Option<&str>, m: &Manifest) -> Result<Target> {
             }
         },
         Some(("time", v)) if !v.trim().is_empty() => Target::Time(v.trim().to_string()),
-        Some(("lsn", v)) => Target::Lsn(v.parse::<Lsn>().map_err(bad)?),
+        Some(("lsn", v)) => Target::Lsn(v.parse::<Lsn>().map_err(|e| bad(e.msg))?),
         Some(("xid", v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Target::Xid(v.to_string()),
         Some(("xid", _)) => return Err(bad("a transaction id is a number".into())),
         Some(("name", v)) if !v.is_empty() && v.len() < 64 => Target::Name(v.to_string()),
