@@ -56,28 +56,7 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
             return Err(err!("node {} has no stop result: {}", n.name, n.health));
         };
         stopped_at = stopped_at.max(stop.stopped_at.clone());
-        let mut f = std::collections::BTreeMap::new();
-        f.insert(sidecar::LABEL_FILE.to_string(), sidecar::file_entry(stop.labelfile.as_bytes()));
-        f.insert(sidecar::SPCMAP_FILE.to_string(), sidecar::file_entry(stop.spcmapfile.as_bytes()));
-        nodes.push(NodeEntry {
-            name: n.name.clone(),
-            conninfo: n.conninfo.clone(),
-            server_version_num: n.server_version_num,
-            server_version: n.server_version.clone(),
-            system_identifier: n.system_identifier.clone(),
-            timeline: stop.timeline,
-            start_lsn: start,
-            stop_lsn: stop.stop_lsn,
-            start_wal_file: stop.start_wal_file.clone(),
-            stop_wal_file: stop.stop_wal_file.clone(),
-            backup_history_file: stop.backup_history_file.clone(),
-            from_standby: n.from_standby,
-            data_directory: n.data_directory.clone(),
-            wal_segment_size: n.wal_segment_size,
-            archived: stop.archived,
-            archive_note: stop.archive_note.clone(),
-            files: f,
-        });
+        nodes.push(NodeEntry::new(n, start, stop));
         files.push(NodeFiles {
             name: n.name.clone(),
             labelfile: stop.labelfile.clone(),
@@ -94,7 +73,7 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
         written_at: chrono::Utc::now().to_rfc3339(),
         restore_point: backup.restore_point.as_ref().map(|rp| sidecar::RestorePoint {
             name: rp.name.clone(),
-            scope: rp.scope.clone(),
+            scope: rp.scope,
             lsns: backup
                 .nodes
                 .iter()

@@ -15,7 +15,7 @@ use super::HelperConfig;
 
 pub struct Spawned {
     pub child: Child,
-    pub events: mpsc::Receiver<std::result::Result<StartEvent, String>>,
+    pub events: mpsc::Receiver<Result<StartEvent>>,
 }
 
 pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
@@ -61,7 +61,7 @@ pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let _ = tx.send(Err(err!("{}", e)));
                     return;
                 }
             }
@@ -84,7 +84,7 @@ impl Spawned {
     pub fn next(&self, timeout: Duration) -> Next {
         match self.events.recv_timeout(timeout) {
             Ok(Ok(ev)) => Next::Event(ev),
-            Ok(Err(e)) => Next::Garbled(e),
+            Ok(Err(e)) => Next::Garbled(e.msg),
             Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
             Err(mpsc::RecvTimeoutError::Timeout) => Next::TimedOut,
         }
