@@ -334,3 +334,17 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_mode_is_one_of_three_words() {
+        assert_eq!(ArchiveMode::parse("off").unwrap(), ArchiveMode::Off);
+        assert_eq!(ArchiveMode::parse("on").unwrap(), ArchiveMode::On);
+        assert_eq!(ArchiveMode::parse("always").unwrap(), ArchiveMode::Always);
+        let Err(e) = ArchiveMode::parse("On") else { panic!("\"On\" is not a setting PostgreSQL shows") };
+        assert_eq!(e.msg, "unexpected archive_mode \"On\" (expected off, on or always)");
+    }
+}
