@@ -58,6 +58,16 @@ pub enum Exit {
     Failed(String),
 }
 
+/// The backup's restore point, once a stop has tried to create it.
+#[derive(Clone, Debug)]
+pub enum RestorePoint {
+    /// No stop yet.
+    NotYet,
+    Created(protocol::RestorePointInfo),
+    /// Why there is none (`restore_point_note` in the status and the manifest).
+    Missing(String),
+}
+
 pub struct Shared {
     pub cfg: HelperConfig,
     pub started_at: String,
@@ -68,7 +78,7 @@ pub struct Shared {
     pub op_lock: Mutex<()>,
     pub exit: mpsc::Sender<Exit>,
     pub exiting: AtomicBool,
-    pub restore_point: Mutex<(Option<protocol::RestorePointInfo>, Option<String>)>,
+    pub restore_point: Mutex<RestorePoint>,
 }
 
 impl Shared {
@@ -82,7 +92,7 @@ impl Shared {
             op_lock: Mutex::new(()),
             exit,
             exiting: AtomicBool::new(false),
-            restore_point: Mutex::new((None, None)),
+            restore_point: Mutex::new(RestorePoint::NotYet),
         }
     }
     pub fn phase(&self) -> Phase {
@@ -92,7 +102,11 @@ impl Shared {
         *lock(&self.phase) = p;
     }
     pub fn status(&self) -> BackupStatus {
-        let (restore_point, restore_point_note) = lock(&self.restore_point).clone();
+        let (restore_point, restore_point_note) = match lock(&self.restore_point).clone() {
+            RestorePoint::NotYet => (None, None),
+            RestorePoint::Created(rp) => (Some(rp), None),
+            RestorePoint::Missing(note) => (None, Some(note)),
+        };
         BackupStatus {
             restore_point,
             restore_point_note,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::pg::api::{self, ArchiveMode, ArchiverStats, ServerFacts};
+use crate::pg::api::{self, ArchiveMode, ArchiverStats, ServerFacts, StopOutput};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::label::BackupLabel;
 use crate::pg::wal::{self, Lsn};
@@ -56,35 +56,8 @@ impl Node {
         api::check_supported(version_num)?;
         api::prepare_session(&mut client, version_num)?;
         let facts = api::server_facts(&mut client, version_num)?;
-        let mut warnings = Vec::new();
-        if facts.archive_mode == ArchiveMode::Off {
-            return Err(err!(
-                "archive_mode is off: a file-level copy can never be restored without the WAL archive; set archive_mode = on and an archive_command (needs a restart), then run the job again"
-            ));
-        }
-        let cmd = facts.archive_command.trim();
-        if (cmd.is_empty() || cmd == "(disabled)") && facts.archive_library.trim().is_empty() {
-            return Err(err!(
-                "archive_mode is on but neither archive_command nor archive_library is set: WAL is not archived, so the copy could not be restored; set archive_command"
-            ));
-        }
-        if facts.in_recovery && facts.archive_mode != ArchiveMode::Always {
-            warnings.push(
-                "this is a standby without archive_mode = always: the WAL this backup needs must reach the archive from the primary"
-                    .into(),
-            );
-        }
-        if let Ok(st) = api::archiver_stats(&mut client) {
-            if st.failing {
-                warnings.push(format!(
-                    "WAL archiving is failing: last failure {} at {} (last success {} at {}); post will wait for it",
-                    st.last_failed_wal.as_deref().unwrap_or("-"),
-                    st.last_failed_time.as_deref().unwrap_or("-"),
-                    st.last_archived_wal.as_deref().unwrap_or("-"),
-                    st.last_archived_time.as_deref().unwrap_or("-"),
-                ));
-            }
-        }
+        let mut warnings = check_archiving(&facts)?;
+        warnings.extend(archiver_warning(&mut client));
         Ok(Checked {
             node: Node {
                 name: name.to_string(),
@@ -181,6 +154,14 @@ impl Node {
                 return Err(Error::new(why));
             }
         };
+        let result = self.stop_result(out)?;
+        lock(&self.state).stop = Some(result.clone());
+        Ok(result)
+    }
+
+    /// What the stop function returned, with the WAL files the backup needs named and what
+    /// post waits for noted; a label we cannot read loses the node's backup.
+    fn stop_result(&self, out: StopOutput) -> Result<StopResult> {
         let label = BackupLabel::parse(&out.labelfile).map_err(|e| {
             let why = format!("the server returned a label we cannot read ({}): {:?}", e, out.labelfile);
             self.fail(why.clone());
@@ -216,7 +197,6 @@ impl Node {
                 result.stop_wal_file
             ));
         }
-        lock(&self.state).stop = Some(result.clone());
         Ok(result)
     }
 
@@ -335,6 +315,42 @@ impl Node {
     }
 }
 
+/// Can this node's backup be restored at all? An error if its WAL is not archived; a
+/// warning for a standby whose WAL reaches the archive only from its primary.
+fn check_archiving(facts: &ServerFacts) -> Result<Vec<String>> {
+    if facts.archive_mode == ArchiveMode::Off {
+        return Err(err!(
+            "archive_mode is off: a file-level copy can never be restored without the WAL archive; set archive_mode = on and an archive_command (needs a restart), then run the job again"
+        ));
+    }
+    let cmd = facts.archive_command.trim();
+    if (cmd.is_empty() || cmd == "(disabled)") && facts.archive_library.trim().is_empty() {
+        return Err(err!(
+            "archive_mode is on but neither archive_command nor archive_library is set: WAL is not archived, so the copy could not be restored; set archive_command"
+        ));
+    }
+    let mut warnings = Vec::new();
+    if facts.in_recovery && facts.archive_mode != ArchiveMode::Always {
+        warnings.push(
+            "this is a standby without archive_mode = always: the WAL this backup needs must reach the archive from the primary"
+                .into(),
+        );
+    }
+    Ok(warnings)
+}
+
+/// A warning when the archiver's last attempt failed (post will wait for it).
+fn archiver_warning(client: &mut Client) -> Option<String> {
+    let st = api::archiver_stats(client).ok().filter(|st| st.failing)?;
+    Some(format!(
+        "WAL archiving is failing: last failure {} at {} (last success {} at {}); post will wait for it",
+        st.last_failed_wal.as_deref().unwrap_or("-"),
+        st.last_failed_time.as_deref().unwrap_or("-"),
+        st.last_archived_wal.as_deref().unwrap_or("-"),
+        st.last_archived_time.as_deref().unwrap_or("-"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +362,39 @@ mod tests {
         assert_eq!(ArchiveMode::parse("always").unwrap(), ArchiveMode::Always);
         let Err(e) = ArchiveMode::parse("On") else { panic!("\"On\" is not a setting PostgreSQL shows") };
         assert_eq!(e.msg, "unexpected archive_mode \"On\" (expected off, on or always)");
+    }
+
+    fn facts(mode: ArchiveMode, command: &str, library: &str, in_recovery: bool) -> ServerFacts {
+        ServerFacts {
+            version_num: 160000,
+            version: "16".into(),
+            system_identifier: 1,
+            timeline: 1,
+            in_recovery,
+            data_directory: None,
+            archive_mode: mode,
+            archive_command: command.into(),
+            archive_library: library.into(),
+            wal_segment_size: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn a_node_that_does_not_archive_is_refused() {
+        let refused = |f: ServerFacts| check_archiving(&f).err().map(|e| e.msg).unwrap_or_default();
+        assert!(refused(facts(ArchiveMode::Off, "cp %p /a/%f", "", false)).starts_with("archive_mode is off"));
+        for cmd in ["", "  ", "(disabled)"] {
+            assert!(refused(facts(ArchiveMode::On, cmd, "", false)).starts_with("archive_mode is on but neither"));
+        }
+        assert_eq!(check_archiving(&facts(ArchiveMode::On, "", "basic_archive", false)).unwrap(), Vec::<String>::new());
+        assert_eq!(check_archiving(&facts(ArchiveMode::On, "cp %p /a/%f", "", false)).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_standby_archiving_only_from_its_primary_is_a_warning() {
+        let w = check_archiving(&facts(ArchiveMode::On, "cp %p /a/%f", "", true)).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("this is a standby without archive_mode = always"), "{}", w[0]);
+        assert!(check_archiving(&facts(ArchiveMode::Always, "cp %p /a/%f", "", true)).unwrap().is_empty());
     }
 }

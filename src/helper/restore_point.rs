@@ -10,7 +10,7 @@ use crate::pg::wal::Lsn;
 use crate::protocol::{RestorePointInfo, RestorePointScope};
 
 use super::node::Node;
-use super::{lock, Shared};
+use super::{lock, RestorePoint, Shared};
 
 /// Create the restore point and record it (or why there is none) in the shared state. With
 /// Citus the coordinator creates it on every node at one instant; otherwise each node gets its own.
@@ -21,8 +21,7 @@ pub(super) fn create(sh: &Shared) {
     let Some(first) = primaries.first() else {
         return set(
             sh,
-            None,
-            Some(
+            RestorePoint::Missing(
                 "no restore point: every node is a standby, and restore points can only be created on a primary (give each standby's primary with pre --node-primary NAME=CONNINFO)".into(),
             ),
         );
@@ -32,24 +31,24 @@ pub(super) fn create(sh: &Shared) {
     if citus {
         if let Err(e) = coord.with_client(|c| Ok(api::citus_create_restore_point(c, &name)?)) {
             let note = format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e);
-            return set(sh, None, Some(note));
+            return set(sh, RestorePoint::Missing(note));
         }
     }
     let errors = mark_each(&primaries, &name, citus);
     if !errors.is_empty() {
-        return set(sh, None, Some(format!("no restore point: {}", errors.join("; "))));
+        return set(sh, RestorePoint::Missing(format!("no restore point: {}", errors.join("; "))));
     }
     let scope = scope_of(citus, sh.nodes.len());
     log::info!("restore point {:?} created ({})", name, scope);
-    set(sh, Some(RestorePointInfo { name, scope }), None);
+    set(sh, RestorePoint::Created(RestorePointInfo { name, scope }));
 }
 
-/// Record the restore point, or the note saying why there is none (also logged).
-fn set(sh: &Shared, rp: Option<RestorePointInfo>, note: Option<String>) {
-    if let Some(n) = &note {
-        log::warn!("{}", n);
+/// Record the restore point, or why there is none (also logged).
+fn set(sh: &Shared, rp: RestorePoint) {
+    if let RestorePoint::Missing(note) = &rp {
+        log::warn!("{}", note);
     }
-    *lock(&sh.restore_point) = (rp, note);
+    *lock(&sh.restore_point) = rp;
 }
 
 /// On each primary in parallel: create the point (or, with Citus, where it already is),

@@ -3,7 +3,7 @@
 
 use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct Spawned {
     pub events: mpsc::Receiver<Result<StartEvent>>,
 }
 
+/// Start the helper for `cfg`, its stderr appended to the backup's log, and hand it the
+/// configuration; its start events arrive through `Spawned::next`.
 pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
     let exe = std::env::current_exe().context(|| "cannot find our own executable to start the helper")?;
     let log_path = run.log(&cfg.backup_id);
@@ -50,24 +52,28 @@ pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
     }
     let stdout = child.stdout.take().ok_or_else(|| Error::new("helper has no stdout"))?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        loop {
-            match protocol::read_line(&mut r) {
-                Ok(Some(line)) => {
-                    if tx.send(protocol::decode::<StartEvent>(&line)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(err!("{}", e)));
+    std::thread::spawn(move || relay_events(stdout, tx));
+    Ok(Spawned { child, events: rx })
+}
+
+/// Decode the helper's start events from its stdout onto the channel, until it closes or pre
+/// stops listening.
+fn relay_events(stdout: ChildStdout, tx: mpsc::Sender<Result<StartEvent>>) {
+    let mut r = BufReader::new(stdout);
+    loop {
+        match protocol::read_line(&mut r) {
+            Ok(Some(line)) => {
+                if tx.send(protocol::decode::<StartEvent>(&line)).is_err() {
                     return;
                 }
             }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(err!("{}", e)));
+                return;
+            }
         }
-    });
-    Ok(Spawned { child, events: rx })
+    }
 }
 
 /// What pre hears next from the helper it started.
