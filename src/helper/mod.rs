@@ -125,10 +125,10 @@ impl Shared {
 }
 
 /// Emits start events to pre over the child pipe; silently gives up if pre went away.
-pub(crate) struct Reporter(Option<std::io::Stdout>);
+struct Reporter(Option<std::io::Stdout>);
 
 impl Reporter {
-    pub(crate) fn send(&mut self, ev: &StartEvent) {
+    fn send(&mut self, ev: &StartEvent) {
         if let Some(out) = self.0.as_mut() {
             if protocol::write_msg(out, ev).is_err() {
                 self.0 = None;
