@@ -118,17 +118,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Print a command's error the way the binary does (an OK-coded "error" is news for
-/// stdout) and return the exit code.
+/// Print a command's error the way the binary does and return the exit code.
 pub fn report(result: Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            if e.code == exit::OK {
-                println!("{}", e.msg);
-            } else {
-                eprintln!("pg-backup-hooks: error: {}", e.msg);
-            }
+            eprintln!("pg-backup-hooks: error: {}", e.msg);
             e.code
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use crate::pg::api::ArchiverStats;
 use crate::pg::wal::Lsn;
 
@@ -13,42 +14,42 @@ pub const VERSION: u32 = 1;
 /// A request or reply line longer than this is refused (labels are a few hundred bytes).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// What a command asks the helper, one request per connection.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// `status`: what the helper knows. Answered by [`Reply::Status`].
     Status,
-    /// Stop every node (if not yet stopped) and wait for archiving, up to the timeout.
-    Stop {
-        archive_timeout_secs: u64,
-    },
-    /// The sidecar is durably written: the helper may forget the labels and exit.
+    /// `post`: stop every node (if not yet stopped) and wait for archiving, up to the timeout.
+    /// Answered by [`Reply::Progress`] lines while it waits, then [`Reply::Stopped`] or
+    /// [`Reply::Error`].
+    Stop { archive_timeout_secs: u64 },
+    /// `post`, after the sidecar is durably written: the helper may forget the labels and exit.
+    /// Answered by [`Reply::Ok`], or [`Reply::Error`] when the backup is not stopped and archived.
     Stored,
-    /// Stop and discard every node's backup.
+    /// `abort`: stop and discard every node's backup. Answered by [`Reply::Ok`].
     Abort,
 }
 
+/// What the helper answers; every request ends with exactly one reply that is not
+/// [`Reply::Progress`].
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Progress {
-        message: String,
-    },
-    Status {
-        backup: BackupStatus,
-    },
-    /// The backups are stopped; `archived` says whether every node's WAL reached the archive.
-    Stopped {
-        backup: BackupStatus,
-        archived: bool,
-        message: Option<String>,
-    },
-    Ok {
-        message: String,
-    },
-    Error {
-        message: String,
-        backup: Option<BackupStatus>,
-    },
+    /// To [`Request::Stop`], every 30 s while the archive wait goes on: who still waits for what.
+    Progress { message: String },
+    /// To [`Request::Status`]: the helper's view of the backup.
+    Status { backup: BackupStatus },
+    /// To [`Request::Stop`]: the backups are stopped; `archived` says whether every node's WAL
+    /// reached the archive, and `message` what is still missing when it did not.
+    Stopped { backup: BackupStatus, archived: bool, message: Option<String> },
+    /// To [`Request::Stored`] (the helper is released) and [`Request::Abort`] (the backups
+    /// were discarded, or the helper was already ending).
+    Ok { message: String },
+    /// To any request the helper refuses or that failed: an unreadable request, a stop of a
+    /// failed or ending backup, a `Stored` before everything is archived. `backup` is the
+    /// helper's state when it has one to show.
+    Error { message: String, backup: Option<BackupStatus> },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -75,12 +76,15 @@ pub struct BackupStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    Starting,
+    /// Every node's backup started; the helper holds the sessions.
     Running,
+    /// A post is stopping the nodes.
     Stopping,
     /// Stopped, waiting for (or having given up waiting for) WAL archiving.
     Stopped,
+    /// A node's backup was lost (session ended, standby promoted, stop failed).
     Failed,
+    /// Discarded on request, by a signal or by --max-duration.
     Aborted,
 }
 
@@ -126,18 +130,52 @@ pub struct StopResult {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct RestorePointInfo {
     pub name: String,
-    /// "cluster" (citus_create_restore_point: one instant for all nodes), "per-node"
-    /// (pg_create_restore_point on each node: close in time, not one instant) or "node".
-    pub scope: String,
+    pub scope: RestorePointScope,
+}
+
+/// Where a backup's restore point was made; serialized as "cluster", "per-node" or "node"
+/// (in the socket protocol and in manifest.json).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePointScope {
+    /// citus_create_restore_point on the coordinator: one instant for every node.
+    #[serde(rename = "cluster")]
+    Cluster,
+    /// pg_create_restore_point on each node of several: close in time, not one instant.
+    #[serde(rename = "per-node")]
+    PerNode,
+    /// pg_create_restore_point on the backup's only node.
+    #[serde(rename = "node")]
+    Node,
+}
+
+impl RestorePointScope {
+    /// The word in the JSON, also what post prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePointScope::Cluster => "cluster",
+            RestorePointScope::PerNode => "per-node",
+            RestorePointScope::Node => "node",
+        }
+    }
+}
+
+impl std::fmt::Display for RestorePointScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Pre's child pipe: what the helper tells `pre` while it starts.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StartEvent {
+    /// While checking the nodes: something pre prints as a warning (the backup goes on).
     Warning { node: String, message: String },
+    /// After every node's backup started, once per node.
     NodeStarted { node: String, start_lsn: Lsn, server_version: String },
+    /// Last, on success: the helper serves its socket; pre prints this and exits 0.
     Ready { backup: BackupStatus },
+    /// Last, on failure: why nothing was started (any node that had started was discarded).
     Failed { message: String },
 }
 
@@ -164,14 +202,14 @@ pub fn write_msg<W: Write, T: Serialize>(w: &mut W, body: &T) -> std::io::Result
 }
 
 /// Decode one line, checking the version first so an unknown version gets its own message.
-pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed message: {}", e))?;
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| err!("malformed message: {}", e))?;
     match value.get("v").and_then(|v| v.as_u64()) {
         Some(v) if v == VERSION as u64 => {}
-        Some(v) => return Err(format!("unsupported protocol version {} (this build speaks {})", v, VERSION)),
-        None => return Err("message has no protocol version".into()),
+        Some(v) => return Err(err!("unsupported protocol version {} (this build speaks {})", v, VERSION)),
+        None => return Err(err!("message has no protocol version")),
     }
-    serde_json::from_value(value).map_err(|e| format!("malformed message: {}", e))
+    serde_json::from_value(value).map_err(|e| err!("malformed message: {}", e))
 }
 
 #[cfg(test)]
@@ -190,10 +228,26 @@ mod tests {
 
     #[test]
     fn bad_messages_are_refused() {
-        assert!(decode::<Request>("{").unwrap_err().contains("malformed"));
-        assert!(decode::<Request>("{\"op\":\"status\"}").unwrap_err().contains("no protocol version"));
-        assert!(decode::<Request>("{\"v\":99,\"op\":\"status\"}").unwrap_err().contains("version 99"));
+        assert!(decode::<Request>("{").unwrap_err().msg.contains("malformed"));
+        assert!(decode::<Request>("{\"op\":\"status\"}").unwrap_err().msg.contains("no protocol version"));
+        assert!(decode::<Request>("{\"v\":99,\"op\":\"status\"}").unwrap_err().msg.contains("version 99"));
         assert!(decode::<Request>("{\"v\":1,\"op\":\"drop_database\"}").is_err());
+    }
+
+    #[test]
+    fn restore_point_scope_keeps_its_words() {
+        for (scope, word) in [
+            (RestorePointScope::Cluster, "cluster"),
+            (RestorePointScope::PerNode, "per-node"),
+            (RestorePointScope::Node, "node"),
+        ] {
+            let json = format!("{{\"name\":\"b1\",\"scope\":\"{}\"}}", word);
+            let rp: RestorePointInfo = serde_json::from_str(&json).unwrap();
+            assert_eq!(rp.scope, scope);
+            assert_eq!(serde_json::to_string(&rp).unwrap(), json);
+            assert_eq!(scope.to_string(), word);
+        }
+        assert!(serde_json::from_str::<RestorePointInfo>("{\"name\":\"b1\",\"scope\":\"PerNode\"}").is_err());
     }
 
     #[test]

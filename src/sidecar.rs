@@ -20,6 +20,7 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::pg::label::BackupLabel;
 use crate::pg::wal::Lsn;
+use crate::protocol::{NodeStatus, RestorePointScope, StopResult};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
@@ -64,11 +65,40 @@ pub struct NodeEntry {
     pub files: BTreeMap<String, FileEntry>,
 }
 
+impl NodeEntry {
+    /// The manifest's entry for a node whose backup started at `start` and stopped with `stop`.
+    pub fn new(n: &NodeStatus, start: Lsn, stop: &StopResult) -> NodeEntry {
+        let mut files = BTreeMap::new();
+        files.insert(LABEL_FILE.to_string(), file_entry(stop.labelfile.as_bytes()));
+        files.insert(SPCMAP_FILE.to_string(), file_entry(stop.spcmapfile.as_bytes()));
+        NodeEntry {
+            name: n.name.clone(),
+            conninfo: n.conninfo.clone(),
+            server_version_num: n.server_version_num,
+            server_version: n.server_version.clone(),
+            system_identifier: n.system_identifier.clone(),
+            timeline: stop.timeline,
+            start_lsn: start,
+            stop_lsn: stop.stop_lsn,
+            start_wal_file: stop.start_wal_file.clone(),
+            stop_wal_file: stop.stop_wal_file.clone(),
+            backup_history_file: stop.backup_history_file.clone(),
+            from_standby: n.from_standby,
+            data_directory: n.data_directory.clone(),
+            wal_segment_size: n.wal_segment_size,
+            archived: stop.archived,
+            archive_note: stop.archive_note.clone(),
+            files,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct RestorePoint {
     pub name: String,
-    /// "cluster" (citus_create_restore_point) or "per-node" (pg_create_restore_point).
-    pub scope: String,
+    /// "cluster" (citus_create_restore_point), "per-node" (pg_create_restore_point on each of
+    /// several nodes) or "node" (pg_create_restore_point on the only node).
+    pub scope: RestorePointScope,
     pub lsns: BTreeMap<String, Lsn>,
 }
 

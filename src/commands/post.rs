@@ -1,8 +1,10 @@
 //! `post`: stop, wait for archiving, store the sidecar in every directory.
 
+use std::path::PathBuf;
+
 use crate::cli::PostArgs;
 use crate::error::{exit, Error, Result};
-use crate::helper::client;
+use crate::helper::client::{self, NoHelper};
 use crate::ids;
 use crate::protocol::{BackupStatus, Reply, Request};
 use crate::rundir::{Marker, RunDir};
@@ -24,12 +26,20 @@ pub fn run(a: PostArgs) -> Result<i32> {
     }
 }
 
+/// No helper answers: the backup was stored already (success), or say what became of it;
+/// a helper that died leaves a failed marker and its stale files are cleaned.
 fn already_or_gone(run: &RunDir, id: &str) -> Result<i32> {
     if let Some(Marker::Done(text)) = run.marker(id) {
         println!("backup {} is already stored: {}", id, text.trim());
         return Ok(exit::OK);
     }
-    let e = client::no_helper_error(run, id);
+    let e = match client::no_helper(run, id) {
+        NoHelper::Stored(message) => {
+            println!("{}", message);
+            return Ok(exit::OK);
+        }
+        NoHelper::Error(e) => e,
+    };
     if run.path(id, "lock").exists() && run.marker(id).is_none() {
         // The helper died: remember why, and clean what it left.
         let _ = run.set_marker(
@@ -56,28 +66,7 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
             return Err(err!("node {} has no stop result: {}", n.name, n.health));
         };
         stopped_at = stopped_at.max(stop.stopped_at.clone());
-        let mut f = std::collections::BTreeMap::new();
-        f.insert(sidecar::LABEL_FILE.to_string(), sidecar::file_entry(stop.labelfile.as_bytes()));
-        f.insert(sidecar::SPCMAP_FILE.to_string(), sidecar::file_entry(stop.spcmapfile.as_bytes()));
-        nodes.push(NodeEntry {
-            name: n.name.clone(),
-            conninfo: n.conninfo.clone(),
-            server_version_num: n.server_version_num,
-            server_version: n.server_version.clone(),
-            system_identifier: n.system_identifier.clone(),
-            timeline: stop.timeline,
-            start_lsn: start,
-            stop_lsn: stop.stop_lsn,
-            start_wal_file: stop.start_wal_file.clone(),
-            stop_wal_file: stop.stop_wal_file.clone(),
-            backup_history_file: stop.backup_history_file.clone(),
-            from_standby: n.from_standby,
-            data_directory: n.data_directory.clone(),
-            wal_segment_size: n.wal_segment_size,
-            archived: stop.archived,
-            archive_note: stop.archive_note.clone(),
-            files: f,
-        });
+        nodes.push(NodeEntry::new(n, start, stop));
         files.push(NodeFiles {
             name: n.name.clone(),
             labelfile: stop.labelfile.clone(),
@@ -94,7 +83,7 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
         written_at: chrono::Utc::now().to_rfc3339(),
         restore_point: backup.restore_point.as_ref().map(|rp| sidecar::RestorePoint {
             name: rp.name.clone(),
-            scope: rp.scope.clone(),
+            scope: rp.scope,
             lsns: backup
                 .nodes
                 .iter()
@@ -107,47 +96,13 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
     Ok((m, files))
 }
 
+/// Write the sidecar into every directory; once the WAL is archived too, mark the backup
+/// stored and release the helper.
 fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message: Option<String>) -> Result<i32> {
     let status = if archived { Status::Complete } else { Status::ArchivePending };
     let (m, files) = manifest(backup, status)?;
-    let mut errors = Vec::new();
-    for dir in &backup.sidecar_dirs {
-        match sidecar::write(dir, &m, &files) {
-            Ok(true) => println!("stored {} in {}", status_word(status), sidecar::backup_dir(dir, id).display()),
-            Ok(false) => {
-                println!("backup {} is already stored complete in {}", id, sidecar::backup_dir(dir, id).display())
-            }
-            Err(e) => errors.push(format!("{}: {}", dir.display(), e.msg)),
-        }
-        if let Ok(h) = sidecar::manifest_sha256(&sidecar::backup_dir(dir, id).join(sidecar::MANIFEST)) {
-            println!("manifest sha256: {} ({})", h, sidecar::backup_dir(dir, id).display());
-        }
-    }
-    if !errors.is_empty() {
-        // Keep the labels in the job log: they are what makes the copy restorable.
-        for f in &files {
-            eprintln!("----- node {} backup_label (backup {}) -----\n{}", f.name, id, f.labelfile);
-            if !f.spcmapfile.is_empty() {
-                eprintln!("----- node {} tablespace_map -----\n{}", f.name, f.spcmapfile);
-            }
-        }
-        return Err(err!(
-            "cannot write the sidecar ({}); the helper still holds the labels: fix the directory and run post again",
-            errors.join("; ")
-        ));
-    }
-    for n in &m.nodes {
-        println!(
-            "node {}: backup stopped at {} (start {}, WAL {}..{})",
-            n.name, n.stop_lsn, n.start_lsn, n.start_wal_file, n.stop_wal_file
-        );
-    }
-    if let Some(rp) = &m.restore_point {
-        println!("restore point {:?} ({}) on {} node(s)", rp.name, rp.scope, rp.lsns.len());
-    }
-    if let Some(note) = &m.restore_point_note {
-        eprintln!("pg-backup-hooks: warning: {}", note);
-    }
+    write_everywhere(id, &backup.sidecar_dirs, &m, &files)?;
+    print_summary(&m);
     if !archived {
         return Err(Error::with_code(
             exit::NOT_RESTORABLE_YET,
@@ -160,18 +115,192 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     let dirs: Vec<String> =
         backup.sidecar_dirs.iter().map(|d| sidecar::backup_dir(d, id).display().to_string()).collect();
     run.set_marker(id, &Marker::Done(format!("stored in {}", dirs.join(", "))))?;
+    release_helper(run, id);
+    println!("backup {} is complete and restorable", id);
+    Ok(exit::OK)
+}
+
+/// Write the sidecar into each directory, printing where and the manifest's sha256. If any
+/// fails, the labels go to stderr (the job log keeps them) and post fails.
+fn write_everywhere(id: &str, dirs: &[PathBuf], m: &Manifest, files: &[NodeFiles]) -> Result<()> {
+    let mut errors = Vec::new();
+    for dir in dirs {
+        match sidecar::write(dir, m, files) {
+            Ok(true) => println!("stored {} in {}", status_word(m.status), sidecar::backup_dir(dir, id).display()),
+            Ok(false) => {
+                println!("backup {} is already stored complete in {}", id, sidecar::backup_dir(dir, id).display())
+            }
+            Err(e) => errors.push(format!("{}: {}", dir.display(), e.msg)),
+        }
+        if let Ok(h) = sidecar::manifest_sha256(&sidecar::backup_dir(dir, id).join(sidecar::MANIFEST)) {
+            println!("manifest sha256: {} ({})", h, sidecar::backup_dir(dir, id).display());
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // Keep the labels in the job log: they are what makes the copy restorable.
+    for f in files {
+        eprintln!("----- node {} backup_label (backup {}) -----\n{}", f.name, id, f.labelfile);
+        if !f.spcmapfile.is_empty() {
+            eprintln!("----- node {} tablespace_map -----\n{}", f.name, f.spcmapfile);
+        }
+    }
+    Err(err!(
+        "cannot write the sidecar ({}); the helper still holds the labels: fix the directory and run post again",
+        errors.join("; ")
+    ))
+}
+
+/// Each node's stop, the restore point, and why there is none.
+fn print_summary(m: &Manifest) {
+    for n in &m.nodes {
+        println!(
+            "node {}: backup stopped at {} (start {}, WAL {}..{})",
+            n.name, n.stop_lsn, n.start_lsn, n.start_wal_file, n.stop_wal_file
+        );
+    }
+    if let Some(rp) = &m.restore_point {
+        println!("restore point {:?} ({}) on {} node(s)", rp.name, rp.scope, rp.lsns.len());
+    }
+    if let Some(note) = &m.restore_point_note {
+        eprintln!("pg-backup-hooks: warning: {}", note);
+    }
+}
+
+/// Tell the helper the sidecar is stored so it can exit; a helper that does not listen
+/// is only logged (the done marker already records the backup as stored).
+fn release_helper(run: &RunDir, id: &str) {
     match client::request(run, id, &Request::Stored, &mut |_| {}) {
         Ok(Some(Reply::Ok { .. })) | Ok(None) => {}
         Ok(Some(other)) => log::warn!("helper did not release: {:?}", other),
         Err(e) => log::warn!("{}", e),
     }
-    println!("backup {} is complete and restorable", id);
-    Ok(exit::OK)
 }
 
 fn status_word(s: Status) -> &'static str {
     match s {
         Status::Complete => "complete backup",
         Status::ArchivePending => "labels (archive pending, not restorable yet)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RestorePointScope;
+
+    /// manifest.json as post wrote it before #17 (a real run, 2026-11-23, PostgreSQL 15).
+    const REAL_MANIFEST: &str = r#"{
+  "format_version": 1,
+  "tool_version": "0.1.0",
+  "backup_id": "rt",
+  "status": "complete",
+  "started_at": "2026-11-23T17:06:09.989172809+00:00",
+  "stopped_at": "2026-11-23T17:06:10.695009961+00:00",
+  "written_at": "2026-11-23T17:06:10.834685182+00:00",
+  "nodes": [
+    {
+      "name": "default",
+      "conninfo": "dbname=postgres host=127.0.0.1 port=40375 user=postgres",
+      "server_version_num": 150018,
+      "server_version": "15.18 (Debian 15.18-0+deb12u1)",
+      "system_identifier": "7711414331563238757",
+      "timeline": 1,
+      "start_lsn": "0/20014C8",
+      "stop_lsn": "0/2006C48",
+      "start_wal_file": "000000010000000000000002",
+      "stop_wal_file": "000000010000000000000002",
+      "backup_history_file": "000000010000000000000002.000014C8.backup",
+      "from_standby": false,
+      "data_directory": "/tmp/pgbhkZ2N9u/pg/data",
+      "wal_segment_size": 16777216,
+      "archived": true,
+      "archive_note": null,
+      "files": {
+        "backup_label": {
+          "sha256": "a6136f93ea1b697ffa64f412599d5637a35560976cf0f0c626be82d3f98508e7",
+          "size": 202
+        },
+        "tablespace_map": {
+          "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+          "size": 0
+        }
+      }
+    }
+  ],
+  "restore_point": {
+    "name": "rt",
+    "scope": "node",
+    "lsns": {
+      "default": "0/3000770"
+    }
+  },
+  "restore_point_note": null
+}"#;
+
+    #[test]
+    fn a_manifest_written_before_17_reads_and_writes_back_byte_for_byte() {
+        let m: Manifest = serde_json::from_str(REAL_MANIFEST).unwrap();
+        assert_eq!(m.restore_point.as_ref().unwrap().scope, RestorePointScope::Node);
+        // sidecar::write encodes with to_vec_pretty.
+        assert_eq!(String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap(), REAL_MANIFEST);
+        for word in ["cluster", "per-node"] {
+            let other = REAL_MANIFEST.replace("\"scope\": \"node\"", &format!("\"scope\": \"{}\"", word));
+            let m: Manifest = serde_json::from_str(&other).unwrap();
+            assert_eq!(serde_json::to_string_pretty(&m).unwrap(), other);
+        }
+    }
+
+    /// The helper's status for the run above, as it crossed the socket.
+    fn backup_status(label: &str) -> BackupStatus {
+        let node = serde_json::json!({
+            "name": "default", "conninfo": "dbname=postgres host=127.0.0.1 port=40375 user=postgres",
+            "server_version_num": 150018, "server_version": "15.18 (Debian 15.18-0+deb12u1)",
+            "system_identifier": "7711414331563238757", "timeline": 1, "from_standby": false,
+            "data_directory": "/tmp/pgbhkZ2N9u/pg/data", "wal_segment_size": 16777216,
+            "start_lsn": "0/20014C8", "health": "ok", "failed": false,
+            "stop": {
+                "stop_lsn": "0/2006C48", "stopped_at": "2026-11-23T17:06:10.695009961+00:00", "timeline": 1,
+                "labelfile": label, "spcmapfile": "",
+                "start_wal_file": "000000010000000000000002", "stop_wal_file": "000000010000000000000002",
+                "backup_history_file": "000000010000000000000002.000014C8.backup",
+                "archived": true, "archive_note": null, "archiver": null,
+                "restore_point_lsn": "0/3000770", "restore_point_wal_file": "000000010000000000000003"
+            }
+        });
+        serde_json::from_value(serde_json::json!({
+            "backup_id": "rt", "helper_pid": 1, "started_at": "2026-11-23T17:06:09.989172809+00:00",
+            "phase": "stopped", "sidecar_dirs": ["/s"], "nodes": [node],
+            "restore_point": {"name": "rt", "scope": "node"}, "restore_point_note": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_manifest_post_builds_is_the_one_it_built_before() {
+        let label = "START WAL LOCATION: 0/20014C8 (file 000000010000000000000002)\n";
+        let (m, files) = manifest(&backup_status(label), Status::Complete).unwrap();
+        let mut want: serde_json::Value = serde_json::from_str(REAL_MANIFEST).unwrap();
+        let mut got = serde_json::to_value(&m).unwrap();
+        for v in [&mut want, &mut got] {
+            v["written_at"] = serde_json::Value::Null;
+            v["tool_version"] = serde_json::Value::Null;
+        }
+        // The label here is not the real one: its checksum is the only difference.
+        want["nodes"][0]["files"]["backup_label"] =
+            serde_json::to_value(sidecar::file_entry(label.as_bytes())).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].labelfile, label);
+    }
+
+    #[test]
+    fn a_node_that_did_not_stop_gives_no_manifest() {
+        let mut b = backup_status("x");
+        b.nodes[0].stop = None;
+        b.nodes[0].health = "session lost".into();
+        let Err(e) = manifest(&b, Status::Complete) else { panic!("a manifest without a stop") };
+        assert_eq!(e.msg, "node default has no stop result: session lost");
     }
 }

@@ -63,9 +63,32 @@ fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(S
     Ok(out)
 }
 
+/// Check, start the helper, and wait until it reports every node's backup started.
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     check_before_start(&a)?;
+    let nodes = nodes(&a)?;
+    let node_primaries = node_primaries(&a.node_primaries, &nodes)?;
+    for dir in &a.sidecar_dir {
+        sidecar::check_writable(dir, &a.backup_id)?;
+    }
+    let run = claim_id(&a)?;
+    let cfg = HelperConfig {
+        backup_id: a.backup_id.clone(),
+        nodes,
+        node_primaries,
+        fast: a.fast,
+        max_duration_secs: a.max_duration,
+        heartbeat_secs: a.heartbeat,
+        sidecar_dirs: a.sidecar_dir.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect(),
+    };
+    let mut child = spawn::spawn(&run, &cfg)?;
+    wait_started(&mut child, &run, &a)
+}
+
+/// The backup's nodes: each `--node` once, or what `--discover citus` finds, or `default`
+/// (libpq's environment and defaults) when none is given.
+fn nodes(a: &PreArgs) -> Result<Vec<(String, String)>> {
     let mut nodes: Vec<(String, String)> = Vec::new();
     for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
         let n = parse_node(spec.trim())?;
@@ -75,31 +98,39 @@ pub fn run(a: PreArgs) -> Result<i32> {
         nodes.push(n);
     }
     if a.discover.is_some() {
-        if nodes.len() > 1 {
-            return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
-        }
-        let coordinator = match nodes.first() {
-            Some((_, ci)) => ConnInfo::parse(ci)?,
-            None => ConnInfo::default(),
-        }
-        .with_env_defaults();
-        nodes = discovery::citus(&coordinator, a.discover_role)?
-            .into_iter()
-            .map(|(name, ci)| (name, ci.to_secret_string()))
-            .collect();
-        for (name, ci) in &nodes {
-            if let Ok(c) = ConnInfo::parse(ci) {
-                println!("discovered node {}: {}", name, c.redacted());
-            }
-        }
+        nodes = discover(a, &nodes)?;
     }
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));
     }
-    let node_primaries = node_primaries(&a.node_primaries, &nodes)?;
-    for dir in &a.sidecar_dir {
-        sidecar::check_writable(dir, &a.backup_id)?;
+    Ok(nodes)
+}
+
+/// `--discover citus`: the coordinator (the one `--node`, or the defaults) and its workers.
+fn discover(a: &PreArgs, given: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    if given.len() > 1 {
+        return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
     }
+    let coordinator = match given.first() {
+        Some((_, ci)) => ConnInfo::parse(ci)?,
+        None => ConnInfo::default(),
+    }
+    .with_env_defaults();
+    let nodes: Vec<(String, String)> = discovery::citus(&coordinator, a.discover_role)?
+        .into_iter()
+        .map(|(name, ci)| (name, ci.to_secret_string()))
+        .collect();
+    for (name, ci) in &nodes {
+        if let Ok(c) = ConnInfo::parse(ci) {
+            println!("discovered node {}: {}", name, c.redacted());
+        }
+    }
+    Ok(nodes)
+}
+
+/// Open the run dir and make sure no helper runs for this id; clear what an earlier run of
+/// the id left, and prune old markers.
+fn claim_id(a: &PreArgs) -> Result<RunDir> {
     let run = RunDir::open(a.run.run_dir.clone(), true)?;
     let id = &a.backup_id;
     if run.helper_alive(id) {
@@ -111,22 +142,19 @@ pub fn run(a: PreArgs) -> Result<i32> {
     run.clean_stale(id);
     run.clear_markers(id);
     run.prune(30);
+    Ok(run)
+}
 
-    let cfg = HelperConfig {
-        backup_id: id.clone(),
-        nodes,
-        node_primaries,
-        fast: a.fast,
-        max_duration_secs: a.max_duration,
-        heartbeat_secs: a.heartbeat,
-        sidecar_dirs: a.sidecar_dir.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect(),
-    };
-    let mut child = spawn::spawn(&run, &cfg)?;
+/// Relay the helper's start events until it is ready (exit 0) or failed, or --start-timeout
+/// passes (the helper is then killed, which ends any backup it had started).
+fn wait_started(child: &mut spawn::Spawned, run: &RunDir, a: &PreArgs) -> Result<i32> {
+    let id = &a.backup_id;
     // cli caps --start-timeout far below overflow; checked_add keeps a panic impossible anyway.
     let deadline = Instant::now().checked_add(Duration::from_secs(a.start_timeout)).unwrap_or_else(Instant::now);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match child.next(left) {
+        let ev = match child.next(left) {
+            Next::Event(ev) => ev,
             Next::TimedOut => {
                 child.kill();
                 return Err(err!(
@@ -142,27 +170,33 @@ pub fn run(a: PreArgs) -> Result<i32> {
                 child.kill();
                 return Err(err!("unreadable message from the helper ({}): see {}", e, run.log(id).display()));
             }
-            Next::Event(ev) => match ev {
-                StartEvent::Warning { node, message } => {
-                    eprintln!("pg-backup-hooks: warning: node {}: {}", node, message)
-                }
-                StartEvent::NodeStarted { node, start_lsn, server_version } => {
-                    println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)
-                }
-                StartEvent::Ready { backup } => {
-                    println!(
-                        "backup {} started on {} node(s); helper pid {} holds the sessions until post or abort",
-                        id,
-                        backup.nodes.len(),
-                        backup.helper_pid
-                    );
-                    return Ok(0);
-                }
-                StartEvent::Failed { message } => {
-                    let _ = child.child.wait();
-                    return Err(Error::new(message));
-                }
-            },
+        };
+        if let Some(done) = on_event(child, id, ev) {
+            return done;
         }
     }
+}
+
+/// Print one start event; Some(outcome) for the last one (ready or failed).
+fn on_event(child: &mut spawn::Spawned, id: &str, ev: StartEvent) -> Option<Result<i32>> {
+    match ev {
+        StartEvent::Warning { node, message } => eprintln!("pg-backup-hooks: warning: node {}: {}", node, message),
+        StartEvent::NodeStarted { node, start_lsn, server_version } => {
+            println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)
+        }
+        StartEvent::Ready { backup } => {
+            println!(
+                "backup {} started on {} node(s); helper pid {} holds the sessions until post or abort",
+                id,
+                backup.nodes.len(),
+                backup.helper_pid
+            );
+            return Some(Ok(0));
+        }
+        StartEvent::Failed { message } => {
+            let _ = child.child.wait();
+            return Some(Err(Error::new(message)));
+        }
+    }
+    None
 }

@@ -57,13 +57,32 @@ fn check_peer(stream: &UnixStream, path: &std::path::Path) -> Result<()> {
     }
 }
 
-/// The error for "no helper is running for this id", with what the run dir remembers.
-pub fn no_helper_error(run: &RunDir, id: &str) -> Error {
+/// Why no helper answers for a backup id, from what the run dir remembers.
+pub enum NoHelper {
+    /// post stored the backup and released its helper: not an error (the message is news
+    /// for stdout, and the exit code is 0).
+    Stored(String),
+    /// Aborted, failed, gone, or never started.
+    Error(Error),
+}
+
+impl NoHelper {
+    /// The one-line message either way.
+    pub fn message(&self) -> &str {
+        match self {
+            NoHelper::Stored(m) => m,
+            NoHelper::Error(e) => &e.msg,
+        }
+    }
+}
+
+/// What became of the backup `id` whose helper does not answer.
+pub fn no_helper(run: &RunDir, id: &str) -> NoHelper {
     use crate::rundir::Marker;
-    match run.marker(id) {
+    NoHelper::Error(match run.marker(id) {
         Some(Marker::Aborted(why)) => err!("backup {} was aborted: {}", id, why.trim()),
         Some(Marker::Failed(why)) => err!("backup {} failed: {}", id, why.trim()),
-        Some(Marker::Done(_)) => Error::with_code(exit::OK, format!("backup {} is already stored", id)),
+        Some(Marker::Done(_)) => return NoHelper::Stored(format!("backup {} is already stored", id)),
         None if run.path(id, "lock").exists() => err!(
             "the helper for backup {} is gone (killed, crashed or the machine restarted; see {}): its sessions ended and with them the backups, so this copy cannot be restored; run the backup job again",
             id,
@@ -77,5 +96,46 @@ pub fn no_helper_error(run: &RunDir, id: &str) -> Error {
                 run.dir.display()
             ),
         ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rundir::Marker;
+
+    fn run_dir() -> (tempfile::TempDir, RunDir) {
+        let t = tempfile::tempdir().unwrap();
+        let run = RunDir::open(Some(t.path().join("run")), true).unwrap();
+        (t, run)
+    }
+
+    #[test]
+    fn a_stored_backup_is_success_not_an_error() {
+        let (_t, run) = run_dir();
+        run.set_marker("b1", &Marker::Done("stored in /s/b1".into())).unwrap();
+        let NoHelper::Stored(m) = no_helper(&run, "b1") else { panic!("a stored backup is not an error") };
+        assert_eq!(m, "backup b1 is already stored");
+    }
+
+    #[test]
+    fn what_the_run_dir_remembers_is_the_error() {
+        let (_t, run) = run_dir();
+        let error = |id| match no_helper(&run, id) {
+            NoHelper::Error(e) => e,
+            NoHelper::Stored(m) => panic!("{}", m),
+        };
+        let e = error("none");
+        assert_eq!(e.code, exit::NO_BACKUP);
+        assert!(e.msg.starts_with("no backup none is in progress in "), "{}", e.msg);
+        run.set_marker("ab", &Marker::Aborted("on request\n".into())).unwrap();
+        assert_eq!(error("ab").msg, "backup ab was aborted: on request");
+        run.set_marker("f", &Marker::Failed("pre failed: x".into())).unwrap();
+        assert_eq!(error("f").msg, "backup f failed: pre failed: x");
+        std::fs::write(run.path("gone", "lock"), "").unwrap();
+        let e = error("gone");
+        assert_eq!(e.code, exit::FAILURE);
+        assert!(e.msg.starts_with("the helper for backup gone is gone"), "{}", e.msg);
+        assert_eq!(no_helper(&run, "gone").message(), e.msg);
     }
 }

@@ -5,13 +5,18 @@
 //! answers requests on its Unix socket (see `server`) until a post has stored the
 //! sidecar, an abort, a signal, or --max-duration ends it.
 
+mod archive_wait;
 pub mod client;
 pub mod node;
+mod restore_point;
 pub mod server;
 pub mod spawn;
+mod start;
+mod stop;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pg::conninfo::ConnInfo;
 use crate::protocol::{self, BackupStatus, Phase, StartEvent};
 use crate::rundir::{Marker, RunDir};
 use node::Node;
@@ -54,6 +58,16 @@ pub enum Exit {
     Failed(String),
 }
 
+/// The backup's restore point, once a stop has tried to create it.
+#[derive(Clone, Debug)]
+pub enum RestorePoint {
+    /// No stop yet.
+    NotYet,
+    Created(protocol::RestorePointInfo),
+    /// Why there is none (`restore_point_note` in the status and the manifest).
+    Missing(String),
+}
+
 pub struct Shared {
     pub cfg: HelperConfig,
     pub started_at: String,
@@ -64,10 +78,23 @@ pub struct Shared {
     pub op_lock: Mutex<()>,
     pub exit: mpsc::Sender<Exit>,
     pub exiting: AtomicBool,
-    pub restore_point: Mutex<(Option<protocol::RestorePointInfo>, Option<String>)>,
+    pub restore_point: Mutex<RestorePoint>,
 }
 
 impl Shared {
+    fn new(cfg: HelperConfig, nodes: Vec<Node>, exit: mpsc::Sender<Exit>) -> Shared {
+        Shared {
+            cfg,
+            started_at: chrono::Utc::now().to_rfc3339(),
+            started: Instant::now(),
+            phase: Mutex::new(Phase::Running),
+            nodes: nodes.into_iter().map(Arc::new).collect(),
+            op_lock: Mutex::new(()),
+            exit,
+            exiting: AtomicBool::new(false),
+            restore_point: Mutex::new(RestorePoint::NotYet),
+        }
+    }
     pub fn phase(&self) -> Phase {
         *lock(&self.phase)
     }
@@ -75,7 +102,11 @@ impl Shared {
         *lock(&self.phase) = p;
     }
     pub fn status(&self) -> BackupStatus {
-        let (restore_point, restore_point_note) = lock(&self.restore_point).clone();
+        let (restore_point, restore_point_note) = match lock(&self.restore_point).clone() {
+            RestorePoint::NotYet => (None, None),
+            RestorePoint::Created(rp) => (Some(rp), None),
+            RestorePoint::Missing(note) => (None, Some(note)),
+        };
         BackupStatus {
             restore_point,
             restore_point_note,
@@ -119,7 +150,38 @@ pub fn run(backup_id: &str, run_dir: PathBuf) -> Result<()> {
     }
 }
 
+/// The helper's life: configure, lock the id, start every node, serve until told to end,
+/// then end what still runs and leave the reason.
 fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()> {
+    let cfg = read_config(backup_id)?;
+    let run = RunDir::open(Some(run_dir), true)?;
+    let id = cfg.backup_id.clone();
+    let id_lock = lock_id(&run, &id)?;
+    log::info!("helper {} for backup {} starting: {} node(s)", std::process::id(), id, cfg.nodes.len());
+
+    // Signals are handled by one thread; block them before any other thread exists.
+    let sigs = signal_set();
+    sigs.thread_block().map_err(|e| err!("cannot block signals: {}", e))?;
+
+    let socket_path = run.socket(&id)?;
+    let (nodes, listener) = start_or_leave_reason(&cfg, &run, &socket_path, rep)?;
+    report_started(&nodes, rep);
+
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared::new(cfg, nodes, tx.clone()));
+    log::info!("all {} node(s) started; serving {}", shared.nodes.len(), socket_path.display());
+    rep.send(&StartEvent::Ready { backup: shared.status() });
+    detach_stdout(&run.log(&id));
+
+    spawn_workers(sigs, tx, &shared, listener);
+    let outcome = wait_for_exit(&rx, &shared);
+    finish(&shared, outcome, &run, &socket_path);
+    drop(id_lock);
+    Ok(())
+}
+
+/// Read the configuration pre writes to our stdin; it must be for the id we were started with.
+fn read_config(backup_id: &str) -> Result<HelperConfig> {
     let mut input = String::new();
     std::io::stdin()
         .take(protocol::MAX_LINE as u64)
@@ -129,40 +191,42 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     if cfg.backup_id != backup_id {
         return Err(Error::new("helper: configuration is for another backup id"));
     }
-    let run = RunDir::open(Some(run_dir), true)?;
-    let id = cfg.backup_id.clone();
-    let Some(id_lock) = run.lock_with_patience(&id, Duration::from_secs(1))? else {
-        return Err(err!(
-            "a backup with id {} is already in progress (its helper holds {})",
-            id,
-            run.path(&id, "lock").display()
-        ));
-    };
-    log::info!("helper {} for backup {} starting: {} node(s)", std::process::id(), id, cfg.nodes.len());
+    Ok(cfg)
+}
 
-    // Signals are handled by one thread; block them before any other thread exists.
-    let sigs = signal_set();
-    sigs.thread_block().map_err(|e| err!("cannot block signals: {}", e))?;
+/// Take the backup id's lock, held for the helper's whole life: one helper per id.
+fn lock_id(run: &RunDir, id: &str) -> Result<std::fs::File> {
+    run.lock_with_patience(id, Duration::from_secs(1))?.ok_or_else(|| {
+        err!("a backup with id {} is already in progress (its helper holds {})", id, run.path(id, "lock").display())
+    })
+}
 
-    let socket_path = run.socket(&id)?;
-    let started = (|| -> Result<(Vec<Node>, std::os::unix::net::UnixListener)> {
-        let nodes = connect_all(&cfg, rep)?;
-        let _ = std::fs::remove_file(&socket_path);
-        let listener = server::bind(&socket_path)?;
-        start_all(&cfg, &nodes)?;
+/// Connect to and start every node, and listen on the socket; on failure, leave the reason
+/// for a later post, and nothing else.
+fn start_or_leave_reason(
+    cfg: &HelperConfig,
+    run: &RunDir,
+    socket_path: &Path,
+    rep: &mut Reporter,
+) -> Result<(Vec<Node>, UnixListener)> {
+    let started = (|| -> Result<(Vec<Node>, UnixListener)> {
+        let nodes = start::connect_all(cfg, rep)?;
+        let _ = std::fs::remove_file(socket_path);
+        let listener = server::bind(socket_path)?;
+        start::start_all(cfg, &nodes)?;
         Ok((nodes, listener))
     })();
-    let (nodes, listener) = match started {
-        Ok(x) => x,
-        Err(e) => {
-            // Leave the reason for a later post, and nothing else.
-            let _ = run.set_marker(&id, &Marker::Failed(format!("pre failed: {}", e.msg)));
-            let _ = std::fs::remove_file(&socket_path);
-            let _ = std::fs::remove_file(run.path(&id, "lock"));
-            return Err(e);
-        }
-    };
-    for n in &nodes {
+    if let Err(e) = &started {
+        let _ = run.set_marker(&cfg.backup_id, &Marker::Failed(format!("pre failed: {}", e.msg)));
+        let _ = std::fs::remove_file(socket_path);
+        let _ = std::fs::remove_file(run.path(&cfg.backup_id, "lock"));
+    }
+    started
+}
+
+/// Tell pre where each node's backup started.
+fn report_started(nodes: &[Node], rep: &mut Reporter) {
+    for n in nodes {
         let st = n.status();
         if let Some(lsn) = st.start_lsn {
             rep.send(&StartEvent::NodeStarted {
@@ -172,54 +236,40 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
             });
         }
     }
+}
 
-    let (tx, rx) = mpsc::channel();
-    let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        started_at: chrono::Utc::now().to_rfc3339(),
-        started: Instant::now(),
-        phase: Mutex::new(Phase::Running),
-        nodes: nodes.into_iter().map(Arc::new).collect(),
-        op_lock: Mutex::new(()),
-        exit: tx.clone(),
-        exiting: AtomicBool::new(false),
-        restore_point: Mutex::new((None, None)),
+/// The threads that run beside the main one: signals, heartbeats, the socket server.
+fn spawn_workers(sigs: nix::sys::signal::SigSet, tx: mpsc::Sender<Exit>, shared: &Arc<Shared>, listener: UnixListener) {
+    std::thread::spawn(move || {
+        if let Ok(sig) = sigs.wait() {
+            let _ = tx
+                .send(Exit::Aborted(format!("the helper received {:?}: the backups were stopped and discarded", sig)));
+        }
     });
-    log::info!("all {} node(s) started; serving {}", shared.nodes.len(), socket_path.display());
-    rep.send(&StartEvent::Ready { backup: shared.status() });
-    detach_stdout(&run.log(&id));
+    let sh = shared.clone();
+    std::thread::spawn(move || heartbeat_loop(sh));
+    let sh = shared.clone();
+    std::thread::spawn(move || server::serve(listener, sh));
+}
 
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            if let Ok(sig) = sigs.wait() {
-                let _ = tx.send(Exit::Aborted(format!(
-                    "the helper received {:?}: the backups were stopped and discarded",
-                    sig
-                )));
-            }
-        });
-    }
-    {
-        let sh = shared.clone();
-        std::thread::spawn(move || heartbeat_loop(sh));
-    }
-    {
-        let sh = shared.clone();
-        std::thread::spawn(move || server::serve(listener, sh));
-    }
-
-    let deadline = Duration::from_secs(cfg.max_duration_secs);
-    let outcome = match rx.recv_timeout(deadline.saturating_sub(shared.started.elapsed())) {
+/// Wait for a reason to end: stored, aborted, failed, or --max-duration expired.
+fn wait_for_exit(rx: &mpsc::Receiver<Exit>, shared: &Shared) -> Exit {
+    let deadline = Duration::from_secs(shared.cfg.max_duration_secs);
+    match rx.recv_timeout(deadline.saturating_sub(shared.started.elapsed())) {
         Ok(e) => e,
         Err(_) => Exit::Aborted(format!(
             "--max-duration of {} s expired before post: the backups were stopped and discarded; this copy cannot be restored",
-            cfg.max_duration_secs
+            shared.cfg.max_duration_secs
         )),
-    };
+    }
+}
+
+/// Wait for a stop or abort in progress, end whatever still runs, leave the reason in the
+/// run dir and remove the socket and the lock file.
+fn finish(shared: &Shared, outcome: Exit, run: &RunDir, socket_path: &Path) {
     shared.exiting.store(true, Ordering::SeqCst);
-    // Wait for a stop or abort in progress, then end whatever is still running.
     let _guard = lock(&shared.op_lock);
+    let id = &shared.cfg.backup_id;
     let marker = match outcome {
         Exit::Stored => {
             log::info!("sidecar stored; helper exits");
@@ -239,14 +289,12 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
         }
     };
     if let Some(m) = marker {
-        if let Err(e) = run.set_marker(&id, &m) {
+        if let Err(e) = run.set_marker(id, &m) {
             log::error!("{}", e.msg);
         }
     }
-    let _ = std::fs::remove_file(&socket_path);
-    let _ = std::fs::remove_file(run.path(&id, "lock"));
-    drop(id_lock);
-    Ok(())
+    let _ = std::fs::remove_file(socket_path);
+    let _ = std::fs::remove_file(run.path(id, "lock"));
 }
 
 fn signal_set() -> nix::sys::signal::SigSet {
@@ -267,89 +315,7 @@ fn detach_stdout(log: &std::path::Path) {
     }
 }
 
-/// Connect to every node in parallel and check each; all must pass.
-fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<Node>> {
-    let results: Vec<(String, std::result::Result<node::Checked, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = cfg
-            .nodes
-            .iter()
-            .map(|(name, conninfo)| {
-                let id = cfg.backup_id.clone();
-                s.spawn(move || {
-                    let r = ConnInfo::parse(conninfo)
-                        .map_err(|e| e.msg)
-                        .and_then(|ci| Node::connect(name, &ci.with_env_defaults(), &id));
-                    (name.clone(), r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| ("?".into(), Err("internal error: node thread panicked".into()))))
-            .collect()
-    });
-    let mut nodes = Vec::new();
-    let mut errors = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok(c) => {
-                for w in c.warnings {
-                    log::warn!("node {}: {}", name, w);
-                    rep.send(&StartEvent::Warning { node: name.clone(), message: w });
-                }
-                nodes.push(c.node);
-            }
-            Err(e) => errors.push(format!("node {}: {}", name, e)),
-        }
-    }
-    for (name, conninfo) in &cfg.node_primaries {
-        let Some(n) = nodes.iter_mut().find(|n| n.name == *name) else { continue };
-        let r = ConnInfo::parse(conninfo)
-            .map_err(|e| e.msg)
-            .and_then(|ci| n.attach_primary(&ci.with_env_defaults(), &cfg.backup_id));
-        if let Err(e) = r {
-            errors.push(format!("node {}: {}", name, e));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(err!("{}; no backup was started", errors.join("; ")));
-    }
-    Ok(nodes)
-}
-
-/// Start every node's backup in parallel; on any failure, stop the ones that started.
-fn start_all(cfg: &HelperConfig, nodes: &[Node]) -> Result<()> {
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                s.spawn(move || match n.start(&cfg.backup_id, cfg.fast) {
-                    Ok(lsn) => {
-                        log::info!("node {}: backup started at {}", n.name, lsn);
-                        None
-                    }
-                    Err(e) => Some(format!("node {}: the server refused to start the backup: {}", n.name, e)),
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap_or(Some("internal error: start thread panicked".into())))
-            .collect()
-    });
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let started: Vec<&Node> = nodes.iter().filter(|n| n.status().start_lsn.is_some()).collect();
-    let undone = started.len();
-    std::thread::scope(|s| {
-        for n in started {
-            s.spawn(move || n.discard());
-        }
-    });
-    Err(err!("{}; the {} node(s) that had started were stopped and their backups discarded", errors.join("; "), undone))
-}
-
+/// Stop and discard every node's backup, in parallel.
 pub fn discard_all(nodes: &[Arc<Node>]) {
     std::thread::scope(|s| {
         for n in nodes {

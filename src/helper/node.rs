@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use postgres::Client;
 
-use crate::pg::api::{self, ArchiverStats, ServerFacts};
+use crate::error::{Error, Result};
+use crate::pg::api::{self, ArchiveMode, ArchiverStats, ServerFacts, StopOutput};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::label::BackupLabel;
 use crate::pg::wal::{self, Lsn};
@@ -49,43 +50,14 @@ pub struct Checked {
 impl Node {
     /// Connect, turn off session timeouts, learn the server's facts, and check that the
     /// node can give a restorable backup at all (version, WAL archiving).
-    pub fn connect(name: &str, info: &ConnInfo, backup_id: &str) -> Result<Checked, String> {
+    pub fn connect(name: &str, info: &ConnInfo, backup_id: &str) -> Result<Checked> {
         let mut client = crate::pg::tls::connect(info, &format!("pg-backup-hooks {}", backup_id))?;
         let version_num = api::server_version_num(&mut client)?;
         api::check_supported(version_num)?;
         api::prepare_session(&mut client, version_num)?;
         let facts = api::server_facts(&mut client, version_num)?;
-        let mut warnings = Vec::new();
-        if facts.archive_mode == "off" {
-            return Err(
-                "archive_mode is off: a file-level copy can never be restored without the WAL archive; set archive_mode = on and an archive_command (needs a restart), then run the job again"
-                    .into(),
-            );
-        }
-        let cmd = facts.archive_command.trim();
-        if (cmd.is_empty() || cmd == "(disabled)") && facts.archive_library.trim().is_empty() {
-            return Err(
-                "archive_mode is on but neither archive_command nor archive_library is set: WAL is not archived, so the copy could not be restored; set archive_command"
-                    .into(),
-            );
-        }
-        if facts.in_recovery && facts.archive_mode != "always" {
-            warnings.push(
-                "this is a standby without archive_mode = always: the WAL this backup needs must reach the archive from the primary"
-                    .into(),
-            );
-        }
-        if let Ok(st) = api::archiver_stats(&mut client) {
-            if st.failing {
-                warnings.push(format!(
-                    "WAL archiving is failing: last failure {} at {} (last success {} at {}); post will wait for it",
-                    st.last_failed_wal.as_deref().unwrap_or("-"),
-                    st.last_failed_time.as_deref().unwrap_or("-"),
-                    st.last_archived_wal.as_deref().unwrap_or("-"),
-                    st.last_archived_time.as_deref().unwrap_or("-"),
-                ));
-            }
-        }
+        let mut warnings = check_archiving(&facts)?;
+        warnings.extend(archiver_warning(&mut client));
         Ok(Checked {
             node: Node {
                 name: name.to_string(),
@@ -101,34 +73,34 @@ impl Node {
 
     /// Attach the primary of this standby (`pre --node-primary`): it must be a primary of the
     /// same cluster (system identifier) that archives WAL.
-    pub fn attach_primary(&mut self, info: &ConnInfo, backup_id: &str) -> Result<(), String> {
+    pub fn attach_primary(&mut self, info: &ConnInfo, backup_id: &str) -> Result<()> {
         if !self.facts.in_recovery {
-            return Err("--node-primary is only for a standby node, and this node is a primary".into());
+            return Err(err!("--node-primary is only for a standby node, and this node is a primary"));
         }
         let mut client = crate::pg::tls::connect(info, &format!("pg-backup-hooks {}", backup_id))
-            .map_err(|e| format!("its primary: {}", e))?;
+            .map_err(|e| Error::from(e).within("its primary"))?;
         let version_num = api::server_version_num(&mut client)?;
         api::prepare_session(&mut client, version_num)?;
         let facts = api::server_facts(&mut client, version_num)?;
         if facts.in_recovery {
-            return Err(format!("--node-primary {} is itself a standby: give the primary", info.redacted()));
+            return Err(err!("--node-primary {} is itself a standby: give the primary", info.redacted()));
         }
         if facts.system_identifier != self.facts.system_identifier {
-            return Err(format!(
+            return Err(err!(
                 "--node-primary {} belongs to system {}, this standby to {}: give this standby's own primary",
                 info.redacted(),
                 facts.system_identifier,
                 self.facts.system_identifier
             ));
         }
-        if facts.archive_mode == "off" {
-            return Err(format!("--node-primary {}: archive_mode is off there", info.redacted()));
+        if facts.archive_mode == ArchiveMode::Off {
+            return Err(err!("--node-primary {}: archive_mode is off there", info.redacted()));
         }
         self.primary = Some(Primary { conninfo: info.redacted(), facts, client: Mutex::new(client) });
         Ok(())
     }
 
-    pub fn start(&self, label: &str, fast: bool) -> Result<Lsn, String> {
+    pub fn start(&self, label: &str, fast: bool) -> Result<Lsn> {
         let lsn = api::start_backup(&mut lock(&self.client), self.facts.version_num, label, fast)?;
         lock(&self.state).start_lsn = Some(lsn);
         Ok(lsn)
@@ -163,14 +135,14 @@ impl Node {
     }
 
     /// Stop this node's backup (no server-side archive wait). Idempotent once stopped.
-    pub fn stop(&self) -> Result<StopResult, String> {
+    pub fn stop(&self) -> Result<StopResult> {
         if let Some(s) = lock(&self.state).stop.clone() {
             return Ok(s);
         }
         if let Some(f) = self.failure() {
-            return Err(f);
+            return Err(Error::new(f));
         }
-        let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
+        let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num).map_err(Error::from) {
             Ok(o) => o,
             Err(e) => {
                 let why = if e.msg.contains("promoted") {
@@ -179,13 +151,21 @@ impl Node {
                     format!("stopping the backup failed: {}", e)
                 };
                 self.fail(why.clone());
-                return Err(why);
+                return Err(Error::new(why));
             }
         };
+        let result = self.stop_result(out)?;
+        lock(&self.state).stop = Some(result.clone());
+        Ok(result)
+    }
+
+    /// What the stop function returned, with the WAL files the backup needs named and what
+    /// post waits for noted; a label we cannot read loses the node's backup.
+    fn stop_result(&self, out: StopOutput) -> Result<StopResult> {
         let label = BackupLabel::parse(&out.labelfile).map_err(|e| {
             let why = format!("the server returned a label we cannot read ({}): {:?}", e, out.labelfile);
             self.fail(why.clone());
-            why
+            Error::new(why)
         })?;
         let tli = label.start_timeline.or(label.start_file_timeline()).unwrap_or(self.facts.timeline);
         let seg = self.facts.wal_segment_size;
@@ -210,14 +190,13 @@ impl Node {
                 "taken from a standby: post waited for segment {} and the restore point in its primary's archive ({})",
                 result.stop_wal_file, p.conninfo
             ));
-        } else if standby && self.facts.archive_mode != "always" {
+        } else if standby && self.facts.archive_mode != ArchiveMode::Always {
             result.archived = true;
             result.archive_note = Some(format!(
                 "taken from a standby without archive_mode = always: segment {} must reach the archive from the primary; post did not wait for it",
                 result.stop_wal_file
             ));
         }
-        lock(&self.state).stop = Some(result.clone());
         Ok(result)
     }
 
@@ -240,7 +219,7 @@ impl Node {
     }
 
     /// Has the WAL this backup needs reached the archive? Updates the node's stop result.
-    pub fn check_archived(&self) -> Result<bool, String> {
+    pub fn check_archived(&self) -> Result<bool> {
         let Some(stop) = lock(&self.state).stop.clone() else { return Ok(false) };
         if stop.archived {
             return Ok(true);
@@ -252,7 +231,7 @@ impl Node {
         };
         let mut segments = vec![stop.stop_wal_file.clone()];
         segments.extend(stop.restore_point_wal_file.iter().cloned());
-        let stats = api::archiver_stats(&mut c).map_err(|e| format!("cannot read pg_stat_archiver: {}", e))?;
+        let stats = api::archiver_stats(&mut c).map_err(|e| Error::from(e).within("cannot read pg_stat_archiver"))?;
         let covered = |names: &[String]| {
             stats.last_archived_wal.as_deref().is_some_and(|last| {
                 last.get(..24).is_some_and(wal::is_segment_name) && names.iter().all(|n| last >= n.as_str())
@@ -279,16 +258,13 @@ impl Node {
     }
 
     /// Run `f` on this node's session (restore points, WAL switch).
-    pub fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, String>) -> Result<T, String> {
+    pub fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         f(&mut lock(&self.client))
     }
 
     /// Run `f` where this node's restore point is written: its own session on a primary,
     /// its primary's for a standby given one; None for a standby without.
-    pub fn with_restore_point_client<T>(
-        &self,
-        f: impl FnOnce(&mut Client) -> Result<T, String>,
-    ) -> Option<Result<T, String>> {
+    pub fn with_restore_point_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Option<Result<T>> {
         match (&self.primary, self.facts.in_recovery) {
             (Some(p), _) => Some(f(&mut lock(&p.client))),
             (None, false) => Some(f(&mut lock(&self.client))),
@@ -336,5 +312,89 @@ impl Node {
             failed: st.failure.is_some(),
             stop: st.stop,
         }
+    }
+}
+
+/// Can this node's backup be restored at all? An error if its WAL is not archived; a
+/// warning for a standby whose WAL reaches the archive only from its primary.
+fn check_archiving(facts: &ServerFacts) -> Result<Vec<String>> {
+    if facts.archive_mode == ArchiveMode::Off {
+        return Err(err!(
+            "archive_mode is off: a file-level copy can never be restored without the WAL archive; set archive_mode = on and an archive_command (needs a restart), then run the job again"
+        ));
+    }
+    let cmd = facts.archive_command.trim();
+    if (cmd.is_empty() || cmd == "(disabled)") && facts.archive_library.trim().is_empty() {
+        return Err(err!(
+            "archive_mode is on but neither archive_command nor archive_library is set: WAL is not archived, so the copy could not be restored; set archive_command"
+        ));
+    }
+    let mut warnings = Vec::new();
+    if facts.in_recovery && facts.archive_mode != ArchiveMode::Always {
+        warnings.push(
+            "this is a standby without archive_mode = always: the WAL this backup needs must reach the archive from the primary"
+                .into(),
+        );
+    }
+    Ok(warnings)
+}
+
+/// A warning when the archiver's last attempt failed (post will wait for it).
+fn archiver_warning(client: &mut Client) -> Option<String> {
+    let st = api::archiver_stats(client).ok().filter(|st| st.failing)?;
+    Some(format!(
+        "WAL archiving is failing: last failure {} at {} (last success {} at {}); post will wait for it",
+        st.last_failed_wal.as_deref().unwrap_or("-"),
+        st.last_failed_time.as_deref().unwrap_or("-"),
+        st.last_archived_wal.as_deref().unwrap_or("-"),
+        st.last_archived_time.as_deref().unwrap_or("-"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_mode_is_one_of_three_words() {
+        assert_eq!(ArchiveMode::parse("off").unwrap(), ArchiveMode::Off);
+        assert_eq!(ArchiveMode::parse("on").unwrap(), ArchiveMode::On);
+        assert_eq!(ArchiveMode::parse("always").unwrap(), ArchiveMode::Always);
+        let Err(e) = ArchiveMode::parse("On") else { panic!("\"On\" is not a setting PostgreSQL shows") };
+        assert_eq!(e.msg, "unexpected archive_mode \"On\" (expected off, on or always)");
+    }
+
+    fn facts(mode: ArchiveMode, command: &str, library: &str, in_recovery: bool) -> ServerFacts {
+        ServerFacts {
+            version_num: 160000,
+            version: "16".into(),
+            system_identifier: 1,
+            timeline: 1,
+            in_recovery,
+            data_directory: None,
+            archive_mode: mode,
+            archive_command: command.into(),
+            archive_library: library.into(),
+            wal_segment_size: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn a_node_that_does_not_archive_is_refused() {
+        let refused = |f: ServerFacts| check_archiving(&f).err().map(|e| e.msg).unwrap_or_default();
+        assert!(refused(facts(ArchiveMode::Off, "cp %p /a/%f", "", false)).starts_with("archive_mode is off"));
+        for cmd in ["", "  ", "(disabled)"] {
+            assert!(refused(facts(ArchiveMode::On, cmd, "", false)).starts_with("archive_mode is on but neither"));
+        }
+        assert_eq!(check_archiving(&facts(ArchiveMode::On, "", "basic_archive", false)).unwrap(), Vec::<String>::new());
+        assert_eq!(check_archiving(&facts(ArchiveMode::On, "cp %p /a/%f", "", false)).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_standby_archiving_only_from_its_primary_is_a_warning() {
+        let w = check_archiving(&facts(ArchiveMode::On, "cp %p /a/%f", "", true)).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("this is a standby without archive_mode = always"), "{}", w[0]);
+        assert!(check_archiving(&facts(ArchiveMode::Always, "cp %p /a/%f", "", true)).unwrap().is_empty());
     }
 }

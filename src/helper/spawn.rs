@@ -3,7 +3,7 @@
 
 use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -15,9 +15,11 @@ use super::HelperConfig;
 
 pub struct Spawned {
     pub child: Child,
-    pub events: mpsc::Receiver<std::result::Result<StartEvent, String>>,
+    pub events: mpsc::Receiver<Result<StartEvent>>,
 }
 
+/// Start the helper for `cfg`, its stderr appended to the backup's log, and hand it the
+/// configuration; its start events arrive through `Spawned::next`.
 pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
     let exe = std::env::current_exe().context(|| "cannot find our own executable to start the helper")?;
     let log_path = run.log(&cfg.backup_id);
@@ -50,24 +52,28 @@ pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
     }
     let stdout = child.stdout.take().ok_or_else(|| Error::new("helper has no stdout"))?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        loop {
-            match protocol::read_line(&mut r) {
-                Ok(Some(line)) => {
-                    if tx.send(protocol::decode::<StartEvent>(&line)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+    std::thread::spawn(move || relay_events(stdout, tx));
+    Ok(Spawned { child, events: rx })
+}
+
+/// Decode the helper's start events from its stdout onto the channel, until it closes or pre
+/// stops listening.
+fn relay_events(stdout: ChildStdout, tx: mpsc::Sender<Result<StartEvent>>) {
+    let mut r = BufReader::new(stdout);
+    loop {
+        match protocol::read_line(&mut r) {
+            Ok(Some(line)) => {
+                if tx.send(protocol::decode::<StartEvent>(&line)).is_err() {
                     return;
                 }
             }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(err!("{}", e)));
+                return;
+            }
         }
-    });
-    Ok(Spawned { child, events: rx })
+    }
 }
 
 /// What pre hears next from the helper it started.
@@ -84,7 +90,7 @@ impl Spawned {
     pub fn next(&self, timeout: Duration) -> Next {
         match self.events.recv_timeout(timeout) {
             Ok(Ok(ev)) => Next::Event(ev),
-            Ok(Err(e)) => Next::Garbled(e),
+            Ok(Err(e)) => Next::Garbled(e.msg),
             Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
             Err(mpsc::RecvTimeoutError::Timeout) => Next::TimedOut,
         }

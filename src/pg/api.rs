@@ -29,10 +29,32 @@ pub struct ServerFacts {
     pub timeline: u32,
     pub in_recovery: bool,
     pub data_directory: Option<String>,
-    pub archive_mode: String,
+    pub archive_mode: ArchiveMode,
     pub archive_command: String,
     pub archive_library: String,
     pub wal_segment_size: u64,
+}
+
+/// The server's archive_mode setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveMode {
+    Off,
+    /// Archives on a primary only: a standby archives nothing itself.
+    On,
+    /// Archives on a standby too.
+    Always,
+}
+
+impl ArchiveMode {
+    /// The setting as `current_setting('archive_mode')` shows it.
+    pub fn parse(setting: &str) -> crate::error::Result<ArchiveMode> {
+        match setting {
+            "off" => Ok(ArchiveMode::Off),
+            "on" => Ok(ArchiveMode::On),
+            "always" => Ok(ArchiveMode::Always),
+            other => Err(err!("unexpected archive_mode {:?} (expected off, on or always)", other)),
+        }
+    }
 }
 
 /// The outcome of the stop function.
@@ -110,7 +132,7 @@ pub fn server_facts(c: &mut Client, version_num: i32) -> Result<ServerFacts> {
         timeline: row.get::<_, i32>(2) as u32,
         in_recovery: row.get(3),
         data_directory,
-        archive_mode: row.get(4),
+        archive_mode: ArchiveMode::parse(&row.get::<_, String>(4))?,
         archive_command: row.get(5),
         archive_library,
         wal_segment_size: row.get::<_, i64>(6) as u64,

@@ -24,6 +24,10 @@ pub const DIST_GROUPS_QUERY: &str =
 /// Operators and casts in the queries resolve through the search path too: pin it.
 const PIN_SEARCH_PATH: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)";
 
+/// The name `--discover citus` gives the coordinator; the helper creates a Citus restore
+/// point through the node of this name.
+pub const COORDINATOR: &str = "coordinator";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     Primary,
@@ -69,7 +73,7 @@ pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo
             if role == Role::Primary { "secondary" } else { "primary" }
         ));
     }
-    let mut nodes = vec![("coordinator".to_string(), coordinator.clone())];
+    let mut nodes = vec![(COORDINATOR.to_string(), coordinator.clone())];
     for r in rows {
         let group: i32 = r.get(0);
         let host: String = r.get(1);

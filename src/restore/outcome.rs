@@ -348,7 +348,7 @@ mod tests {
             nodes: vec![node()],
             restore_point: Some(crate::sidecar::RestorePoint {
                 name: "b".into(),
-                scope: "per-node".into(),
+                scope: crate::protocol::RestorePointScope::PerNode,
                 lsns: rp.map(|l| [("n1".to_string(), l.parse().unwrap())].into_iter().collect()).unwrap_or_default(),
             }),
             restore_point_note: None,
