@@ -177,20 +177,6 @@ pub fn pg_error(e: &postgres::Error) -> String {
     one_line(&s)
 }
 
-// Transitional (#17, removed when the refactor branches are merged): lets a file whose functions
-// still return `Result<_, String>` and one already on `Error` call each other with `?`.
-impl From<String> for Error {
-    fn from(msg: String) -> Self {
-        Error::new(msg)
-    }
-}
-
-impl From<Error> for String {
-    fn from(e: Error) -> Self {
-        e.msg
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

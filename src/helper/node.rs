@@ -78,7 +78,7 @@ impl Node {
             return Err(err!("--node-primary is only for a standby node, and this node is a primary"));
         }
         let mut client = crate::pg::tls::connect(info, &format!("pg-backup-hooks {}", backup_id))
-            .map_err(|e| Error::from(e).within("its primary"))?;
+            .map_err(|e| e.within("its primary"))?;
         let version_num = api::server_version_num(&mut client)?;
         api::prepare_session(&mut client, version_num)?;
         let facts = api::server_facts(&mut client, version_num)?;
@@ -142,7 +142,7 @@ impl Node {
         if let Some(f) = self.failure() {
             return Err(Error::new(f));
         }
-        let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num).map_err(Error::from) {
+        let out = match api::stop_backup(&mut lock(&self.client), self.facts.version_num) {
             Ok(o) => o,
             Err(e) => {
                 let why = if e.msg.contains("promoted") {
@@ -231,7 +231,7 @@ impl Node {
         };
         let mut segments = vec![stop.stop_wal_file.clone()];
         segments.extend(stop.restore_point_wal_file.iter().cloned());
-        let stats = api::archiver_stats(&mut c).map_err(|e| Error::from(e).within("cannot read pg_stat_archiver"))?;
+        let stats = api::archiver_stats(&mut c).map_err(|e| e.within("cannot read pg_stat_archiver"))?;
         let covered = |names: &[String]| {
             stats.last_archived_wal.as_deref().is_some_and(|last| {
                 last.get(..24).is_some_and(wal::is_segment_name) && names.iter().all(|n| last >= n.as_str())

@@ -27,9 +27,9 @@ pub(super) fn create(sh: &Shared) {
         );
     };
     let coord = sh.nodes.iter().find(|n| n.name == COORDINATOR && !n.facts.in_recovery).unwrap_or(first);
-    let citus = sh.nodes.len() > 1 && coord.with_client(|c| Ok(api::has_citus(c)?)).unwrap_or(false);
+    let citus = sh.nodes.len() > 1 && coord.with_client(api::has_citus).unwrap_or(false);
     if citus {
-        if let Err(e) = coord.with_client(|c| Ok(api::citus_create_restore_point(c, &name)?)) {
+        if let Err(e) = coord.with_client(|c| api::citus_create_restore_point(c, &name)) {
             let note = format!("no restore point: citus_create_restore_point failed on node {}: {}", coord.name, e);
             return set(sh, RestorePoint::Missing(note));
         }

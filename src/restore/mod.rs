@@ -202,7 +202,10 @@ fn check_lines(c: &checks::Checked, rebuilt: Option<&from_archive::Rebuilt>) -> 
 fn choose_target(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>) -> Result<Target> {
     let target = recovery::parse_target(o.target.as_deref(), &c.manifest)?;
     if let (Target::Name(name), Some(rp)) = (&target, &c.manifest.restore_point) {
-        if *name == rp.name && rp.scope != crate::protocol::RestorePointScope::Cluster && !rp.lsns.contains_key(&c.node.name) {
+        if *name == rp.name
+            && rp.scope != crate::protocol::RestorePointScope::Cluster
+            && !rp.lsns.contains_key(&c.node.name)
+        {
             return Err(Error::usage(format!(
                 "node {} has no copy of restore point {:?} (it was backed up from a standby, and restore points are written on primaries): choose another --target for it",
                 c.node.name, rp.name
