@@ -22,9 +22,6 @@
 //! Skips (and passes) when Amanda is missing, unless PGBH_REQUIRE_AMANDA is set (CI sets it;
 //! .ci/install-amanda.sh installs it).
 
-mod common;
-mod products;
-
 use std::fs;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -37,9 +34,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
-use products::{Expected, Inserter};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
+use crate::products;
+use crate::products::{Expected, Inserter};
 
 const AMANDA_USER: &str = "backup";
 const CONFIG_DIR: &str = "/etc/amanda";

@@ -7,8 +7,6 @@
 //! Skips (and passes) when the Bacula programs are missing, unless PGBH_REQUIRE_BACULA is
 //! set (CI sets it; .ci/install-bacula.sh installs them).
 
-mod common;
-
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
 
 const PASSWORD: &str = "pgbh-test-secret";
 const DIR_NAME: &str = "pgbh-dir";

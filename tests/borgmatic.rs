@@ -14,9 +14,6 @@
 //! Skips (and passes) when borgmatic is missing, unless PGBH_REQUIRE_BORGMATIC is set (CI sets
 //! it; .ci/install-borgmatic.sh installs both generations).
 
-mod common;
-mod products;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -24,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
-use products::Inserter;
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
+use crate::products;
+use crate::products::Inserter;
 
 const BORG: &str = "/usr/bin/borg";
 

@@ -1,12 +1,11 @@
 //! The two-phase flow against real servers: pre, post, abort, status, and what happens
 //! when things go wrong between them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::tool::{label_field, Tool};
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::tool::{label_field, Tool};
+use crate::common::{Cluster, ClusterOpts, TestDir};
 
 #[test]
 fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {

@@ -1,9 +1,8 @@
 //! Several servers in one backup: explicit node lists, Citus discovery, the restore point.
 
-mod common;
-
-use common::tool::Tool;
-use common::{fake_citus_catalog, Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{fake_citus_catalog, Cluster, TestDir};
 
 #[test]
 fn citus_discovery_backs_up_the_coordinator_and_one_primary_per_group() {

@@ -1,8 +1,6 @@
 //! The fault matrix: a backup is never silently broken, a label is never lost, and no
 //! stranger talks to the helper.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -10,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::tool::{label_field, Tool};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::{label_field, Tool};
+use crate::common::{Cluster, TestDir};
 
 #[test]
 fn two_pres_racing_for_one_id_exactly_one_wins() {

@@ -3,14 +3,13 @@
 //! order, environment, what runs on failure, a second stream, a retried attempt; against a
 //! real server. The shims are valid POSIX sh and shellcheck-clean.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::tool::{Ran, Tool};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::{Ran, Tool};
+use crate::common::{Cluster, TestDir};
 
 const HOOKS: &[&str] = &["bacula", "veeam", "netbackup", "commvault", "generic", "amanda"];
 

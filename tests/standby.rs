@@ -3,20 +3,19 @@
 //! the backup program copies global/pg_control first and the rest seconds later under pgbench
 //! load, and the copy still restores with target backup-end and latest.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::roundtrip::{install_bin, start_and_wait_promoted, switch_and_wait};
-use common::standby::{
+use crate::common;
+use crate::common::roundtrip::{install_bin, start_and_wait_promoted, switch_and_wait};
+use crate::common::standby::{
     amcheck, checksummed_primary, copy_control_first, major_of, pgbench_init, standby_by_copy, tpcb_sums,
     wait_caught_up, Load,
 };
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
 use pg_backup_hooks::pg::control;
 use pg_backup_hooks::pg::wal::Lsn;
 

@@ -18,7 +18,6 @@
 //! let pg = Cluster::new(dir.path(), "main");
 //! assert_eq!(pg.query_scalar("select 1"), "1");
 //! ```
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -85,12 +84,6 @@ pub fn server_user_ids() -> Option<(Uid, Gid)> {
         .unwrap_or_else(|e| panic!("looking up server user {name:?}: {e}"))
         .unwrap_or_else(|| panic!("server user {name:?} does not exist (set PGBH_TEST_USER to an unprivileged user)"));
     Some((user.uid, user.gid))
-}
-
-/// Uid that owns server-side files: the server user when root, else the
-/// current effective uid.
-pub fn server_uid() -> Uid {
-    server_user_ids().map_or_else(Uid::effective, |(uid, _)| uid)
 }
 
 /// Recursively chowns `path` (not following symlinks) to the server user.

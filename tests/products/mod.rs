@@ -2,7 +2,6 @@
 //! the skip-or-require rule, a client writing rows during the job, the hooks' environment file,
 //! and the last steps of every restore: restore-prep on the copy the product brought back,
 //! start, and every committed row is there.
-#![allow(dead_code)]
 
 use std::fs;
 use std::path::Path;
