@@ -23,7 +23,6 @@
 //! .ci/install-amanda.sh installs it).
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -70,7 +69,7 @@ struct Amandad {
 
 impl Amandad {
     fn start() -> Amandad {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a port for amandad");
+        let listener = common::local_listener();
         listener.set_nonblocking(true).expect("nonblocking listener");
         let port = listener.local_addr().expect("local_addr").port();
         let user = nix::unistd::User::from_name(AMANDA_USER).expect("getpwnam").expect("the amanda user exists");

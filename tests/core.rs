@@ -401,7 +401,7 @@ fn start_timeout_gives_up_and_leaves_no_helper() {
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
     // A "server" that accepts connections and never says a word.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = common::local_listener();
     let port = silent.local_addr().expect("addr").port();
     let hold = std::thread::spawn(move || {
         let conns: Vec<_> = silent.incoming().take(1).collect();

@@ -2,7 +2,7 @@
 //! stranger talks to the helper.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -168,7 +168,7 @@ struct Proxy {
 
 impl Proxy {
     fn new(target: u16) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let l = common::local_listener();
         let port = l.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicBool::new(false));
         let c = cut.clone();
