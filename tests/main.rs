@@ -4,9 +4,13 @@
 //! one topic, its tests named `topic::test_name`, so `cargo test --test integration standby::`
 //! runs tests/standby.rs alone.
 //!
-//! All tests run in this one process, several at a time (libtest's threads): a test may not
-//! change process-wide state (environment, umask, working directory, signal handlers), and
-//! the tests that must not overlap hold [`common::exclusive`].
+//! All tests run in this one process, several at a time (libtest's threads), tests of
+//! different files side by side. So a test may not change process-wide state (environment
+//! variables, umask, working directory, signal handlers): it sets what a program it runs needs
+//! on that program's `Command`. Ports come from `common::free_port` (or
+//! `common::local_listener` for a server the test plays itself), which never hands one out
+//! twice in the process; everything else a test makes is in its own `TestDir` or named after
+//! it (Amanda's configuration), so no test needs another to be finished first.
 
 mod common;
 mod products;
