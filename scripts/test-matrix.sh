@@ -15,7 +15,7 @@ filters=(versions:: label_archive:: standby:: restore_check::)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
 
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(10 11 12 13 14 15 16 17 18)
