@@ -2,7 +2,7 @@
 # Print the PostgreSQL bin directory for a major version (10..18), as installed by
 # scripts/install-pg-versions.sh; exit 1 if it is not installed.
 #
-#   PGBH_PG_BINDIR=$(scripts/pg-bindir.sh 12) cargo test --test versions
+#   PGBH_PG_BINDIR=$(scripts/pg-bindir.sh 12) cargo test --test integration versions::
 set -euo pipefail
 m=${1:?usage: pg-bindir.sh MAJOR (10..18)}
 case $m in

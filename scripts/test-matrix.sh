@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run tests/versions.rs, tests/label_archive.rs, tests/standby.rs and tests/restore_check.rs against
-# every supported PostgreSQL major (10 to 18).
+# Run tests/versions.rs, tests/label_archive.rs, tests/standby.rs and tests/restore_check.rs (their
+# modules in the integration-test crate) against every supported PostgreSQL major (10 to 18).
 #
 #   scripts/test-matrix.sh [MAJOR...]        (default: 10 11 12 13 14 15 16 17 18)
 #
@@ -10,11 +10,12 @@
 # Each version's output is kept in ${PGBH_MATRIX_LOGS:-$CARGO_TARGET_DIR or target}/matrix/<major>.log.
 set -uo pipefail
 
-tests=(--test versions --test label_archive --test standby --test restore_check)
+# The integration tests are one binary: select those four modules by their path prefix.
+filters=(versions:: label_archive:: standby:: restore_check::)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
 
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(10 11 12 13 14 15 16 17 18)
@@ -25,7 +26,7 @@ logs=${PGBH_MATRIX_LOGS:-${CARGO_TARGET_DIR:-$repo/target}/matrix}
 mkdir -p "$logs"
 
 echo "test-matrix: building" >&2
-if ! cargo test "${tests[@]}" --no-run >"$logs/build.log" 2>&1; then
+if ! cargo test --test integration --no-run >"$logs/build.log" 2>&1; then
     tail -n 30 "$logs/build.log" >&2
     echo "test-matrix: build failed (see $logs/build.log)" >&2
     exit 1
@@ -35,7 +36,7 @@ failed=()
 for m in "${majors[@]}"; do
     bindir=$("$here/pg-bindir.sh" "$m") || { echo "FAIL $m (not installed)"; failed+=("$m"); continue; }
     t0=$(date +%s.%N)
-    PGBH_PG_BINDIR=$bindir PGBH_PG_EXPECT_MAJOR=$m cargo test "${tests[@]}" >"$logs/$m.log" 2>&1
+    PGBH_PG_BINDIR=$bindir PGBH_PG_EXPECT_MAJOR=$m cargo test --test integration -- "${filters[@]}" >"$logs/$m.log" 2>&1
     rc=$?
     secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     if [ $rc = 0 ]; then

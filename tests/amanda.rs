@@ -22,11 +22,7 @@
 //! Skips (and passes) when Amanda is missing, unless PGBH_REQUIRE_AMANDA is set (CI sets it;
 //! .ci/install-amanda.sh installs it).
 
-mod common;
-mod products;
-
 use std::fs;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -37,9 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
-use products::{Expected, Inserter};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
+use crate::products;
+use crate::products::{Expected, Inserter};
 
 const AMANDA_USER: &str = "backup";
 const CONFIG_DIR: &str = "/etc/amanda";
@@ -71,7 +69,7 @@ struct Amandad {
 
 impl Amandad {
     fn start() -> Amandad {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a port for amandad");
+        let listener = common::local_listener();
         listener.set_nonblocking(true).expect("nonblocking listener");
         let port = listener.local_addr().expect("local_addr").port();
         let user = nix::unistd::User::from_name(AMANDA_USER).expect("getpwnam").expect("the amanda user exists");

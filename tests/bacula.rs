@@ -7,18 +7,17 @@
 //! Skips (and passes) when the Bacula programs are missing, unless PGBH_REQUIRE_BACULA is
 //! set (CI sets it; .ci/install-bacula.sh installs them).
 
-mod common;
-
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
+use crate::products;
+use crate::products::Inserter;
 
 const PASSWORD: &str = "pgbh-test-secret";
 const DIR_NAME: &str = "pgbh-dir";
@@ -33,59 +32,12 @@ const PROGRAMS: &[&str] = &[
     MAKE_TABLES,
 ];
 
-/// True when Bacula is installed; false (with a note) when it is not and may be skipped;
-/// panics when it is not but PGBH_REQUIRE_BACULA is set.
 fn bacula_available() -> bool {
-    let missing: Vec<&str> = PROGRAMS.iter().copied().filter(|p| !Path::new(p).exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("PGBH_REQUIRE_BACULA").is_some() {
-        panic!(
-            "PGBH_REQUIRE_BACULA is set but Bacula is not installed (missing {:?}): run .ci/install-bacula.sh",
-            missing
-        );
-    }
-    eprintln!("SKIPPED: Bacula is not installed (missing {:?}); run .ci/install-bacula.sh, set PGBH_REQUIRE_BACULA=1 to make this a failure", missing);
-    false
+    products::available("Bacula", PROGRAMS, "PGBH_REQUIRE_BACULA", ".ci/install-bacula.sh")
 }
 
 fn hooks_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks")
-}
-
-/// Runs `cmd` with a time limit, returning (exit code, stdout+stderr).
-fn run_limited(cmd: &mut Command, limit: Duration) -> (i32, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {:?}: {}", cmd, e));
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
-                panic!(
-                    "{:?} did not finish within {:?}:\n{}{}",
-                    cmd,
-                    limit,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Err(e) => panic!("waiting for {:?}: {}", cmd, e),
-        }
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    )
 }
 
 /// A private Bacula installation: three daemons on their own ports and a sqlite catalog.
@@ -129,7 +81,8 @@ impl Bacula {
         let (dport, sport, fport) = (common::free_port(), common::free_port(), common::free_port());
         let w = |d: &str| root.join(d).display().to_string();
 
-        // The catalog, per FACTS.md: Debian's script with its directory and name rewritten.
+        // The catalog: Debian's make_sqlite3_tables is a template that does `cd /var/lib/bacula` and
+        // creates XXX_DBNAME_XXX.db there (the package fills the name in): rewrite both.
         let script = fs::read_to_string(MAKE_TABLES).expect("reading make_sqlite3_tables");
         let script =
             script.replace("cd /var/lib/bacula", &format!("cd '{}'", w("dir"))).replace("XXX_DBNAME_XXX", "bacula");
@@ -280,7 +233,7 @@ Messages {{
             ("bacula-dir", "bacula-dir.conf", dport),
         ] {
             let conf = root.join(conf);
-            let (code, out) = run_limited(
+            let (code, out) = products::run_limited(
                 Command::new(format!("/usr/sbin/{}", prog)).arg("-t").arg("-c").arg(&conf),
                 Duration::from_secs(30),
             );
@@ -307,7 +260,7 @@ Messages {{
     fn console(&self, commands: &str) -> String {
         let input = self.root.join("bconsole.in");
         fs::write(&input, format!("{}\nquit\n", commands)).expect("writing bconsole input");
-        let (code, out) = run_limited(
+        let (code, out) = products::run_limited(
             Command::new("sh").arg("-c").arg(format!(
                 "/usr/sbin/bconsole -n -c '{}' < '{}'",
                 self.bconsole_conf.display(),
@@ -321,7 +274,7 @@ Messages {{
 
     /// One value from the catalog (sqlite3, read-only); empty when there is no row.
     fn sql(&self, query: &str) -> String {
-        let (code, out) = run_limited(
+        let (code, out) = products::run_limited(
             Command::new("/usr/bin/sqlite3")
                 .arg("-readonly")
                 .arg("-cmd")
@@ -427,7 +380,7 @@ Messages {{
 /// Returns the daemons and the log the queued sidecar job writes.
 fn bacula_job(dir: &TestDir, t: &Tool, nodes: &str, datadir: &Path) -> (Bacula, PathBuf) {
     let env_file = dir.path().join("pgbh.env");
-    write_env(&env_file, t, nodes);
+    products::write_env(&env_file, &t.sidecar, &t.run_dir, nodes);
     let queue_log = dir.path().join("queue.log");
     let bconsole_conf = dir.path().join("bacula/bconsole.conf");
     let resources = job_resources(
@@ -437,7 +390,7 @@ fn bacula_job(dir: &TestDir, t: &Tool, nodes: &str, datadir: &Path) -> (Bacula, 
         &queue_log,
         datadir,
         &t.sidecar,
-        &exclude_block(datadir),
+        &(products::exclude_list("bacula", Some(datadir)).join("\n") + "\n"),
     );
     (Bacula::start(dir.path(), &resources), queue_log)
 }
@@ -567,28 +520,6 @@ Job {{
     )
 }
 
-/// The environment file the hooks read.
-fn write_env(path: &Path, t: &Tool, nodes: &str) {
-    let text = format!(
-        "# written by tests/bacula.rs\nPGBH_BIN='{}'\nPGBH_SIDECAR_DIR='{}'\nPGBH_RUN_DIR='{}'\nPGBH_NODES='{}'\nPGBH_FAST=true\nPGBH_START_TIMEOUT=60\nPGBH_ARCHIVE_TIMEOUT=60\n",
-        common::bin().display(),
-        t.sidecar.display(),
-        t.run_dir.display(),
-        nodes
-    );
-    fs::write(path, text).expect("writing env file");
-}
-
-fn exclude_block(pgdata: &Path) -> String {
-    let out = Command::new(common::bin())
-        .args(["exclude-list", "--format", "bacula", "--pgdata"])
-        .arg(pgdata)
-        .output()
-        .expect("exclude-list");
-    assert!(out.status.success(), "exclude-list: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row() {
     if !bacula_available() {
@@ -598,23 +529,18 @@ fn bacula_backs_up_a_live_cluster_and_the_restore_recovers_every_committed_row()
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
-    pg.execute("create table t(id bigserial primary key, at timestamptz not null, pad text); insert into t(at, pad) select clock_timestamp(), repeat('y', 500) from generate_series(1, 20000)");
     let (bacula, queue_log) = bacula_job(&dir, &t, &format!("default={}", pg.conninfo()), &pg.datadir);
     eprintln!("bacula up after {:?}", started.elapsed());
 
     // Back up while a client keeps inserting.
-    let stop = Arc::new(AtomicBool::new(false));
-    let inserter = common::start_inserter(&pg, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    let inserter = Inserter::start(&pg);
     let t_job = Instant::now();
     let jobid = bacula.run_job("pgdata");
     let status = bacula.wait_job(jobid, Duration::from_secs(180));
     let log = bacula.job_log(jobid);
     assert_eq!(status, "T", "the data job failed:\n{}\n--- director log ---\n{}", log, bacula.dir_log());
     eprintln!("data job {} done in {:?}\n--- its log ---\n{}", jobid, t_job.elapsed(), log);
-    stop.store(true, Ordering::Relaxed);
-    let committed = inserter.join().expect("inserter");
-    assert!(committed.len() > 50, "the inserter should have been busy during the backup ({} rows)", committed.len());
+    let committed = inserter.finish();
     let id = bacula.unique_name(jobid);
     assert!(id.starts_with("pgdata."), "{}", id);
 

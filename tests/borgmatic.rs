@@ -14,9 +14,6 @@
 //! Skips (and passes) when borgmatic is missing, unless PGBH_REQUIRE_BORGMATIC is set (CI sets
 //! it; .ci/install-borgmatic.sh installs both generations).
 
-mod common;
-mod products;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -24,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
-use products::Inserter;
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
+use crate::products;
+use crate::products::Inserter;
 
 const BORG: &str = "/usr/bin/borg";
 
@@ -72,6 +71,18 @@ fn hook_script(env_file: &Path) -> String {
     )
 }
 
+/// What one configuration file backs up: `sources`, as archives named `prefix-<time>`, without
+/// `excludes`, with our `hook` around `create`; with `read_special`, borg reads FIFOs (and
+/// blocks on one nobody writes to).
+#[derive(Default)]
+struct Config<'a> {
+    sources: Vec<&'a Path>,
+    prefix: &'a str,
+    excludes: Vec<PathBuf>,
+    hook: Option<&'a Path>,
+    read_special: bool,
+}
+
 /// A private borgmatic setup: the configuration directory, one borg repository, and a HOME of
 /// its own so that borg's and borgmatic's caches and state stay in the test's directory.
 struct Borgmatic {
@@ -99,8 +110,14 @@ impl Borgmatic {
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod hook");
         let b = Borgmatic { generation, confdir, repo: root.join("repo"), hook: hook.clone(), root };
         let excludes = products::exclude_list("plain", None).iter().map(|p| datadir.join(p)).collect::<Vec<_>>();
-        let data = b.config(&[datadir], "pgdata", &b.repo, &excludes, Some(&hook));
-        let side = b.config(&[&t.sidecar], "pgsidecar", &b.repo, &[], None);
+        let data = b.config(&Config {
+            sources: vec![datadir],
+            prefix: "pgdata",
+            excludes,
+            hook: Some(&hook),
+            ..Config::default()
+        });
+        let side = b.config(&Config { sources: vec![&t.sidecar], prefix: "pgsidecar", ..Config::default() });
         fs::write(b.confdir.join("10-pgdata.yaml"), data).expect("writing config");
         fs::write(b.confdir.join("20-pgsidecar.yaml"), side).expect("writing config");
         let (code, out) = b.run(&[
@@ -121,78 +138,52 @@ impl Borgmatic {
         }
     }
 
-    /// One configuration file in this generation's format.
-    fn config(
-        &self,
-        sources: &[&Path],
-        prefix: &str,
-        repo: &Path,
-        excludes: &[PathBuf],
-        hook: Option<&Path>,
-    ) -> String {
-        self.config_reading(sources, prefix, repo, excludes, hook, false)
+    /// `config` in this generation's format, into this setup's repository: borgmatic 2 takes
+    /// flat keys and `commands:`, 1.7 the same keys one level down in `location:`, the archive
+    /// name in `storage:` and `hooks:`.
+    fn config(&self, config: &Config) -> String {
+        let list = |items: &[&Path], indent: &str| {
+            items.iter().map(|i| format!("{indent}- '{}'\n", i.display())).collect::<String>()
+        };
+        let (section, key, item) = match self.generation {
+            Generation::V2 => ("", "", "  "),
+            Generation::Debian17 => ("location:\n", "  ", "    "),
+        };
+        let (repo, prefix) = (self.repo.display(), config.prefix);
+        let name = format!("archive_name_format: '{prefix}-{{now:%Y-%m-%dT%H:%M:%S.%f}}'\n");
+        let mut s = format!("{section}{key}source_directories:\n{}", list(&config.sources, item));
+        match self.generation {
+            Generation::V2 => s += &format!("repositories:\n  - path: '{repo}'\n    label: {prefix}\n{name}"),
+            Generation::Debian17 => s += &format!("  repositories:\n    - '{repo}'\n"),
+        }
+        if !config.excludes.is_empty() {
+            let excludes: Vec<&Path> = config.excludes.iter().map(PathBuf::as_path).collect();
+            s += &format!("{key}exclude_patterns:\n{}", list(&excludes, item));
+        }
+        if config.read_special {
+            s += &format!("{key}read_special: true\n");
+        }
+        if self.generation == Generation::Debian17 {
+            s += &format!("storage:\n  {name}");
+        }
+        if let Some(hook) = config.hook {
+            s += &self.hooks(hook);
+        }
+        s
     }
 
-    /// [`Borgmatic::config`], with `read_special` (borg then reads FIFOs, and blocks on one
-    /// nobody writes to).
-    fn config_reading(
-        &self,
-        sources: &[&Path],
-        prefix: &str,
-        repo: &Path,
-        excludes: &[PathBuf],
-        hook: Option<&Path>,
-        read_special: bool,
-    ) -> String {
-        let list =
-            |items: Vec<String>, indent: &str| items.iter().map(|i| format!("{indent}- '{i}'\n")).collect::<String>();
-        let sources = sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
-        let excludes = excludes.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
-        let format = format!("{prefix}-{{now:%Y-%m-%dT%H:%M:%S.%f}}");
+    /// Our hook around `create`: pre before it, post after it, abort when it failed.
+    fn hooks(&self, hook: &Path) -> String {
+        let h = hook.display();
         match self.generation {
-            Generation::V2 => {
-                let mut s = format!(
-                    "source_directories:\n{}repositories:\n  - path: '{}'\n    label: {prefix}\narchive_name_format: '{format}'\n",
-                    list(sources, "  "),
-                    repo.display()
-                );
-                if !excludes.is_empty() {
-                    s += &format!("exclude_patterns:\n{}", list(excludes, "  "));
-                }
-                if read_special {
-                    s += "read_special: true\n";
-                }
-                if let Some(h) = hook {
-                    // borgmatic 2 shell-quotes what it puts in for {variables}.
-                    let h = h.display();
-                    s += &format!(
-                        "commands:\n  - before: action\n    when: [create]\n    run: [\"{h} pre {{configuration_filename}} {{repository}}\"]\n  - after: action\n    when: [create]\n    states: [finish]\n    run: [\"{h} post {{configuration_filename}} {{repository}}\"]\n  - after: action\n    when: [create]\n    states: [fail]\n    run: [\"{h} abort {{configuration_filename}} {{repository}}\"]\n"
-                    );
-                }
-                s
-            }
-            Generation::Debian17 => {
-                let mut s = format!(
-                    "location:\n  source_directories:\n{}  repositories:\n    - '{}'\n",
-                    list(sources, "    "),
-                    repo.display()
-                );
-                if !excludes.is_empty() {
-                    s += &format!("  exclude_patterns:\n{}", list(excludes, "    "));
-                }
-                if read_special {
-                    s += "  read_special: true\n";
-                }
-                s += &format!("storage:\n  archive_name_format: '{format}'\n");
-                if let Some(h) = hook {
-                    // borgmatic 1.7 puts {variables} in as they are: quote them here.
-                    let h = h.display();
-                    s += &format!(
-                        "hooks:\n  before_backup:\n    - \"{h} pre '{{configuration_filename}}' '{{repository}}'\"\n  after_backup:\n    - \"{h} post '{{configuration_filename}}' '{{repository}}'\"\n  on_error:\n    - \"{h} abort '{{configuration_filename}}' '{{repository}}'\"\n"
-                    );
-                }
-                s
-            }
+            // borgmatic 2 shell-quotes what it puts in for {variables}.
+            Generation::V2 => format!(
+                "commands:\n  - before: action\n    when: [create]\n    run: [\"{h} pre {{configuration_filename}} {{repository}}\"]\n  - after: action\n    when: [create]\n    states: [finish]\n    run: [\"{h} post {{configuration_filename}} {{repository}}\"]\n  - after: action\n    when: [create]\n    states: [fail]\n    run: [\"{h} abort {{configuration_filename}} {{repository}}\"]\n"
+            ),
+            // borgmatic 1.7 puts {variables} in as they are: quote them here.
+            Generation::Debian17 => format!(
+                "hooks:\n  before_backup:\n    - \"{h} pre '{{configuration_filename}}' '{{repository}}'\"\n  after_backup:\n    - \"{h} post '{{configuration_filename}}' '{{repository}}'\"\n  on_error:\n    - \"{h} abort '{{configuration_filename}}' '{{repository}}'\"\n"
+            ),
         }
     }
 
@@ -354,7 +345,17 @@ fn stopped_by_sigterm(dir: &TestDir, bm: &Borgmatic, t: &Tool, a: &Cluster) {
     fs::create_dir_all(&fifo_dir).expect("mkdir");
     nix::unistd::mkfifo(&fifo_dir.join("blocks"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let conf = bm.root.join("slow.yaml");
-    fs::write(&conf, bm.config_reading(&[&fifo_dir], "slow", &bm.repo, &[], Some(&bm.hook), true)).expect("config");
+    fs::write(
+        &conf,
+        bm.config(&Config {
+            sources: vec![&fifo_dir],
+            prefix: "slow",
+            hook: Some(&bm.hook),
+            read_special: true,
+            ..Config::default()
+        }),
+    )
+    .expect("config");
     let held_before: Vec<String> = t.run_dir_files();
     let mut cmd = Command::new(bm.generation.program());
     cmd.arg("-c").arg(&conf).arg("create");

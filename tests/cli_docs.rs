@@ -1,15 +1,13 @@
 //! Every fact about the command line is defined once, in src/cli.rs and src/error.rs: README's
 //! tables, --help, the man pages, the completions and env.example all say what the binary does.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
 use pg_backup_hooks::docgen;
 use pg_backup_hooks::error::exit;
 
-use common::{bin, TestDir};
+use crate::common::{bin, TestDir};
 
 fn repo_file(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);

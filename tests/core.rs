@@ -1,12 +1,11 @@
 //! The two-phase flow against real servers: pre, post, abort, status, and what happens
 //! when things go wrong between them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::tool::{label_field, Tool};
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::tool::{label_field, Tool};
+use crate::common::{Cluster, ClusterOpts, TestDir};
 
 #[test]
 fn pre_then_post_stores_a_label_that_matches_what_pre_printed() {
@@ -402,7 +401,7 @@ fn start_timeout_gives_up_and_leaves_no_helper() {
     let pg = Cluster::new(dir.path(), "pg");
     let t = Tool::new(&dir);
     // A "server" that accepts connections and never says a word.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = common::local_listener();
     let port = silent.local_addr().expect("addr").port();
     let hold = std::thread::spawn(move || {
         let conns: Vec<_> = silent.incoming().take(1).collect();

@@ -1,9 +1,8 @@
 //! Several servers in one backup: explicit node lists, Citus discovery, the restore point.
 
-mod common;
-
-use common::tool::Tool;
-use common::{fake_citus_catalog, Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{fake_citus_catalog, Cluster, TestDir};
 
 #[test]
 fn citus_discovery_backs_up_the_coordinator_and_one_primary_per_group() {
@@ -101,9 +100,7 @@ fn a_node_that_refuses_to_start_gets_the_started_ones_stopped_and_discarded() {
 /// with restore-prep per node: each node replays to exactly the backup's restore point.
 #[test]
 fn three_nodes_restore_to_the_same_restore_point() {
-    use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
+    use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_each, Writers};
 
     let dir = TestDir::new();
     let nodes =
@@ -115,42 +112,16 @@ fn three_nodes_restore_to_the_same_restore_point() {
         pg.execute("create table t(id bigserial primary key, at timestamptz default clock_timestamp())");
     }
     // One writer per node, counting what it saw committed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let writers: Vec<_> = nodes
-        .iter()
-        .zip(&counts)
-        .map(|(pg, n)| {
-            let (stop, n, ci) = (stop.clone(), n.clone(), pg.conninfo());
-            std::thread::spawn(move || {
-                let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("writer connect");
-                while !stop.load(Ordering::SeqCst) {
-                    c.execute("insert into t default values", &[]).expect("insert");
-                    n.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(&nodes.iter().collect::<Vec<_>>());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let specs: Vec<(&str, String)> = names.iter().zip(&nodes).map(|(n, pg)| (*n, pg.conninfo())).collect();
     t.pre("cluster-rt", &specs, &[]).ok();
-    let tars: Vec<_> = nodes
-        .iter()
-        .map(|pg| {
-            let tar = dir.path().join(format!("{}.tar", pg.name));
-            tar_create(&pg.datadir, &tar);
-            tar
-        })
-        .collect();
-    let before_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let tars = tar_each(dir.path(), &nodes.iter().collect::<Vec<_>>());
+    let before_post = writers.counts();
     t.post("cluster-rt").ok();
-    let after_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let after_post = writers.counts();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.join().expect("writer");
-    }
+    writers.stop();
     let m = t.manifest("cluster-rt");
     assert_eq!(m["restore_point"]["name"], "cluster-rt");
     for pg in &nodes {

@@ -1,13 +1,12 @@
 //! `exclude-list`: the tar format's excludes, given to a real GNU tar copying a live
 //! cluster's data directory, leave out exactly what they should and keep the directories.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
 
 fn exclude_args(t: &Tool, pgdata: Option<&Path>) -> Vec<String> {
     let mut args = vec!["exclude-list".to_string(), "--format".into(), "tar".into()];

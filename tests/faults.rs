@@ -1,17 +1,16 @@
 //! The fault matrix: a backup is never silently broken, a label is never lost, and no
 //! stranger talks to the helper.
 
-mod common;
-
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::tool::{label_field, Tool};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::{label_field, Tool};
+use crate::common::{Cluster, TestDir};
 
 #[test]
 fn two_pres_racing_for_one_id_exactly_one_wins() {
@@ -169,7 +168,7 @@ struct Proxy {
 
 impl Proxy {
     fn new(target: u16) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let l = common::local_listener();
         let port = l.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicBool::new(false));
         let c = cut.clone();

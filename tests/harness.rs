@@ -1,12 +1,11 @@
 //! Tests of the integration-test harness itself (tests/common).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::{Cluster, ClusterOpts, TestDir};
 
 #[test]
 fn cluster_starts_and_answers_queries() {

@@ -3,14 +3,13 @@
 //! order, environment, what runs on failure, a second stream, a retried attempt; against a
 //! real server. The shims are valid POSIX sh and shellcheck-clean.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::tool::{Ran, Tool};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::tool::{Ran, Tool};
+use crate::common::{Cluster, TestDir};
 
 const HOOKS: &[&str] = &["bacula", "veeam", "netbackup", "commvault", "generic", "amanda"];
 
@@ -176,16 +175,19 @@ fn the_environment_file_is_read_never_run_and_only_when_trusted() {
     let s = setup("");
     let planted = s.dir.path().join("pwned");
     let base = std::fs::read_to_string(&s.env_file).expect("env");
-    let refused = |text: &str, mode: u32, needle: &str| {
-        std::fs::write(&s.env_file, text).expect("env");
-        std::fs::set_permissions(&s.env_file, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        // PGBH_BIN from the job's environment: the binary itself must refuse the file.
-        let r: Ran = hook_cmd(&hook("generic"), &s.env_file)
+    // PGBH_BIN from the job's environment: the binary itself must refuse the file.
+    let pre_with = |env_file: &Path| -> Ran {
+        hook_cmd(&hook("generic"), env_file)
             .args(["pre", "refused"])
             .env("PGBH_BIN", common::bin())
             .output()
             .expect("hook")
-            .into();
+            .into()
+    };
+    let refused = |text: &str, mode: u32, needle: &str| {
+        std::fs::write(&s.env_file, text).expect("env");
+        std::fs::set_permissions(&s.env_file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let r = pre_with(&s.env_file);
         assert_ne!(r.code, 0, "{}", r.stderr);
         assert!(r.stderr.contains(needle), "expected {:?}:\n{}", needle, r.stderr);
         assert!(r.stderr.contains(&s.env_file.display().to_string()), "the error names the file:\n{}", r.stderr);
@@ -204,12 +206,7 @@ fn the_environment_file_is_read_never_run_and_only_when_trusted() {
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let link = s.dir.path().join("env-link");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
-    let r: Ran = hook_cmd(&hook("generic"), &link)
-        .args(["pre", "refused"])
-        .env("PGBH_BIN", common::bin())
-        .output()
-        .expect("hook")
-        .into();
+    let r = pre_with(&link);
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("writable by group or others"), "{}", r.stderr);
     // A file owned by another (non-root) user is refused.

@@ -2,8 +2,6 @@
 //! backup history file PostgreSQL archived at stop. Real servers, real copies taken with tar;
 //! run on every major by scripts/test-matrix.sh.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -11,9 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::roundtrip::{install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create};
-use common::tool::Tool;
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::roundtrip::{
+    install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create,
+};
+use crate::common::tool::Tool;
+use crate::common::{Cluster, ClusterOpts, TestDir};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- helpers

@@ -1,12 +1,10 @@
 //! `list` on real backups: one complete, one whose sidecar was deleted (known from the
 //! archive only), one archive-pending (archiving broken at post time).
 
-mod common;
-
 use std::time::Duration;
 
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
 
 fn list_json(t: &Tool, args: &[&str]) -> Vec<serde_json::Value> {
     let mut a = vec!["list", "--json"];

@@ -1,8 +1,6 @@
 //! restore-prep and wal-restore against real servers: back up with pre/post while a live
 //! copy is taken with tar, restore the copy, prepare it, start it, and check the rows.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -13,8 +11,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::roundtrip::{
+    install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract,
+};
+use crate::common::{Cluster, TestDir};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- helpers

@@ -3,14 +3,12 @@
 //! with each kind of target, each proven; a target that is not in the WAL is caught (12 and older
 //! promote silently, 13+ stop with FATAL); the production server is never taken for a restore.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::roundtrip::{install_bin, restore_copy, switch_and_wait, tar_create};
-use common::tool::{Ran, Tool};
-use common::{Cluster, TestDir};
+use crate::common::roundtrip::{install_bin, restore_copy, switch_and_wait, tar_create};
+use crate::common::tool::{Ran, Tool};
+use crate::common::{Cluster, TestDir};
 
 struct Backup {
     dir: TestDir,

@@ -2,17 +2,18 @@
 //! (or whoever can write the sidecar) controls: links out of the data directory, planted
 //! links, an edited sidecar, control characters. Each test restores a real backup.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::roundtrip::{install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract};
-use common::tool::{Ran, Tool};
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::roundtrip::{
+    install_bin, restore_copy, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract,
+};
+use crate::common::tool::{Ran, Tool};
+use crate::common::{Cluster, ClusterOpts, TestDir};
 use sha2::{Digest, Sha256};
 
 fn s(p: &Path) -> &str {

@@ -2,13 +2,12 @@
 //! in messages, numbers and paths checked before anything starts, schema-qualified
 //! discovery, wal-restore's name and link checks, the helper socket's peer credentials.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::tool::Tool;
-use common::{fake_citus_catalog, Cluster, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{fake_citus_catalog, Cluster, TestDir};
 
 /// Sessions any pg-backup-hooks helper holds on this server.
 fn tool_sessions(pg: &Cluster) -> i64 {

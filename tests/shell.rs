@@ -1,7 +1,7 @@
 //! The plain shell script that does what a backup program and a DBA do
 //! (tests/backup-job.sh, also the README's demo) must pass end to end.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_backup_job_script_round_trips_a_live_cluster() {

@@ -3,20 +3,19 @@
 //! the backup program copies global/pg_control first and the rest seconds later under pgbench
 //! load, and the copy still restores with target backup-end and latest.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::roundtrip::{install_bin, start_and_wait_promoted, switch_and_wait};
-use common::standby::{
+use crate::common;
+use crate::common::roundtrip::{install_bin, start_and_wait_promoted, switch_and_wait};
+use crate::common::standby::{
     amcheck, checksummed_primary, copy_control_first, major_of, pgbench_init, standby_by_copy, tpcb_sums,
     wait_caught_up, Load,
 };
-use common::tool::Tool;
-use common::{Cluster, TestDir};
+use crate::common::tool::Tool;
+use crate::common::{Cluster, TestDir};
 use pg_backup_hooks::pg::control;
 use pg_backup_hooks::pg::wal::Lsn;
 
@@ -194,9 +193,7 @@ fn min_recovery_point_is_read_where_this_major_keeps_it() {
 /// s2), waits for both archives, and both nodes restore to exactly that point.
 #[test]
 fn a_standby_node_with_its_primary_restores_to_the_backups_restore_point() {
-    use common::roundtrip::{restore_copy, tar_create};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
+    use common::roundtrip::{restore_copy, tar_each, Writers};
 
     let dir = TestDir::new();
     let exe = install_bin(&dir);
@@ -207,45 +204,19 @@ fn a_standby_node_with_its_primary_restores_to_the_backups_restore_point() {
     for pg in [&p1, &p2] {
         pg.execute("create table t (id bigserial primary key)");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let writers: Vec<_> = [&p1, &p2]
-        .iter()
-        .zip(&counts)
-        .map(|(pg, n)| {
-            let (stop, n, ci) = (stop.clone(), n.clone(), pg.conninfo());
-            std::thread::spawn(move || {
-                let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("writer connects");
-                while !stop.load(Ordering::SeqCst) {
-                    c.execute("insert into t default values", &[]).expect("insert");
-                    n.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(&[&p1, &p2]);
     wait_caught_up(&p2, &s2);
     let nodes = [("p1", p1.conninfo()), ("s2", s2.conninfo())];
     // The primary given must be this standby's own.
     t.pre("mixed-wrong", &nodes, &["--node-primary", &format!("s2={}", p1.conninfo())])
         .fails(1, "give this standby's own primary");
     t.pre("mixed", &nodes, &["--node-primary", &format!("s2={}", p2.conninfo())]).ok();
-    let tars: Vec<PathBuf> = [&p1, &s2]
-        .iter()
-        .map(|pg| {
-            let tar = dir.path().join(format!("{}.tar", pg.name));
-            tar_create(&pg.datadir, &tar);
-            tar
-        })
-        .collect();
-    let before_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let tars = tar_each(dir.path(), &[&p1, &s2]);
+    let before_post = writers.counts();
     t.post("mixed").ok();
-    let after_post: Vec<u64> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let after_post = writers.counts();
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.join().expect("writer");
-    }
+    writers.stop();
     let m = t.manifest("mixed");
     assert_eq!(m["restore_point"]["name"], "mixed", "{m:#}");
     assert!(m["restore_point"]["lsns"]["s2"].is_string(), "the standby has a restore point: {m:#}");

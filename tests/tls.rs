@@ -1,13 +1,12 @@
 //! Connections over TLS, with libpq's sslmode rules, against a server with a self-signed
 //! certificate made by the test.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::tool::Tool;
-use common::{Cluster, ClusterOpts, TestDir};
+use crate::common;
+use crate::common::tool::Tool;
+use crate::common::{Cluster, ClusterOpts, TestDir};
 
 /// A self-signed certificate for `localhost`, readable by the server user.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {

@@ -2,15 +2,16 @@
 //! scripts/test-matrix.sh runs this file once per major, 10 to 18, and sets
 //! `PGBH_PG_EXPECT_MAJOR` so that a wrong bin directory cannot silently test another version.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::roundtrip::{install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create};
-use common::{Cluster, TestDir};
+use crate::common;
+use crate::common::roundtrip::{
+    install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create,
+};
+use crate::common::{Cluster, TestDir};
 
 /// A run directory the tool accepts: owned by us (the TestDir is the server user's), 0700.
 fn run_dir(dir: &TestDir) -> PathBuf {

@@ -18,7 +18,6 @@
 //! let pg = Cluster::new(dir.path(), "main");
 //! assert_eq!(pg.query_scalar("select 1"), "1");
 //! ```
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -27,8 +26,7 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,12 +83,6 @@ pub fn server_user_ids() -> Option<(Uid, Gid)> {
         .unwrap_or_else(|e| panic!("looking up server user {name:?}: {e}"))
         .unwrap_or_else(|| panic!("server user {name:?} does not exist (set PGBH_TEST_USER to an unprivileged user)"));
     Some((user.uid, user.gid))
-}
-
-/// Uid that owns server-side files: the server user when root, else the
-/// current effective uid.
-pub fn server_uid() -> Uid {
-    server_user_ids().map_or_else(Uid::effective, |(uid, _)| uid)
 }
 
 /// Recursively chowns `path` (not following symlinks) to the server user.
@@ -195,22 +187,35 @@ impl Default for TestDir {
     }
 }
 
-/// Ports handed out by [`free_port`] in this process, never handed out twice.
+/// Ports handed out by [`free_port`] and [`local_listener`] in this process, never handed out
+/// twice. All the tests run in one process: a port one test was given is never bound by a
+/// server another test plays, nor given to another test as one where nothing listens.
 static HANDED_OUT_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
-/// A TCP port on 127.0.0.1 that was free a moment ago and has not been
-/// returned before by this process. (Another process can still grab it
-/// before the server binds it; [`Cluster::with_opts`] retries on that.)
-pub fn free_port() -> u16 {
+/// A listener on 127.0.0.1 on a port not handed out before, now recorded as handed out.
+fn bind_unhanded_port() -> TcpListener {
     let mut handed = HANDED_OUT_PORTS.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr of listener on 127.0.0.1:0").port();
         if handed.insert(port) {
-            return port;
+            return listener;
         }
     }
-    panic!("free_port: no unused port found after 1000 attempts");
+    panic!("no unused port found after 1000 attempts");
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and has not been
+/// returned before by this process. (Another process can still grab it
+/// before the server binds it; [`Cluster::with_opts`] retries on that.)
+pub fn free_port() -> u16 {
+    bind_unhanded_port().local_addr().expect("local_addr of listener on 127.0.0.1").port()
+}
+
+/// A listener on 127.0.0.1, for a server the test plays itself (a proxy, a mute server, an
+/// inetd), on a port no other test in this process was or will be given by [`free_port`].
+pub fn local_listener() -> TcpListener {
+    bind_unhanded_port()
 }
 
 /// Polls `f` every 50 ms until it returns true; panics mentioning `what` if
@@ -654,22 +659,4 @@ pub fn fake_citus_catalog(coord: &Cluster, rows: &[(i32, i32, u16, &str, bool)])
             nodeid, group, port, role, active
         ));
     }
-}
-
-/// A client that keeps inserting one row per transaction; returns the ids it saw committed.
-pub fn start_inserter(pg: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
-    let mut client = pg.client();
-    std::thread::spawn(move || {
-        let mut ids = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            match client
-                .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
-            {
-                Ok(row) => ids.push(row.get::<_, i64>(0)),
-                Err(e) => panic!("inserter: {}", pg_error_text(&e)),
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        ids
-    })
 }

@@ -1,11 +1,15 @@
 //! What a restore test does with a copy: put our binary where the server user can run it
 //! (restore_command calls `pg-backup-hooks wal-restore`), tar a live data directory, put
-//! the copy back, switch WAL, and start the restored server until it leaves recovery.
+//! the copy back, switch WAL, and start the restored server until it leaves recovery; and
+//! clients that keep writing to the clusters of a multi-node backup meanwhile.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{bin, wait_until, Cluster, TestDir};
@@ -43,6 +47,62 @@ pub fn tar_create(dir: &Path, tarfile: &Path) {
         .output()
         .expect("running tar");
     assert!(matches!(o.status.code(), Some(0) | Some(1)), "tar failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// [`tar_create`] of each cluster's data directory into `<dir>/<cluster name>.tar`, in order.
+pub fn tar_each(dir: &Path, clusters: &[&Cluster]) -> Vec<PathBuf> {
+    clusters
+        .iter()
+        .map(|pg| {
+            let tar = dir.join(format!("{}.tar", pg.name));
+            tar_create(&pg.datadir, &tar);
+            tar
+        })
+        .collect()
+}
+
+/// One client per cluster inserting into its table `t` every 5 ms (`insert into t default
+/// values`), each counting the rows it saw committed.
+pub struct Writers {
+    stop: Arc<AtomicBool>,
+    counts: Vec<Arc<AtomicU64>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Writers {
+    pub fn start(clusters: &[&Cluster]) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Vec<Arc<AtomicU64>> = clusters.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let threads = clusters
+            .iter()
+            .zip(&counts)
+            .map(|(pg, n)| {
+                let (stop, n, ci) = (stop.clone(), n.clone(), pg.conninfo());
+                std::thread::spawn(move || {
+                    let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("writer connects");
+                    while !stop.load(Ordering::SeqCst) {
+                        c.execute("insert into t default values", &[]).expect("insert");
+                        n.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Writers { stop, counts, threads }
+    }
+
+    /// The rows each writer has seen committed so far, in the order of the clusters.
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+    }
+
+    /// Stops the writers and waits for them to end.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.threads {
+            w.join().expect("writer");
+        }
+    }
 }
 
 /// Extract `tarfile` into `parent` (owners and modes preserved: we are root).

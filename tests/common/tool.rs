@@ -217,7 +217,3 @@ pub fn label_field(label: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("label has no {} line:\n{}", key, label))
         .to_string()
 }
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
-}

@@ -1,8 +1,8 @@
-//! What the Amanda and borgmatic end-to-end tests share (tests/amanda.rs, tests/borgmatic.rs):
-//! the skip-or-require rule, a client writing rows during the job, the hooks' environment file,
-//! and the last steps of every restore: restore-prep on the copy the product brought back,
-//! start, and every committed row is there.
-#![allow(dead_code)]
+//! What the Bacula, Amanda and borgmatic end-to-end tests share (tests/bacula.rs,
+//! tests/amanda.rs, tests/borgmatic.rs): the skip-or-require rule, commands with a time limit,
+//! a client writing rows during the job, the hooks' environment file, the exclude list, and (for
+//! Amanda and borgmatic) the last steps of every restore: restore-prep on the copy the product
+//! brought back, start, and every committed row is there.
 
 use std::fs;
 use std::path::Path;
@@ -71,7 +71,19 @@ impl Inserter {
     pub fn start(pg: &Cluster) -> Inserter {
         pg.execute("create table t(id bigserial primary key, at timestamptz not null, pad text); insert into t(at, pad) select clock_timestamp(), repeat('y', 500) from generate_series(1, 20000)");
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = common::start_inserter(pg, stop.clone());
+        let mut client = pg.client();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let row = client
+                    .query_one("insert into t(at, pad) values (clock_timestamp(), repeat('x', 500)) returning id", &[])
+                    .unwrap_or_else(|e| panic!("inserter: {}", common::pg_error_text(&e)));
+                ids.push(row.get::<_, i64>(0));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            ids
+        });
         std::thread::sleep(Duration::from_millis(300));
         Inserter { stop, handle }
     }
@@ -85,7 +97,7 @@ impl Inserter {
     }
 }
 
-/// The environment file the hooks read (PGBH_ENV_FILE), owned by `owner` when given.
+/// The environment file the hooks read (PGBH_ENV_FILE).
 pub fn write_env(path: &Path, sidecar: &Path, run_dir: &Path, nodes: &str) {
     let text = format!(
         "# written by the test\nPGBH_BIN='{}'\nPGBH_SIDECAR_DIR='{}'\nPGBH_RUN_DIR='{}'\nPGBH_NODES='{}'\nPGBH_FAST=true\nPGBH_START_TIMEOUT=60\nPGBH_ARCHIVE_TIMEOUT=60\n",

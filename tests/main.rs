@@ -1,0 +1,37 @@
+//! The integration tests: one crate, one binary, a module per file (as ripgrep keeps its
+//! tests). `common` is the harness (throw-away PostgreSQL clusters, our binary as a hook runs
+//! it), `products` what the Amanda and borgmatic end-to-end tests share; every other module is
+//! one topic, its tests named `topic::test_name`, so `cargo test --test integration standby::`
+//! runs tests/standby.rs alone.
+//!
+//! All tests run in this one process, several at a time (libtest's threads), tests of
+//! different files side by side. So a test may not change process-wide state (environment
+//! variables, umask, working directory, signal handlers): it sets what a program it runs needs
+//! on that program's `Command`. Ports come from `common::free_port` (or
+//! `common::local_listener` for a server the test plays itself), which never hands one out
+//! twice in the process; everything else a test makes is in its own `TestDir` or named after
+//! it (Amanda's configuration), so no test needs another to be finished first.
+
+mod common;
+mod products;
+
+mod amanda;
+mod bacula;
+mod borgmatic;
+mod cli_docs;
+mod core;
+mod distributed;
+mod exclude;
+mod faults;
+mod harness;
+mod hooks;
+mod label_archive;
+mod list;
+mod restore;
+mod restore_check;
+mod restore_safety;
+mod security;
+mod shell;
+mod standby;
+mod tls;
+mod versions;
