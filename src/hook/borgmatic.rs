@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use super::{state, Ctx, Product};
+use super::{state, Ctx, PrePostAbort as Event, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids::MAX_ID_LEN;
 
@@ -34,28 +34,9 @@ pub const PRODUCT: Product = Product {
 /// borgmatic's soft-failure exit code.
 const SOFT_FAILURE: i32 = 75;
 
-/// The hooks a borgmatic configuration runs us from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Event {
-    /// `pre`: 2.x `before: action`, 1.7 before_backup.
-    Pre,
-    /// `post`: 2.x `after: action` + `states: [finish]`, 1.7 after_backup.
-    Post,
-    /// `abort`: 2.x `after: action` + `states: [fail]`, 1.7 on_error.
-    Abort,
-}
-
-impl Event {
-    fn parse(event: &str) -> Option<Event> {
-        match event {
-            "pre" => Some(Event::Pre),
-            "post" => Some(Event::Post),
-            "abort" => Some(Event::Abort),
-            _ => None,
-        }
-    }
-}
-
+/// One event. The hooks a borgmatic configuration runs us from: `pre` (2.x `before: action`, 1.7
+/// before_backup), `post` (2.x `after: action` + `states: [finish]`, 1.7 after_backup), `abort`
+/// (2.x `after: action` + `states: [fail]`, 1.7 on_error).
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let [config, repository] = args else {
         return Err(usage());

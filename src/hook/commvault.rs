@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{setting, setting_bool, state, Ctx, Product};
+use super::{setting, setting_bool, state, Ctx, PrePostAbort as Event, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids;
 
@@ -71,28 +71,8 @@ fn parse(args: &[String]) -> Result<Appended> {
     Ok(a)
 }
 
-/// The subclient's process commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Event {
-    /// `pre`: the pre-backup process.
-    Pre,
-    /// `post`: the post-backup process (run for successful, failed and killed jobs alike).
-    Post,
-    /// `abort`.
-    Abort,
-}
-
-impl Event {
-    fn parse(event: &str) -> Option<Event> {
-        match event {
-            "pre" => Some(Event::Pre),
-            "post" => Some(Event::Post),
-            "abort" => Some(Event::Abort),
-            _ => None,
-        }
-    }
-}
-
+/// One event. The subclient's process commands: `pre` (the pre-backup process), `post` (the post-backup
+/// process, run for successful, failed and killed jobs alike), `abort`.
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let a = parse(args)?;
     let key = setting("PGBH_COMMVAULT_KEY").unwrap_or_else(|| "commvault".into());

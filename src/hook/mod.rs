@@ -26,6 +26,25 @@ use crate::cli::{Cli, Command, HookArgs};
 use crate::error::{exit, Error, Result};
 use crate::rundir::RunDir;
 
+/// The events of a product that runs us as `hook PRODUCT pre|post|abort` (borgmatic, Commvault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrePostAbort {
+    Pre,
+    Post,
+    Abort,
+}
+
+impl PrePostAbort {
+    pub(crate) fn parse(event: &str) -> Option<PrePostAbort> {
+        match event {
+            "pre" => Some(PrePostAbort::Pre),
+            "post" => Some(PrePostAbort::Post),
+            "abort" => Some(PrePostAbort::Abort),
+            _ => None,
+        }
+    }
+}
+
 /// Finds the environment file in a product's arguments.
 pub type EnvFileArg = fn(&[String]) -> Option<String>;
 
