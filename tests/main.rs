@@ -35,3 +35,21 @@ mod shell;
 mod standby;
 mod tls;
 mod versions;
+
+/// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
+/// out of the list above would silently never run.
+#[test]
+fn every_test_file_is_a_module_here() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let main = std::fs::read_to_string(dir.join("main.rs")).expect("tests/main.rs is readable");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tests/ is readable") {
+        let name = entry.expect("a tests/ entry").file_name().to_string_lossy().into_owned();
+        if let Some(module) = name.strip_suffix(".rs").filter(|m| *m != "main") {
+            if !main.lines().any(|l| l.trim() == format!("mod {};", module)) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "declare these in tests/main.rs (`mod NAME;`) or they never run: {:?}", missing);
+}
