@@ -20,7 +20,8 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).context(|| format!("cannot fsync directory {}", dir.display()))
 }
 
-/// 16 hex digits from the kernel's random source, for temporary names nobody can guess.
+/// 16 hex digits from the kernel's random source, for temporary names nobody can guess (a pid
+/// is guessable: someone could plant a link at `NAME.PID` beforehand).
 pub fn random_suffix() -> Result<String> {
     let mut b = [0u8; 8];
     File::open("/dev/urandom")
@@ -68,15 +69,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Create a new file with `data` and fsync it. For files inside a staging directory that is
-/// itself renamed into place (the directory rename is the atomic step, so no per-file
-/// rename is needed); the caller fsyncs the directory.
-pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut f = create_exclusive(path, mode, None)?;
-    f.write_all(data).context(|| format!("cannot write {}", path.display()))?;
-    f.sync_all().context(|| format!("cannot fsync {}", path.display()))
 }
 
 pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
@@ -150,37 +142,23 @@ pub fn fsync_dir_fd(dir: &Dir) -> nix::Result<()> {
 
 // ---- Exclusive creation with unpredictable names (never through a link) ----
 
-/// 16 hex digits from the kernel's random source, for temporary names nobody can guess
-/// (a pid is guessable: someone could plant a link at `NAME.PID` beforehand).
-pub fn unpredictable_suffix() -> Result<String> {
-    random_suffix()
-}
-
 /// Create `path`, which must not exist, as a new file: O_CREAT|O_EXCL|O_NOFOLLOW, so an
 /// existing file or a planted link (even a dangling one) makes it fail instead of being
 /// written through. The mode is set on the open file, not on the path.
 pub fn create_new_nofollow(path: &Path, mode: u32) -> Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-        .context(|| format!("cannot create {}", path.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode)).context(|| format!("cannot set mode of {}", path.display()))?;
-    Ok(f)
+    create_exclusive(path, mode, None)
 }
 
 /// A new empty file `DIR/PREFIX<random>`, created as [`create_new_nofollow`] does.
 pub fn create_temp_in(dir: &Path, prefix: &str, mode: u32) -> Result<(File, PathBuf)> {
-    let path = dir.join(format!("{}{}", prefix, unpredictable_suffix()?));
+    let path = dir.join(format!("{}{}", prefix, random_suffix()?));
     Ok((create_new_nofollow(&path, mode)?, path))
 }
 
 /// A new directory `DIR/PREFIX<random>` with `mode` (mkdir never follows a link at its
 /// last component, and the random name cannot have been planted).
 pub fn create_temp_dir_in(dir: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
-    let path = dir.join(format!("{}{}", prefix, unpredictable_suffix()?));
+    let path = dir.join(format!("{}{}", prefix, random_suffix()?));
     create_dir_mode(&path, mode)?;
     Ok(path)
 }

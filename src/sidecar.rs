@@ -244,7 +244,7 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
         fsutil::write_new_nofollow(&stage.join(MANIFEST), &json, 0o600)?;
         fsutil::fsync_dir(&stage)?;
         // An earlier, incomplete sidecar (archive pending) is moved aside, then removed.
-        let old = sidecar.join(format!(".{}.old.{}", id, fsutil::unpredictable_suffix()?));
+        let old = sidecar.join(format!(".{}.old.{}", id, fsutil::random_suffix()?));
         let had_old = fs::symlink_metadata(&target).is_ok();
         if had_old {
             fs::rename(&target, &old).context(|| format!("cannot move aside {}", target.display()))?;
