@@ -18,3 +18,5 @@ pub mod protocol;
 pub mod restore;
 pub mod rundir;
 pub mod sidecar;
+#[cfg(test)]
+mod testutil;

@@ -254,14 +254,8 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::names;
     use std::os::unix::fs::symlink;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn open_creates_a_private_directory_and_a_missing_one_is_fine_without_create() {

@@ -392,6 +392,7 @@ fn label_problems(path: PathBuf, data: &[u8], n: &NodeEntry, id: &str) -> Vec<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{mode, names};
 
     #[test]
     fn a_manifest_without_backup_history_file_still_reads() {
@@ -404,7 +405,7 @@ mod tests {
         assert_eq!(n.backup_history_file, None);
     }
 
-    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// A manifest.json as post writes it (format 1): the JSON is the contract, so the tests
     /// build their manifests from it rather than from the structs.
@@ -469,17 +470,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
         d
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-        v.sort();
-        v
-    }
-
-    fn mode(p: &Path) -> u32 {
-        fs::metadata(p).unwrap().mode() & 0o7777
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::names;
 
     fn header(sysid: u64, size: u32) -> Vec<u8> {
         let mut h = vec![0u8; 40];
@@ -232,13 +233,6 @@ mod tests {
             file: file.into(),
             dest: dest.to_path_buf(),
         }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-        v.sort();
-        v
     }
 
     #[test]

@@ -232,6 +232,7 @@ pub fn control_write(pgdata: &Path, raise: Option<(Lsn, u32)>) -> Result<FileWri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{names, someone};
 
     #[test]
     fn escaping_follows_the_version() {
@@ -262,22 +263,6 @@ mod tests {
     }
 
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    /// The owner files are given to: a real other user as root, ourselves otherwise.
-    fn someone() -> (u32, u32) {
-        if nix::unistd::geteuid().is_root() {
-            (65534, 65534)
-        } else {
-            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
-        }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn files_are_written_0600_for_the_owner_and_an_unchanged_one_is_left_alone() {
