@@ -88,6 +88,19 @@ pub enum Phase {
     Aborted,
 }
 
+impl Phase {
+    /// The word in the JSON, also what `status` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Aborted => "aborted",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct NodeStatus {
     pub name: String,
@@ -248,6 +261,13 @@ mod tests {
             assert_eq!(scope.to_string(), word);
         }
         assert!(serde_json::from_str::<RestorePointInfo>("{\"name\":\"b1\",\"scope\":\"PerNode\"}").is_err());
+    }
+
+    #[test]
+    fn phase_words_are_the_serialized_ones() {
+        for p in [Phase::Running, Phase::Stopping, Phase::Stopped, Phase::Failed, Phase::Aborted] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The backup's restore point, created after every node stopped: one name for the whole
-//! backup, then a WAL switch on each node so the segment holding it can be archived.
+//! backup, then a WAL switch on each primary so the segment holding it can be archived.
 
 use std::sync::Arc;
 
