@@ -5,6 +5,7 @@
 #[macro_use]
 pub mod error;
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod docgen;
