@@ -5,6 +5,10 @@
 //! Hidden names (starting with `.`) are temporary files of a write in progress or of a run
 //! that was killed: readers never take them for archived files.
 
+use std::path::Path;
+
+use crate::error::Result;
+
 /// How an archived file's bytes are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -82,6 +86,19 @@ pub fn parse_stored(name: &str) -> Option<(&str, Kind, Compression)> {
         }
     }
     None
+}
+
+/// Up to `max` bytes of the WAL content of the file stored as `stored` in archive directory
+/// `dir` (decompressed), never read through a symlink; None when there is no such file.
+/// Compressed files: not readable yet (wal-archive's compression adds them).
+pub fn read_head(dir: &Path, stored: &str, max: usize) -> Result<Option<Vec<u8>>> {
+    match parse_stored(stored) {
+        Some((_, _, Compression::None)) => crate::restore::archive::read_regular(&dir.join(stored), max),
+        Some((_, _, c)) => {
+            Err(err!("{}: {:?}-compressed archive files cannot be read yet", dir.join(stored).display(), c))
+        }
+        None => Err(err!("{}: not an archived WAL file name", dir.join(stored).display())),
+    }
 }
 
 #[cfg(test)]
