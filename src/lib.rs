@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod helper;
 pub mod hook;
 pub mod ids;
+pub mod inventory;
 pub mod pg;
 pub mod protocol;
 pub mod restore;
