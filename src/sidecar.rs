@@ -4,6 +4,8 @@
 //! DIR/ID/manifest.json
 //! DIR/ID/NODE/backup_label
 //! DIR/ID/NODE/tablespace_map      (always present, empty without tablespaces)
+//! DIR/ID/NODE/inventory-start.zst (the node's files right after its backup started; when
+//! DIR/ID/NODE/inventory-stop.zst   an inventory source was found: see src/inventory/)
 //! ```
 //! Files are 0600, directories 0700. A sidecar is staged in a hidden sibling directory,
 //! every file and directory fsynced, then renamed into place: a reader sees all or nothing.
@@ -26,6 +28,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const LABEL_FILE: &str = "backup_label";
 pub const SPCMAP_FILE: &str = "tablespace_map";
+/// The node's inventory taken right after its backup started (src/inventory/, stored form).
+pub const INVENTORY_START_FILE: &str = "inventory-start.zst";
+/// The node's inventory taken right after its backup stopped.
+pub const INVENTORY_STOP_FILE: &str = "inventory-stop.zst";
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -62,6 +68,13 @@ pub struct NodeEntry {
     pub wal_segment_size: u64,
     pub archived: bool,
     pub archive_note: Option<String>,
+    /// Where the node's inventories were read from; None when none was recorded (older
+    /// builds, or no source: then `inventory_note` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_source: Option<crate::inventory::Source>,
+    /// Why there is no inventory, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_note: Option<String>,
     pub files: BTreeMap<String, FileEntry>,
 }
 
@@ -88,6 +101,8 @@ impl NodeEntry {
             wal_segment_size: n.wal_segment_size,
             archived: stop.archived,
             archive_note: stop.archive_note.clone(),
+            inventory_source: None,
+            inventory_note: None,
             files,
         }
     }

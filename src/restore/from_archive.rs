@@ -336,6 +336,8 @@ fn node_entry(name: &str, h: &History, major: u32, sysid: u64, seg: u64, label: 
         wal_segment_size: seg,
         archived: true,
         archive_note: Some(format!("rebuilt from backup history file {}", h.name)),
+        inventory_source: None,
+        inventory_note: Some("the label was rebuilt from the archive, which holds no inventory".into()),
         files,
     }
 }
