@@ -584,6 +584,8 @@ pub(crate) mod fixture {
             wal_segment_size: 16 << 20,
             archived: true,
             archive_note: None,
+            inventory_source: None,
+            inventory_note: None,
             files,
         }
     }

@@ -332,6 +332,8 @@ mod tests {
             wal_segment_size: 16 << 20,
             archived: true,
             archive_note: None,
+            inventory_source: None,
+            inventory_note: None,
             files: BTreeMap::new(),
         }
     }
