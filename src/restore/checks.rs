@@ -264,6 +264,7 @@ pub fn run(r: &Request) -> Result<Checked> {
     same_major(pgdata, major, &node, id)?;
     same_system(pgdata, &control, &node, id)?;
     let files = read_node_files(&sidecar.dir, &node, id)?;
+    refuse_recovered(pgdata, &control, &files.label_text, &node, id)?;
     let copy = copy_within_backup(pgdata, &control, &node, &files.label, id)?;
     check_label_against_control(pgdata, &files.label, copy.checkpoint, id)?;
     if node.from_standby {
@@ -493,6 +494,36 @@ fn copy_within_backup(
         ));
     }
     Ok(CopyCheckpoint { checkpoint: ck, invalidated })
+}
+
+/// A copy that has already recovered from this backup (it was prepared, started and stopped)
+/// is not another backup's copy: its label was consumed (PostgreSQL renamed it to
+/// backup_label.old, which is ours) and pg_control's checkpoint is newer than the label's.
+/// Say so, and what to do.
+fn refuse_recovered(pgdata: &Path, control: &ControlFile, label_text: &str, node: &NodeEntry, id: &str) -> Result<()> {
+    let ck = control.checkpoint;
+    let label = BackupLabel::parse(label_text).map_err(|e| err!("backup {}'s label: {}", id, e))?;
+    let old = pgdata.join("backup_label.old");
+    let consumed = !pgdata.join("backup_label").exists() && fs::read(&old).is_ok_and(|b| b == label_text.as_bytes());
+    if !consumed || control::is_invalidated(ck) || ck <= label.checkpoint_lsn {
+        return Ok(());
+    }
+    let how_far = if ck >= node.stop_lsn {
+        format!("its last checkpoint {} is past the backup's end {}", ck, node.stop_lsn)
+    } else {
+        format!("recovery has replayed to checkpoint {} (the backup ends at {})", ck, node.stop_lsn)
+    };
+    let still = pgdata.join("recovery.signal").exists() || pgdata.join("recovery.conf").exists();
+    Err(err!(
+        "the copy in {} has already {} from backup {}: the server consumed the label ({} is this backup's label) and {} (cluster state: {}); nothing needs doing: {}; to recover it again (e.g. to another --target), restore the data directory again and run restore-prep on the fresh copy",
+        pgdata.display(),
+        if still { "begun recovering" } else { "recovered" },
+        id,
+        old.display(),
+        how_far,
+        control::state_name(control.state),
+        if still { "start it and it goes on recovering" } else { "start it as it is" }
+    ))
 }
 
 /// Is a backup_label identical to ours already in place? Another one is refused, or with
@@ -747,6 +778,27 @@ mod tests {
         ];
         let got: Vec<String> = problems_for(&problems, "a").iter().map(|p| p.to_string()).collect();
         assert_eq!(got, vec!["manifest lists no nodes", "node a: manifest has no checksum for backup_label"]);
+    }
+
+    #[test]
+    fn a_copy_that_has_recovered_is_said_to_have_recovered() {
+        let copy = Copy::new(&["default"]);
+        fs::write(copy.pgdata.join("backup_label.old"), fixture::label(ID)).unwrap();
+        let later = fixture::STOP + 0x1000;
+        fs::write(copy.pgdata.join("global/pg_control"), fixture::control(1300, later, later, 2)).unwrap();
+        let msg = refusal(&copy, None);
+        assert_eq!(
+            msg,
+            format!(
+                "the copy in {} has already recovered from backup {}: the server consumed the label ({}/backup_label.old is this backup's label) and its last checkpoint 0/9001138 is past the backup's end 0/9000138 (cluster state: in production); nothing needs doing: start it as it is; to recover it again (e.g. to another --target), restore the data directory again and run restore-prep on the fresh copy",
+                copy.pgdata.display(),
+                ID,
+                copy.pgdata.display()
+            )
+        );
+        // Another backup's consumed label is not ours: the old refusal stands.
+        fs::write(copy.pgdata.join("backup_label.old"), fixture::label("other")).unwrap();
+        assert!(refusal(&copy, None).contains("does not belong to backup"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod cleanup;
 pub mod from_archive;
 pub mod install;
 pub mod links;
+pub mod next_steps;
 pub mod outcome;
 pub mod privs;
 pub mod recovery;
@@ -76,6 +77,10 @@ pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     pub removes: Vec<PathBuf>,
     pub start_command: String,
+    /// What the start command needs besides (see next_steps).
+    pub start_notes: Vec<String>,
+    /// The exact restore-check command line (None: no sidecar to check against).
+    pub check_command: Option<String>,
     /// sha256 of the sidecar's manifest.json, as post printed it into the job log.
     pub manifest_sha256: String,
     #[serde(skip)]
@@ -97,17 +102,6 @@ pub struct PlannedWrite {
     pub what: String,
     /// The file already holds exactly this (an earlier run wrote it): it is not written again.
     pub unchanged: bool,
-}
-
-fn start_command(pgdata: &Path, owner: u32) -> String {
-    let d = recovery::shell_quote(&pgdata.to_string_lossy());
-    let me = nix::unistd::Uid::effective().as_raw();
-    if me != owner {
-        if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner)) {
-            return format!("runuser -u {} -- pg_ctl -D {} start", u.name, d);
-        }
-    }
-    format!("pg_ctl -D {} start", d)
 }
 
 /// Check everything and compute the changes. Touches nothing.
@@ -139,6 +133,15 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes)?;
     let roots: Vec<PathBuf> =
         [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
+    let next = next_steps::plan(&next_steps::Request {
+        pgdata: &pgdata,
+        major: c.major,
+        owner: c.owner.0,
+        backup_id: &o.backup_id,
+        node: &c.node.name,
+        sidecar_dirs: &o.sidecar_dirs,
+        exe: &o.exe,
+    });
     let writes = files
         .iter()
         .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
@@ -155,7 +158,9 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         warnings,
         writes,
         removes,
-        start_command: start_command(&pgdata, c.owner.0),
+        start_command: next.start_command,
+        start_notes: next.start_notes,
+        check_command: next.check_command,
         manifest_sha256: c.manifest_sha256.clone(),
         files,
         wal,
