@@ -63,8 +63,7 @@ pub fn plan(r: &Request) -> NextSteps {
             r.major
         ));
     }
-    let start_command =
-        format!("{}{} -D {} -l {} start", as_owner, pg_ctl, q(r.pgdata), q(&r.pgdata.join(START_LOG)));
+    let start_command = format!("{}{} -D {} -l {} start", as_owner, pg_ctl, q(r.pgdata), q(&r.pgdata.join(START_LOG)));
     let check_command = (!r.sidecar_dirs.is_empty()).then(|| check_command(r, owner.as_deref()));
     NextSteps { start_command, start_notes: notes, check_command }
 }
@@ -197,7 +196,12 @@ mod tests {
                 me
             )
         );
-        assert!(s.start_command.ends_with(&format!("-D {} -l {}/{} start", d.path().display(), d.path().display(), START_LOG)));
+        assert!(s.start_command.ends_with(&format!(
+            "-D {} -l {}/{} start",
+            d.path().display(),
+            d.path().display(),
+            START_LOG
+        )));
         assert!(s.start_notes.is_empty(), "{:?}", s.start_notes);
     }
 
