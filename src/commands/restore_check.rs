@@ -31,11 +31,7 @@ fn load_manifest(dirs: &[PathBuf], id: &str) -> Result<Manifest> {
             return Ok(m);
         }
     }
-    Err(err!(
-        "no sidecar for backup {} in {}: give the --sidecar-dir restore-prep used",
-        id,
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-    ))
+    Err(sidecar::not_found(dirs, id))
 }
 
 /// The nodes to check and how to reach them: every --node, or the only node like psql.
