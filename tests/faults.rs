@@ -112,7 +112,7 @@ fn malformed_oversized_and_unknown_version_messages_are_rejected_and_the_backup_
 #[test]
 fn a_peer_with_another_uid_is_refused_and_logged() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to connect as another user");
+        crate::common::skip("needs root to connect as another user");
         return;
     }
     let dir = TestDir::new();

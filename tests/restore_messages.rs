@@ -227,7 +227,7 @@ fn the_restore_path_says_what_happened_and_what_to_run_next() {
 #[test]
 fn what_the_server_user_cannot_reach_is_an_error_naming_the_user_and_the_path() {
     let Some(user) = server_user() else {
-        eprintln!("skipped: only root runs restore-prep over another user's data directory");
+        crate::common::skip("only root runs restore-prep over another user's data directory");
         return;
     };
     let (uid, _) = server_user_ids().expect("server user");
