@@ -347,7 +347,12 @@ fn a_post_killed_while_waiting_for_the_archive_does_not_block_the_next_one() {
     t.pre("killedpost", &[("default", pg.conninfo())], &[]).ok();
     // The first post waits (up to an hour) for an archive that does not move; kill it.
     let run = t.run_dir.display().to_string();
-    let mut first = t.cmd(&["post", "--backup-id", "killedpost", "--run-dir", &run]).spawn().expect("post");
+    let mut first = t
+        .cmd(&["post", "--backup-id", "killedpost", "--run-dir", &run])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("post");
     std::thread::sleep(Duration::from_secs(1));
     first.kill().expect("kill post");
     let _ = first.wait();
