@@ -225,16 +225,8 @@ pub fn settings(
     s
 }
 
-/// One file to write.
-#[derive(Clone, Debug)]
-pub struct FileWrite {
-    pub path: PathBuf,
-    pub data: Vec<u8>,
-    pub what: String,
-    /// Mode and owner (uid, gid) to keep; None: 0600 and the data directory's owner.
-    /// (pg_control keeps its own, whose mode may be 0640.)
-    pub keep: Option<(u32, (u32, u32))>,
-}
+/// One file to write (defined beside the code that writes it; recovery only plans).
+pub use crate::restore::install::FileWrite;
 
 pub struct RecoveryPlan {
     /// In the order they must be written (the signal or recovery.conf last).
