@@ -335,7 +335,8 @@ pub struct ListArgs {
 )]
 pub struct HookArgs {
     /// The backup product whose calling convention to follow
-    #[arg(value_name = "PRODUCT", value_parser = crate::hook::product_values())]
+    // Its values are added by hook::command: the products are defined above this module.
+    #[arg(value_name = "PRODUCT")]
     pub product: String,
     /// What the product is doing (its own word for it: before/after, pre/post, start/end...)
     #[arg(value_name = "EVENT")]
