@@ -165,7 +165,13 @@ fn the_restore_path_says_what_happened_and_what_to_run_next() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert_eq!(
         bad.stderr.trim(),
-        "pg-backup-hooks: error: --target \"yesterday\" was asked, which backup b1 cannot have been restored to: use latest, backup-end, restore-point, time:TS, lsn:LSN, xid:XID or name:NAME; the sidecar offers: latest, backup-end, restore-point (its restore point \"b1\"); or time:TS, lsn:LSN, xid:XID, name:NAME of a restore point made later"
+        "pg-backup-hooks: error: --target \"yesterday\" was asked, which backup b1 cannot have been restored to; the sidecar offers: latest, backup-end, restore-point (its restore point \"b1\"); or time:TS, lsn:LSN, xid:XID, name:NAME of a restore point made later"
+    );
+    let bad = r.t.run(&[&base[..], &["--target", "xid:abc"]].concat());
+    assert!(
+        bad.stderr.starts_with("pg-backup-hooks: error: --target \"xid:abc\" was asked, which backup b1 cannot have been restored to (a transaction id is a number); the sidecar offers: latest, backup-end, "),
+        "{}",
+        bad.stderr
     );
     // A --target other than the one restore-prep configured: said on the verdict line and why.
     let other = r.t.run(&[&base[..], &["--target", "restore-point"]].concat());

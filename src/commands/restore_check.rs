@@ -197,9 +197,11 @@ fn print_json(m: &Manifest, reports: &[NodeReport], unchecked: &[&str]) -> Resul
 fn check_target(m: &Manifest, given: Option<&str>) -> Result<()> {
     let Some(given) = given else { return Ok(()) };
     recovery::parse_target(Some(given), m).map(|_| ()).map_err(|e| {
-        let why = e.msg.strip_prefix(&format!("--target {:?}: ", given.trim())).unwrap_or(&e.msg).to_string();
+        // The list of forms parse_target ends with is the one the sidecar's offer repeats.
+        let why = e.msg.strip_prefix(&format!("--target {:?}: ", given.trim())).unwrap_or(&e.msg);
+        let why = if why.starts_with("use ") { String::new() } else { format!(" ({})", why) };
         Error::usage(format!(
-            "--target {:?} was asked, which backup {} cannot have been restored to: {}; the sidecar offers: {}",
+            "--target {:?} was asked, which backup {} cannot have been restored to{}; the sidecar offers: {}",
             given,
             m.backup_id,
             why,
