@@ -205,13 +205,12 @@ impl Scan {
 
     /// The WAL file name of a segment.
     pub fn segment_name(&self, tli: u32, segno: u64) -> String {
-        let per_id = 0x1_0000_0000u64 / self.seg_size;
-        format!("{:08X}{:08X}{:08X}", tli, segno / per_id, segno % per_id)
+        segment_name(tli, segno, self.seg_size)
     }
 
     /// (timeline, segment number) of a segment's WAL file name; None for another name.
     pub fn parse_segment_name(&self, name: &str) -> Option<(u32, u64)> {
-        (file::kind_of(name) == Some(Kind::Segment)).then(|| parse_segment(name, self.seg_size))
+        parse_segment_name(name, self.seg_size)
     }
 
     /// The segment holding `lsn`.
@@ -219,9 +218,9 @@ impl Scan {
         lsn.0 / self.seg_size
     }
 
-    /// The name a stored segment has in the directory.
-    pub fn stored_segment_name(&self, tli: u32, s: Stored) -> String {
-        file::stored_name(&self.segment_name(tli, s.segno), s.compression)
+    /// The name segment `segno` of `tli` is stored under, if it is there.
+    pub fn stored_segment_name(&self, tli: u32, segno: u64) -> Option<String> {
+        self.segment(tli, segno).map(|s| file::stored_name(&self.segment_name(tli, segno), s.compression))
     }
 
     /// A timeline's ancestors, oldest first (empty for timeline 1 or without its history file).
@@ -308,7 +307,7 @@ impl Scan {
         };
         let (t, segno) = self.walk(&self.path(target, tli), self.segno_of(lsn))?;
         let name = self.segment_name(t, segno);
-        let stored = self.segment(t, segno).map(|s| file::stored_name(&name, s.compression)).unwrap_or_default();
+        let stored = self.stored_segment_name(t, segno).unwrap_or_default();
         Some(Reach {
             timeline: t,
             segno,
@@ -363,6 +362,50 @@ impl Scan {
     pub fn mtime(&self, stored: &str) -> Option<SystemTime> {
         std::fs::symlink_metadata(self.dir.join(stored)).ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok())
     }
+}
+
+/// What a segment's first page header (XLogLongPageHeaderData) says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// xlp_tli: the timeline of the first page (an older one when the segment is the first of
+    /// a timeline, copied from its parent up to the switch point).
+    pub timeline: u32,
+    /// xlp_pageaddr: the WAL location of the first page, i.e. which segment this is.
+    pub pageaddr: Lsn,
+    pub system_identifier: u64,
+    pub seg_size: u32,
+}
+
+/// How many bytes of a segment [`parse_head`] needs.
+pub const HEAD_BYTES: usize = 40;
+
+/// The long page header at the start of a segment (in the byte order of the machine that
+/// wrote it, as PostgreSQL reads it); None when too short or without the long-header flag.
+pub fn parse_head(b: &[u8]) -> Option<Head> {
+    let u32_at = |o: usize| b.get(o..o + 4).and_then(|s| s.try_into().ok()).map(u32::from_ne_bytes);
+    let u64_at = |o: usize| b.get(o..o + 8).and_then(|s| s.try_into().ok()).map(u64::from_ne_bytes);
+    let info = b.get(2..4).and_then(|s| s.try_into().ok()).map(u16::from_ne_bytes)?;
+    // XLP_LONG_HEADER
+    if info & 0x0002 == 0 {
+        return None;
+    }
+    Some(Head {
+        timeline: u32_at(4)?,
+        pageaddr: Lsn(u64_at(8)?),
+        system_identifier: u64_at(24)?,
+        seg_size: u32_at(32)?,
+    })
+}
+
+/// The WAL file name of segment `segno` of timeline `tli`.
+pub fn segment_name(tli: u32, segno: u64, seg_size: u64) -> String {
+    let per_id = 0x1_0000_0000u64 / seg_size;
+    format!("{:08X}{:08X}{:08X}", tli, segno / per_id, segno % per_id)
+}
+
+/// (timeline, segment number) of a segment's WAL file name; None for another name.
+pub fn parse_segment_name(name: &str, seg_size: u64) -> Option<(u32, u64)> {
+    (file::kind_of(name) == Some(Kind::Segment) && seg_size.is_power_of_two()).then(|| parse_segment(name, seg_size))
 }
 
 /// (timeline, segment number) of a 24-hex-digit segment name.
