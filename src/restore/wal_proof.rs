@@ -147,7 +147,7 @@ fn prove_command(n: &Needed, archive: &Archive) -> Result<Proof> {
     for segno in segnos {
         let name = scan::segment_name(n.timeline, segno, n.node.wal_segment_size);
         let head = archive.fetch_within(&name, scan::HEAD_BYTES, Some(FETCH_LIMIT)).map_err(|e| {
-            e.within(&format!("node {}: fetching segment {} of backup {}", n.node.name, name, n.backup_id))
+            e.within(format!("node {}: fetching segment {} of backup {}", n.node.name, name, n.backup_id))
         })?;
         if head.is_none() {
             return Err(missing_segment(n, &what, &name));
