@@ -120,7 +120,9 @@ fn check_history_file(n: &Needed, s: &Scan) -> Result<Option<String>> {
 /// The report line and `--json` field saying how far `latest` can go.
 fn reach(n: &Needed, s: &Scan, lines: &mut Vec<String>, warnings: &mut Vec<String>) -> Option<ArchiveReach> {
     let r = s.reach(n.timeline, Lsn(n.start * s.seg_size()))?;
-    let time = s.mtime(&r.stored).map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+    let time = s
+        .mtime(&r.stored)
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     lines.push(format!(
         "the archive reaches without a gap to segment {} (timeline {}, WAL up to {}{}): as far as recovery to latest can go",
         r.name,
