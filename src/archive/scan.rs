@@ -527,6 +527,26 @@ mod tests {
         assert!(Scan::from_names(d.path(), 12345, Vec::new()).is_err());
     }
 
+    /// `cargo test --release --lib -- --ignored scan::tests::listing`: the real directory
+    /// listing of 100,000 segments (files created empty), built into a scan and walked.
+    #[test]
+    #[ignore]
+    fn listing_a_directory_of_a_hundred_thousand_segments() {
+        let d = tempfile::tempdir().unwrap();
+        for n in 1..=100_000u64 {
+            fs::File::create(d.path().join(seg(1, n))).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let s = Scan::read(d.path(), SEG).unwrap();
+        let listed = t.elapsed();
+        let r = s.reach(1, Lsn(SEG)).unwrap();
+        assert_eq!((s.segment_count(), r.segno), (100_000, 100_000));
+        assert!(s.mtime(&r.stored).is_some());
+        let took = t.elapsed();
+        eprintln!("listed in {:?}, listed + scanned + walked + one stat in {:?}", listed, took);
+        assert!(took < std::time::Duration::from_secs(2), "{:?}", took);
+    }
+
     #[test]
     fn a_hundred_thousand_segments_are_scanned_and_walked_quickly() {
         let d = tempfile::tempdir().unwrap();

@@ -89,6 +89,7 @@ struct Entry {
 struct ArchiveDir {
     dir: PathBuf,
     names: Vec<String>,
+    set: std::collections::HashSet<String>,
     scans: Vec<Scan>,
 }
 
@@ -96,7 +97,9 @@ impl ArchiveDir {
     fn read(dir: &Path) -> Result<ArchiveDir> {
         let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
         let names = rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
-        Ok(ArchiveDir { dir: dir.to_path_buf(), names, scans: Vec::new() })
+        let names: Vec<String> = names;
+        let set = names.iter().cloned().collect();
+        Ok(ArchiveDir { dir: dir.to_path_buf(), names, set, scans: Vec::new() })
     }
 
     fn scan(&mut self, seg_size: u64) -> Result<&Scan> {
@@ -387,7 +390,7 @@ fn read_archived(a: &mut ArchiveDir, name: &str, stored: &str) -> Result<Option<
         }
     };
     let start = &history.label.start_wal_file;
-    let stored_start = a.names.iter().find(|n| file::parse_stored(n).is_some_and(|(w, _, _)| w == start)).cloned();
+    let stored_start = file::Compression::ALL.iter().map(|&c| file::stored_name(start, c)).find(|n| a.set.contains(n));
     let head = match stored_start {
         Some(s) => file::read_head(&a.dir, &s, scan::HEAD_BYTES)?.and_then(|h| scan::parse_head(&h)),
         None => None,

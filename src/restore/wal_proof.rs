@@ -66,7 +66,9 @@ pub fn prove(backup_id: &str, node: &NodeEntry, archive: &Archive) -> Result<Pro
     })?;
     let need = Needed { backup_id, node, timeline, start, stop, sysid };
     match archive {
-        Archive::Dir(d) => prove_dir(&need, &Scan::read(d, seg_size)?),
+        Archive::Dir(d) => {
+            prove_dir(&need, &Scan::read(d, seg_size).map_err(|e| e.within(format!("node {}", node.name)))?)
+        }
         Archive::Command { .. } => prove_command(&need, archive),
     }
 }
@@ -78,7 +80,8 @@ fn prove_dir(n: &Needed, s: &Scan) -> Result<Proof> {
     }
     for segno in n.start..=n.stop {
         let stored = s.stored_segment_name(n.timeline, segno).unwrap_or_default();
-        let head = crate::archive::file::read_head(s.dir(), &stored, scan::HEAD_BYTES)?;
+        let head = crate::archive::file::read_head(s.dir(), &stored, scan::HEAD_BYTES)
+            .map_err(|e| e.within(format!("node {}: segment {} of backup {}", n.node.name, stored, n.backup_id)))?;
         check_head(n, &archive_what(s), &s.segment_name(n.timeline, segno), segno * s.seg_size(), head)?;
     }
     let mut lines = vec![format!(
