@@ -12,8 +12,9 @@ use std::process::Output;
 use crate::common::roundtrip::{
     install_bin, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait, tar_create,
 };
+use crate::common::standby::wait_caught_up;
 use crate::common::tool::Tool;
-use crate::common::{chown_to_server_user, Cluster, TestDir};
+use crate::common::{chown_to_server_user, standby_of, Cluster, TestDir};
 
 const ID: &str = "ap";
 
@@ -95,7 +96,8 @@ impl Fixture {
             let o = self.prep(source, extra);
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(!o.status.success(), "restore-prep {extra:?} should refuse");
-            assert!(err.contains(needle) && err.contains("node default"), "expected {needle:?} in: {err}");
+            let node = format!("node {}:", self.node("name"));
+            assert!(err.contains(needle) && err.contains(&node), "expected {node} {needle:?} in: {err}");
             assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
             assert_eq!(
                 listing(&self.pg.datadir),
@@ -208,4 +210,45 @@ fn restore_command_refuses_an_unfetchable_start_segment_and_passes_a_fetchable_o
     fs::rename(arch.join("moved-away"), arch.join(&start)).expect("putting it back");
     let out = String::from_utf8_lossy(&f.prep(&["--restore-command", &cmd], &["--dry-run"]).stdout).into_owned();
     assert!(out.contains(&format!("ok: restore_command fetched the backup's start segment {start}")), "{out}");
+}
+
+/// A standby without archive_mode = always archives nothing: its backup's WAL is in the
+/// primary's archive, and only once the primary has archived the stop segment.
+#[test]
+fn a_standby_backup_needs_the_primarys_archive_and_the_refusal_says_so() {
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let t = Tool::new(&dir);
+    let primary = Cluster::new(dir.path(), "primary");
+    primary.execute("create table t (id int); insert into t select generate_series(1, 100)");
+    let standby = standby_of(&primary, dir.path(), "standby");
+    let (s, r) = (t.sidecar.display().to_string(), t.run_dir.display().to_string());
+    let node = format!("s1={}", standby.conninfo());
+    ok(&exe, &["pre", "--backup-id", ID, "--sidecar-dir", &s, "--run-dir", &r, "--fast", "--node", &node]);
+    primary.execute("insert into t select generate_series(1, 100)");
+    wait_caught_up(&primary, &standby);
+    let tar = dir.path().join("copy.tar");
+    tar_create(&standby.datadir, &tar);
+    ok(&exe, &["post", "--backup-id", ID, "--run-dir", &r]);
+    restore_copy(&standby, &tar);
+    chown_to_server_user(&standby.datadir);
+    let manifest = serde_json::from_slice(&fs::read(t.sidecar.join(ID).join("manifest.json")).expect("manifest"))
+        .expect("manifest json");
+    let f = Fixture { exe, sidecar: t.sidecar.clone(), pg: standby, manifest, _tool: t, dir };
+    assert_eq!(f.manifest["nodes"][0]["from_standby"], true);
+    let stop = f.node("stop_wal_file");
+    let own = f.pg.archive_dir.display().to_string();
+    f.assert_refused(&["--archive-dir", &own], "give the primary's archive");
+    // The primary's archive before its archiver got to the stop segment.
+    switch_and_wait(&primary);
+    let early = f.dir.mkdir("primary-archive-early");
+    for n in archived(&primary.archive_dir).into_iter().filter(|n| *n < stop) {
+        fs::copy(primary.archive_dir.join(&n), early.join(&n)).expect("copying the archive");
+    }
+    let early = early.display().to_string();
+    f.assert_refused(&["--archive-dir", &early], &format!("lacks segment {stop}"));
+    f.assert_refused(&["--archive-dir", &early], "wait until the primary has archived that segment");
+    let theirs = primary.archive_dir.display().to_string();
+    let o = f.prep(&["--archive-dir", &theirs], &["--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
