@@ -51,8 +51,8 @@ struct Needed<'a> {
     sysid: u64,
 }
 
-/// Prove that the archive (`dir`, or `restore_command` run in `pgdata` as `owner`) holds the
-/// WAL that node `node` of backup `backup_id` needs.
+/// Prove that `archive` (a directory, or restore_command) holds the WAL that node `node` of
+/// backup `backup_id` needs; refuse in one line naming the node and the first file missing.
 pub fn prove(backup_id: &str, node: &NodeEntry, archive: &Archive) -> Result<Proof> {
     let seg_size = node.wal_segment_size;
     let parse = |name: &str, what: &str| {
