@@ -321,7 +321,7 @@ pub struct ListArgs {
     /// A sidecar directory post writes into (repeatable, or several separated by ':')
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", value_delimiter = ':')]
     pub sidecar_dir: Vec<PathBuf>,
-    /// A plain WAL archive directory: its backup history files (repeatable)
+    /// A plain WAL archive directory: its backup history files, and whether each backup's WAL is there and how far it reaches (repeatable)
     #[arg(long, value_name = "DIR")]
     pub archive_dir: Vec<PathBuf>,
     /// Machine-readable output

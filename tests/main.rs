@@ -16,6 +16,7 @@ mod common;
 mod products;
 
 mod amanda;
+mod archive_proof;
 mod bacula;
 mod borgmatic;
 mod cli_docs;

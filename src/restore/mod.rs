@@ -25,6 +25,7 @@ pub mod next_steps;
 pub mod outcome;
 pub mod privs;
 pub mod recovery;
+pub mod wal_proof;
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,8 @@ pub struct Plan {
     pub check_command: Option<String>,
     /// sha256 of the sidecar's manifest.json, as post printed it into the job log.
     pub manifest_sha256: String,
+    /// How far the archive reaches from the backup (None when it cannot be listed).
+    pub archive_reach: Option<wal_proof::ArchiveReach>,
     #[serde(skip)]
     files: Vec<FileWrite>,
     #[serde(skip)]
@@ -114,6 +117,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
     let target = choose_target(o, &c, &mut warnings)?;
     let restore_command = restore_command(o, &c)?;
+    let archive_reach = prove_wal(o, &c, &mut passed, &mut warnings)?;
     warn_archive_into_source(o, &mut warnings)?;
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
     let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
@@ -162,6 +166,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         start_notes: next.start_notes,
         check_command: next.check_command,
         manifest_sha256: c.manifest_sha256.clone(),
+        archive_reach,
         files,
         wal,
         roots,
@@ -258,6 +263,23 @@ fn restore_command(o: &Options, c: &checks::Checked) -> Result<String> {
     let program = recovery::wal_restore_program(&o.exe);
     require_reachable(&program.path, &dir, c.owner)?;
     Ok(recovery::wal_restore_command(&program, &dir, &c.node.system_identifier))
+}
+
+/// The archive holds the backup's WAL ([`wal_proof`]): its lines and how far it reaches.
+fn prove_wal(
+    o: &Options,
+    c: &checks::Checked,
+    passed: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<wal_proof::ArchiveReach>> {
+    let archive = match &o.source {
+        WalSource::ArchiveDir(d) => archive::Archive::Dir(d),
+        WalSource::Command(cmd) => archive::Archive::Command { cmd, pgdata: &o.pgdata, owner: c.owner },
+    };
+    let proof = wal_proof::prove(&o.backup_id, &c.node, &archive)?;
+    passed.extend(proof.lines);
+    warnings.extend(proof.warnings);
+    Ok(proof.reach)
 }
 
 /// Warn when the restored server, once promoted, would archive into the --archive-dir that
@@ -450,12 +472,14 @@ mod tests {
     use crate::sidecar;
 
     fn options(copy: &Copy) -> Options {
+        let arch = copy.sidecar.parent().unwrap().join("archive");
+        wal_proof::fixture::archive(&arch, checks::fixture::SYSID, &[9]);
         Options {
             backup_id: ID.into(),
             sidecar_dirs: vec![copy.sidecar.clone()],
             pgdata: copy.pgdata.clone(),
             node: None,
-            source: WalSource::Command("cp /archive/%f %p".into()),
+            source: WalSource::Command(format!("cp {}/%f %p", arch.display())),
             target: None,
             target_action: TargetAction::Promote,
             tablespace_map: Vec::new(),
@@ -495,7 +519,9 @@ mod tests {
         assert_eq!(snapshot(copy.pgdata()), before);
         let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
         let data = copy.pgdata.display().to_string();
-        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the"]);
+        let want =
+            [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the", "restore_command", "the"];
+        assert_eq!(firsts, want);
         let written: Vec<PathBuf> =
             plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
         let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
