@@ -25,6 +25,7 @@ mod exclude;
 mod faults;
 mod harness;
 mod hooks;
+mod inventory;
 mod label_archive;
 mod list;
 mod restore;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::protocol::{Phase, Reply};
 
 use super::archive_wait::{describe_archiver, wait_archived};
+use super::node::Moment;
 use super::{lock, Exit, Shared};
 
 /// `Stop`: stop every node (the first time), then wait for archiving and send `Stopped`.
@@ -43,6 +44,9 @@ fn stop_nodes(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) -> bool {
             s.spawn(move || {
                 if let Ok(r) = n.stop() {
                     log::info!("node {}: backup stopped at {}", n.name, r.stop_lsn);
+                    if let Err(e) = n.take_inventory(&sh.run, &sh.cfg.backup_id, Moment::Stop) {
+                        n.lose_inventory(Moment::Stop, &e.msg);
+                    }
                 }
             });
         }
