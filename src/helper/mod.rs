@@ -223,7 +223,7 @@ fn start_or_leave_reason(
         let _ = std::fs::remove_file(socket_path);
         let listener = server::bind(socket_path)?;
         start::start_all(cfg, &nodes)?;
-        start::inventory_all(cfg, run, &nodes)?;
+        start::inventory_all(cfg, run, &nodes, rep)?;
         Ok((nodes, listener))
     })();
     if let Err(e) = &started {

@@ -8,7 +8,7 @@ use crate::protocol::StartEvent;
 use crate::rundir::RunDir;
 
 use super::node::{self, Moment, Node};
-use super::{HelperConfig, Reporter};
+use super::{lock, HelperConfig, Reporter};
 
 /// Connect to every node in parallel and check each; all must pass.
 pub(super) fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<Node>> {
@@ -61,7 +61,7 @@ fn choose_inventory_sources(cfg: &HelperConfig, nodes: &mut [Node], errors: &mut
 /// Take every node's start inventory, in parallel, before pre reports ready (the copy must
 /// not begin before it). A node whose listing fails has no inventory; under
 /// --require-inventory that fails pre, and every node's backup is discarded.
-pub(super) fn inventory_all(cfg: &HelperConfig, run: &RunDir, nodes: &[Node]) -> Result<()> {
+pub(super) fn inventory_all(cfg: &HelperConfig, run: &RunDir, nodes: &[Node], rep: &mut Reporter) -> Result<()> {
     if nodes.iter().all(|n| n.inventory_source.source().is_none()) {
         return Ok(());
     }
@@ -84,7 +84,15 @@ pub(super) fn inventory_all(cfg: &HelperConfig, run: &RunDir, nodes: &[Node]) ->
             .filter_map(|h| h.join().unwrap_or(Some("internal error: inventory thread panicked".into())))
             .collect()
     });
-    if errors.is_empty() || !cfg.require_inventory {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if !cfg.require_inventory {
+        for n in nodes {
+            if let (Some(note), true) = (lock(&n.state).inventory.note.clone(), n.inventory_source.source().is_some()) {
+                rep.send(&StartEvent::Warning { node: n.name.clone(), message: note });
+            }
+        }
         return Ok(());
     }
     std::thread::scope(|s| {
