@@ -64,10 +64,10 @@ PY
 seq_id=0
 last_id=
 one() { # with|without: seconds for pre + post
-    seq_id=$((seq_id + 1)); last_id="ib-$1-$seq_id"
+    seq_id=$((seq_id + 1)); last_id="ib-$1-$seq_id-$(date +%s%N)"
     local off=0 t0 t1; [ "$1" = without ] && off=1
     t0=$(now)
-    PGBH_NO_INVENTORY=$off "$bin" pre --backup-id "$last_id" --sidecar-dir "$work/sidecar" --run-dir "$work/run" --fast "$node" >/dev/null
+    PGBH_NO_INVENTORY=$off "$bin" pre --backup-id "$last_id" --sidecar-dir "$work/sidecar" --run-dir "$work/run" --fast "$node" >/dev/null 2>&1
     "$bin" post --backup-id "$last_id" --run-dir "$work/run" >/dev/null
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}'

@@ -143,8 +143,25 @@ fn a_link_planted_in_the_data_directory_is_not_followed() {
 
 const NOBODY: u32 = 65534;
 
+/// The directory of [`nobody_tool`]; dropped, it aborts (as nobody) whatever a failed test
+/// left running there.
+struct NobodyDir(tempfile::TempDir);
+
+impl Drop for NobodyDir {
+    fn drop(&mut self) {
+        let t = Tool { run_dir: self.0.path().join("run"), sidecar: self.0.path().join("sidecar") };
+        let Ok(entries) = std::fs::read_dir(&t.run_dir) else { return };
+        for e in entries.flatten() {
+            if let Some(id) = e.file_name().to_string_lossy().strip_suffix(".sock") {
+                let run = t.run_dir.display().to_string();
+                let _ = as_nobody(&t, &["abort", "--backup-id", id, "--run-dir", &run]);
+            }
+        }
+    }
+}
+
 /// A run dir and a sidecar dir that `nobody` owns, in a directory it may traverse.
-fn nobody_tool() -> (tempfile::TempDir, Tool) {
+fn nobody_tool() -> (NobodyDir, Tool) {
     let top = tempfile::Builder::new().prefix("pgbhn").tempdir_in("/tmp").expect("tempdir");
     std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let t = Tool { run_dir: top.path().join("run"), sidecar: top.path().join("sidecar") };
@@ -153,7 +170,7 @@ fn nobody_tool() -> (tempfile::TempDir, Tool) {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).expect("chown");
     }
-    (top, t)
+    (NobodyDir(top), t)
 }
 
 /// Run the tool as `nobody`.
@@ -265,4 +282,59 @@ fn a_node_with_no_source_is_said_once_and_fails_pre_under_require_inventory() {
     assert!(n["inventory_note"].as_str().unwrap_or_default().contains("GRANT EXECUTE"), "{}", n);
     assert!(!t.backup_dir("inv-none").join("default/inventory-start.zst").exists());
     verify(&t, "inv-none");
+}
+
+#[test]
+fn each_node_of_a_backup_has_its_own_inventories() {
+    let dir = TestDir::new();
+    let a = Cluster::new(dir.path(), "a");
+    let b = Cluster::new(dir.path(), "b");
+    let t = Tool::new(&dir);
+    a.execute("create table only_a(i int)");
+    b.execute("create table only_b(i int)");
+    let pre = t.pre("inv-2", &[("a", a.conninfo()), ("b", b.conninfo())], &[]).ok();
+    for n in ["a", "b"] {
+        assert!(pre.stdout.contains(&format!("node {}: inventory source local", n)), "{}", pre.stdout);
+    }
+    t.post("inv-2").ok();
+    verify(&t, "inv-2");
+    let (ia, ib) = (stored(&t, "inv-2", "a", "start"), stored(&t, "inv-2", "b", "start"));
+    let (ra, rb) = (relation_path(&a, "only_a"), relation_path(&b, "only_b"));
+    assert!(ia.get(&ra).is_some(), "{} in a's inventory", ra);
+    assert!(ib.get(&rb).is_some(), "{} in b's inventory", rb);
+    assert_ne!(ia.entries, ib.entries);
+    for n in ["a", "b"] {
+        assert_eq!(t.manifest("inv-2")["nodes"].as_array().map(|v| v.len()), Some(2));
+        assert!(t.backup_dir("inv-2").join(n).join("inventory-stop.zst").exists());
+    }
+}
+
+/// The SQL listing fails (a directory the server may not open: pg_ls_dir raises an ERROR on
+/// the session holding the backup). The backup goes on: post stores it complete, and the
+/// manifest says why there is no inventory; under --require-inventory pre fails instead.
+#[test]
+fn a_failing_sql_listing_leaves_the_backup_running() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let conninfo = backup_role(&pg, true);
+    let closed = pg.datadir.join("closed_to_the_server");
+    std::fs::create_dir(&closed).expect("mkdir");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::chown(&closed, Some(0), Some(0)).expect("chown root");
+    let (_top, t) = nobody_tool();
+
+    let pre = pre_as_nobody(&t, "inv-fail", &conninfo, &[]).ok();
+    assert!(pre.stderr.contains("the start inventory could not be taken"), "{}", pre.stderr);
+    assert!(pre.stderr.contains("closed_to_the_server"), "{}", pre.stderr);
+    assert_eq!(pg.backup_sessions("inv-fail"), 1, "the backup survived the failed listing");
+    let post = post_as_nobody(&t, "inv-fail").ok();
+    assert!(post.stdout.contains("complete and restorable"), "{}", post.stdout);
+    let n = &t.manifest("inv-fail")["nodes"][0];
+    assert!(n["inventory_source"].is_null(), "{}", n);
+    assert!(n["inventory_note"].as_str().unwrap_or_default().contains("start inventory"), "{}", n);
+
+    let refused = pre_as_nobody(&t, "inv-fail-req", &conninfo, &["--require-inventory"]);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("node default: the start inventory could not be taken"), "{}", refused.stderr);
+    pg.wait_no_backup_sessions("inv-fail-req");
 }

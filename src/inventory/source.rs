@@ -102,3 +102,47 @@ fn databases(c: &mut Client) -> std::collections::BTreeMap<u32, String> {
         .map(|rows| rows.iter().map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, String>(1))).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::api::ArchiveMode;
+
+    fn facts(dir: Option<&std::path::Path>, sysid: u64) -> ServerFacts {
+        ServerFacts {
+            version_num: 150000,
+            version: "15".into(),
+            system_identifier: sysid,
+            timeline: 1,
+            in_recovery: false,
+            data_directory: dir.map(|d| d.display().to_string()),
+            archive_mode: ArchiveMode::On,
+            archive_command: "cp".into(),
+            archive_library: String::new(),
+            wal_segment_size: 16 << 20,
+        }
+    }
+
+    /// A pg_control of version 1300 for system `sysid` under `dir`.
+    fn plant_control(dir: &std::path::Path, sysid: u64) {
+        let mut b = vec![0u8; 8192];
+        b[0..8].copy_from_slice(&sysid.to_ne_bytes());
+        b[8..12].copy_from_slice(&1300u32.to_ne_bytes());
+        let crc = crc32c::crc32c(&b[..288]);
+        b[288..292].copy_from_slice(&crc.to_ne_bytes());
+        std::fs::create_dir_all(dir.join("global")).unwrap();
+        std::fs::write(dir.join("global/pg_control"), b).unwrap();
+    }
+
+    #[test]
+    fn the_local_source_needs_the_servers_path_and_its_system_identifier() {
+        let t = tempfile::tempdir().unwrap();
+        plant_control(t.path(), 42);
+        assert_eq!(local_dir(&facts(Some(t.path()), 42)), Ok(t.path().to_path_buf()));
+        let other = local_dir(&facts(Some(t.path()), 43)).unwrap_err();
+        assert!(other.contains("belongs to system 42, the server is system 43"), "{}", other);
+        assert!(local_dir(&facts(None, 42)).unwrap_err().contains("data_directory"));
+        let missing = local_dir(&facts(Some(&t.path().join("nope")), 42)).unwrap_err();
+        assert!(missing.contains("cannot read") && missing.contains("nope/global/pg_control"), "{}", missing);
+    }
+}
