@@ -87,12 +87,15 @@ pub struct Shared {
     pub restore_point: Mutex<RestorePoint>,
     /// Where the inventories are kept.
     pub run: RunDir,
+    /// Held while the stop inventories are taken (beside the archive wait).
+    pub inventory_lock: Mutex<()>,
 }
 
 impl Shared {
     fn new(cfg: HelperConfig, nodes: Vec<Node>, exit: mpsc::Sender<Exit>, run: RunDir) -> Shared {
         Shared {
             run,
+            inventory_lock: Mutex::new(()),
             cfg,
             started_at: chrono::Utc::now().to_rfc3339(),
             started: Instant::now(),

@@ -149,8 +149,11 @@ impl Node {
 
     /// Take this node's inventory at `when` and keep it in the run dir; Ok without a source.
     pub fn take_inventory(&self, run: &RunDir, id: &str, when: Moment) -> Result<()> {
+        if when == Moment::Stop && lock(&self.state).inventory.start.is_none() {
+            return Ok(()); // no start inventory: a stop inventory proves nothing alone
+        }
         let t0 = Instant::now();
-        let Some(inv) = source::take(&self.inventory_source, &mut lock(&self.client))? else { return Ok(()) };
+        let Some(inv) = source::take(&self.inventory_source, &self.client)? else { return Ok(()) };
         let data = inv.encode()?;
         crate::fsutil::write_atomic(&run.inventory_file(id, &self.name, when.as_str()), &data, 0o600, None)?;
         let file = InventoryFile {
@@ -185,7 +188,7 @@ impl Node {
         log::warn!("node {}: {}", self.name, note);
         let mut st = lock(&self.state);
         st.inventory.source = None;
-        st.inventory.note = Some(note);
+        st.inventory.note.get_or_insert(note);
     }
 
     pub fn failure(&self) -> Option<String> {

@@ -8,6 +8,7 @@
 //! 3. none: else, with the reason, which pre prints and the manifest keeps.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use postgres::Client;
 
@@ -80,8 +81,10 @@ fn local_dir(facts: &ServerFacts) -> std::result::Result<PathBuf, String> {
 }
 
 /// Take an inventory from `chosen` now; the session gives the database names (and, for
-/// `sql`, the listing). None for [`Chosen::None`].
-pub fn take(chosen: &Chosen, c: &mut Client) -> Result<Option<Inventory>> {
+/// `sql`, the listing). It is locked only while it is used: a local walk leaves it free for
+/// the restore point and the archive wait. None for [`Chosen::None`].
+pub fn take(chosen: &Chosen, client: &Mutex<Client>) -> Result<Option<Inventory>> {
+    let session = || client.lock().unwrap_or_else(|p| p.into_inner());
     let source = match chosen.source() {
         Some(s) => s,
         None => return Ok(None),
@@ -89,9 +92,9 @@ pub fn take(chosen: &Chosen, c: &mut Client) -> Result<Option<Inventory>> {
     let taken_at = chrono::Utc::now().to_rfc3339();
     let entries = match chosen {
         Chosen::Local(dir) => walk::walk(dir)?,
-        _ => sql::list(c)?,
+        _ => sql::list(&mut session())?,
     };
-    let mut inv = Inventory { source, taken_at, databases: databases(c), entries };
+    let mut inv = Inventory { source, taken_at, databases: databases(&mut session()), entries };
     inv.normalize();
     Ok(Some(inv))
 }
