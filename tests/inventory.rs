@@ -34,6 +34,11 @@ fn the_local_source_lists_the_node_at_start_and_at_stop() {
     pg.execute("create table before_pre(i int); insert into before_pre select generate_series(1, 1000)");
     let pre = t.pre("inv-1", &[("default", pg.conninfo())], &[]).ok();
     assert!(pre.stdout.contains("node default: inventory source local"), "{}", pre.stdout);
+    let status = t.with_run("status", "inv-1", &[]).ok();
+    assert!(status.stdout.contains("inventory source local, "), "{}", status.stdout);
+    let js = t.status_json("inv-1");
+    assert_eq!(js[0]["nodes"][0]["inventory"]["source"], "local", "{}", js);
+    assert!(js[0]["nodes"][0]["inventory"]["start"]["entries"].as_u64().unwrap_or(0) > 500, "{}", js);
     pg.execute("create table between(i int); insert into between values (1)");
     let post = t.post("inv-1").ok();
     assert!(post.stdout.contains("inventory source local"), "{}", post.stdout);
