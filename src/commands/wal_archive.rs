@@ -32,10 +32,15 @@ pub fn run(a: WalArchiveArgs) -> Result<i32> {
         check_identity(&a, marker)?;
     }
     let c = a.compress.unwrap_or(Compression::None);
-    match store::store(&a.archive_dir, &a.file, &a.path, c).map_err(|e| e.within(format_args!("{} not archived", a.file)))? {
+    match store::store(&a.archive_dir, &a.file, &a.path, c)
+        .map_err(|e| e.within(format_args!("{} not archived", a.file)))?
+    {
         Stored::New(_) => {}
         Stored::Already(name) => {
-            eprintln!("pg-backup-hooks: {} is already archived as {} with the same content (a retry): nothing to do", a.file, name)
+            eprintln!(
+                "pg-backup-hooks: {} is already archived as {} with the same content (a retry): nothing to do",
+                a.file, name
+            )
         }
     }
     Ok(exit::OK)
@@ -47,7 +52,10 @@ fn check_identity(a: &WalArchiveArgs, marker: Option<Marker>) -> Result<()> {
     let mut f = File::open(&a.path).map_err(|e| err!("cannot open {}: {}", a.path.display(), e))?;
     let len = f.metadata().map_err(|e| err!("cannot stat {}: {}", a.path.display(), e))?.len();
     let mut head = vec![0u8; LONG_HEADER_LEN];
-    let n = (&mut f).take(LONG_HEADER_LEN as u64).read(&mut head).map_err(|e| err!("cannot read {}: {}", a.path.display(), e))?;
+    let n = (&mut f)
+        .take(LONG_HEADER_LEN as u64)
+        .read(&mut head)
+        .map_err(|e| err!("cannot read {}: {}", a.path.display(), e))?;
     let h = LongHeader::parse(&a.file, &head[..n])?;
     if h.seg_size != len {
         return Err(err!("{} is {} bytes, its header says {}: not archived", a.path.display(), len, h.seg_size));
