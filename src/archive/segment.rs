@@ -77,6 +77,9 @@ pub struct PageCheck {
     start: u64,
     seen: u64,
     last_tli: u32,
+    /// A page with a zeroed header was seen: the rest of the segment after a WAL switch
+    /// (PostgreSQL 11+ zeroes those headers), where every later header is zero too.
+    zero_tail: bool,
     /// The part of a page header split across two chunks.
     carry: Vec<u8>,
 }
@@ -96,6 +99,7 @@ impl PageCheck {
             start: segno * h.seg_size,
             seen: 0,
             last_tli: 0,
+            zero_tail: false,
             carry: Vec::new(),
         })
     }
@@ -140,6 +144,18 @@ impl PageCheck {
     fn check_page(&mut self, at: u64, h: &[u8]) -> Result<()> {
         let (magic, tli, addr) = (u16_at(h, 0), u32_at(h, 4), u64_at(h, 8));
         let want = self.start + at;
+        let zero = h.iter().all(|&b| b == 0);
+        if at > 0 && (zero || self.zero_tail) {
+            self.zero_tail = true;
+            if !zero {
+                return Err(err!(
+                    "{}: the page at offset {} has a header after the zeroed pages that end the segment's WAL: damaged",
+                    self.name,
+                    at
+                ));
+            }
+            return Ok(());
+        }
         if magic != self.head.magic || addr != want {
             return Err(err!(
                 "{}: the page at offset {} has magic {:04X} and address {:X}, want {:04X} and {:X}: damaged",
@@ -234,5 +250,13 @@ pub mod tests {
         back[2 * 8192 + 4..2 * 8192 + 8].copy_from_slice(&1u32.to_ne_bytes());
         assert!(check(n, &back, 8192).is_err());
         assert!(LongHeader::parse(n, &[0u8; 10]).is_err());
+        // After a WAL switch the rest of the pages have zeroed headers, up to the end only.
+        let mut switched = s.clone();
+        for p in 4..8 {
+            switched[p * 8192..p * 8192 + 24].fill(0);
+        }
+        check(n, &switched, 8192).unwrap();
+        switched[6 * 8192..7 * 8192].copy_from_slice(&s[6 * 8192..7 * 8192]);
+        assert!(check(n, &switched, 8192).unwrap_err().msg.contains("after the zeroed pages"));
     }
 }
