@@ -27,6 +27,11 @@ pg-backup-hooks --version
 if ldd /usr/bin/pg-backup-hooks-wal-restore | grep -q libssl; then
     fail "pg-backup-hooks-wal-restore links OpenSSL"
 fi
+# So is archive_command's.
+[ -x /usr/bin/pg-backup-hooks-wal-archive ] || fail "/usr/bin/pg-backup-hooks-wal-archive is missing"
+if ldd /usr/bin/pg-backup-hooks-wal-archive | grep -q libssl; then
+    fail "pg-backup-hooks-wal-archive links OpenSSL"
+fi
 [ -x /usr/lib/pg-backup-hooks/hooks/generic ] || fail "no /usr/lib/pg-backup-hooks/hooks/generic"
 [ -x /usr/lib/pg-backup-hooks/hooks/amanda ] || fail "no /usr/lib/pg-backup-hooks/hooks/amanda"
 [ "$(stat -c '%a %U' /etc/pg-backup-hooks/env.example)" = "640 root" ] || fail "env.example is not 0640 root"

@@ -32,6 +32,8 @@ mkdir -p "$root/DEBIAN"
 install -D -m 0755 "$bin" "$root/usr/bin/$pkg"
 # restore_command's program (no OpenSSL: starts fast); restore-prep finds it next to the binary.
 install -D -m 0755 "$bin-wal-restore" "$root/usr/bin/$pkg-wal-restore"
+# archive_command's program (no OpenSSL either): pg-backup-hooks-wal-archive --archive-dir DIR %p %f.
+install -D -m 0755 "$bin-wal-archive" "$root/usr/bin/$pkg-wal-archive"
 find hooks -type f | sort | while read -r f; do
     mode=0644; [ -x "$f" ] && mode=0755
     install -D -m "$mode" "$f" "$root/usr/lib/$pkg/$f"
@@ -71,7 +73,7 @@ chmod 0644 "$doc/changelog.Debian.gz"
 shlib="$target/deb/shlibdeps"
 mkdir -p "$shlib/debian"
 printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$pkg" "$pkg" >"$shlib/debian/control"
-depends=$(cd "$shlib" && dpkg-shlibdeps -O "$root/usr/bin/$pkg" "$root/usr/bin/$pkg-wal-restore" | sed -n 's/^shlibs:Depends=//p')
+depends=$(cd "$shlib" && dpkg-shlibdeps -O "$root/usr/bin/$pkg" "$root/usr/bin/$pkg-wal-restore" "$root/usr/bin/$pkg-wal-archive" | sed -n 's/^shlibs:Depends=//p')
 [ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies for $bin" >&2; exit 1; }
 
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

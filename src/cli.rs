@@ -49,6 +49,8 @@ pub enum Command {
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
     WalRestore(WalRestoreArgs),
+    /// archive_command: copy one WAL file durably into a plain archive directory (docs/archive.md).
+    WalArchive(WalArchiveArgs),
     /// Run as a backup product's job script: parse its calling convention, make or recall the backup id, read the environment file, then run pre, post or abort (docs/hooks/).
     Hook(HookArgs),
     /// After the first start of restored nodes: wait until recovery ended and prove it ended where the backup says.
@@ -291,6 +293,22 @@ pub struct WalRestoreArgs {
     /// Where to put it (%p, relative to the data directory)
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct WalArchiveArgs {
+    /// The plain directory to archive WAL into (it must exist; its marker file names the cluster)
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: PathBuf,
+    /// Compress what is stored (NAME.zst or NAME.lz4, with the format's content checksum)
+    #[arg(long, env = "PGBH_COMPRESS", value_name = "zstd|lz4", value_enum)]
+    pub compress: Option<crate::archive::file::Compression>,
+    /// The file to archive (%p, relative to the data directory)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Its name (%f)
+    #[arg(value_name = "FILE")]
+    pub file: String,
 }
 
 #[derive(Args, Debug)]

@@ -49,7 +49,8 @@ pub mod exit {
             code: FAILURE,
             commands: &[],
             meaning: "failure: the message says what failed, on which node, and what to do; \
-                      wal-restore: the archive does not have the file (how recovery finds the end of the archive)",
+                      wal-restore: the archive does not have the file (how recovery finds the end of the archive); \
+                      wal-archive: not archived, PostgreSQL keeps the WAL file and retries",
         },
         Code { code: USAGE, commands: &[], meaning: "usage error (bad flag, bad backup id, bad connection string)" },
         Code {

@@ -140,6 +140,30 @@ pub fn fsync_dir_fd(dir: &Dir) -> nix::Result<()> {
     nix::unistd::fsync(dir.as_raw_fd())
 }
 
+/// Open a regular file for reading, never through a symlink (O_NOFOLLOW); None when it does
+/// not exist.
+pub fn open_regular(p: &Path) -> Result<Option<File>> {
+    let f = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC).open(p);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err!("cannot open {}: {} (it must be a regular file)", p.display(), e)),
+    };
+    let meta = f.metadata().map_err(|e| err!("cannot stat {}: {}", p.display(), e))?;
+    if !meta.is_file() {
+        return Err(err!("{} is not a regular file", p.display()));
+    }
+    Ok(Some(f))
+}
+
+/// Up to `max` bytes of a regular file (never through a symlink); None when it does not exist.
+pub fn read_regular(p: &Path, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some(f) = open_regular(p)? else { return Ok(None) };
+    let mut buf = Vec::new();
+    f.take(max as u64).read_to_end(&mut buf).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
+    Ok(Some(buf))
+}
+
 // ---- Exclusive creation with unpredictable names (never through a link) ----
 
 /// Create `path`, which must not exist, as a new file: O_CREAT|O_EXCL|O_NOFOLLOW, so an

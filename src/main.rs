@@ -27,6 +27,7 @@ fn main() {
         cli::Command::List(a) => commands::list::run(a),
         cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
         cli::Command::WalRestore(a) => commands::wal_restore::run(a),
+        cli::Command::WalArchive(a) => commands::wal_archive::run(a),
         cli::Command::Hook(a) => commands::hook::run(a),
         cli::Command::Gen(a) => commands::gen::run(a),
         cli::Command::RestoreCheck(a) => commands::restore_check::run(a),

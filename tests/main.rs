@@ -38,6 +38,7 @@ mod shell;
 mod standby;
 mod tls;
 mod versions;
+mod wal_archive;
 
 /// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
 /// out of the list above would silently never run.

@@ -5,13 +5,18 @@
 //! Hidden names (starting with `.`) are temporary files of a write in progress or of a run
 //! that was killed: readers never take them for archived files.
 
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::Result;
+use crate::fsutil;
 
-/// How an archived file's bytes are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How an archived file's bytes are stored. Compressed files carry their format's own
+/// content checksum (zstd: XXH64, lz4 frame: XXH32), checked when they are read to the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
+    #[value(skip)]
     None,
     Zstd,
     Lz4,
@@ -88,17 +93,54 @@ pub fn parse_stored(name: &str) -> Option<(&str, Kind, Compression)> {
     None
 }
 
+/// A reader of the WAL content of `file` stored with `c` (decompressing; a compressed
+/// file's checksum is checked when it is read to its end, and a damaged one is an error).
+pub fn decoder<'a>(file: File, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => Box::new(file),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::with_capacity(1 << 16, file))),
+    })
+}
+
+/// The archived file of WAL file `wal_name` in `dir`: the first stored form found (in the
+/// order of [`Compression::ALL`]), opened without following a link; None when there is none.
+pub fn open_stored(dir: &Path, wal_name: &str) -> Result<Option<(File, Compression, String)>> {
+    for c in Compression::ALL {
+        let stored = stored_name(wal_name, c);
+        if let Some(f) = fsutil::open_regular(&dir.join(&stored))? {
+            return Ok(Some((f, c, stored)));
+        }
+    }
+    Ok(None)
+}
+
+/// Up to `max` bytes read from `r`.
+fn read_max(r: impl Read, max: usize, what: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(max as u64).read_to_end(&mut buf).map_err(|e| err!("cannot read {}: {}", what.display(), e))?;
+    Ok(buf)
+}
+
 /// Up to `max` bytes of the WAL content of the file stored as `stored` in archive directory
 /// `dir` (decompressed), never read through a symlink; None when there is no such file.
-/// Compressed files: not readable yet (wal-archive's compression adds them).
 pub fn read_head(dir: &Path, stored: &str, max: usize) -> Result<Option<Vec<u8>>> {
-    match parse_stored(stored) {
-        Some((_, _, Compression::None)) => crate::restore::archive::read_regular(&dir.join(stored), max),
-        Some((_, _, c)) => {
-            Err(err!("{}: {:?}-compressed archive files cannot be read yet", dir.join(stored).display(), c))
-        }
-        None => Err(err!("{}: not an archived WAL file name", dir.join(stored).display())),
-    }
+    let p = dir.join(stored);
+    let Some((_, _, c)) = parse_stored(stored) else {
+        return Err(err!("{}: not an archived WAL file name", p.display()));
+    };
+    let Some(f) = fsutil::open_regular(&p)? else { return Ok(None) };
+    let r = decoder(f, c).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
+    read_max(r, max, &p).map(Some)
+}
+
+/// Up to `max` bytes of the WAL content of WAL file `wal_name` in `dir`, whatever form it is
+/// stored in; None when the archive does not have it.
+pub fn read_wal(dir: &Path, wal_name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some((f, c, stored)) = open_stored(dir, wal_name)? else { return Ok(None) };
+    let p = dir.join(stored);
+    let r = decoder(f, c).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
+    read_max(r, max, &p).map(Some)
 }
 
 #[cfg(test)]
@@ -135,5 +177,36 @@ mod tests {
             assert_eq!(parse_stored(other), None, "{}", other);
         }
         assert_eq!(stored_name("00000002.history", Compression::Zstd), "00000002.history.zst");
+    }
+
+    #[test]
+    fn read_head_and_read_wal_decompress_and_never_follow_a_link() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        z.write_all(&data).unwrap();
+        std::fs::write(d.path().join("000000010000000000000001.zst"), z.finish().unwrap()).unwrap();
+        let mut l = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        l.write_all(&data).unwrap();
+        std::fs::write(d.path().join("000000010000000000000002.lz4"), l.finish().unwrap()).unwrap();
+        std::fs::write(d.path().join("000000010000000000000003"), &data).unwrap();
+        for (stored, wal) in [
+            ("000000010000000000000001.zst", "000000010000000000000001"),
+            ("000000010000000000000002.lz4", "000000010000000000000002"),
+            ("000000010000000000000003", "000000010000000000000003"),
+        ] {
+            assert_eq!(read_head(d.path(), stored, 40).unwrap().unwrap(), &data[..40], "{}", stored);
+            assert_eq!(read_wal(d.path(), wal, usize::MAX).unwrap().unwrap(), data, "{}", wal);
+        }
+        assert_eq!(read_head(d.path(), "000000010000000000000004.zst", 40).unwrap(), None);
+        assert_eq!(read_wal(d.path(), "000000010000000000000004", 40).unwrap(), None);
+        std::os::unix::fs::symlink(
+            d.path().join("000000010000000000000003"),
+            d.path().join("000000010000000000000005"),
+        )
+        .unwrap();
+        assert!(read_wal(d.path(), "000000010000000000000005", 40).is_err());
+        assert!(read_head(d.path(), "x", 40).is_err());
     }
 }

@@ -8,3 +8,5 @@
 
 pub mod file;
 pub mod scan;
+pub mod segment;
+pub mod store;

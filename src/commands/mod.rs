@@ -11,4 +11,5 @@ pub mod restore_check;
 pub mod restore_prep;
 pub mod status;
 pub mod verify;
+pub mod wal_archive;
 pub mod wal_restore;

@@ -6,10 +6,12 @@
 //! segment, write error): an exit status above 125 makes PostgreSQL abort recovery instead
 //! of taking the failure for the end of the archive and promoting too early.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::Path;
+
+use crate::archive::file::{self, Compression};
+use crate::archive::segment::{LongHeader, PageCheck};
 
 use crate::cli::WalRestoreArgs;
 use crate::error::{exit, Error, Result};
@@ -23,38 +25,26 @@ fn loud(msg: String) -> Error {
 
 /// Check a segment's long page header: flag, system identifier, segment size.
 fn check_header(name: &str, head: &[u8], len: u64, sysid: Option<u64>) -> Result<()> {
-    if head.len() < 40 {
-        return Err(loud(format!(
-            "archived segment {} is only {} bytes long: damaged or still being archived",
-            name, len
-        )));
-    }
-    let info = u16::from_ne_bytes([head[2], head[3]]);
-    if info & 0x0002 == 0 {
-        return Err(loud(format!(
-            "archived segment {} does not start with a long page header: not a WAL segment, or damaged",
-            name
-        )));
-    }
-    let mut b8 = [0u8; 8];
-    b8.copy_from_slice(&head[24..32]);
-    let file_sysid = u64::from_ne_bytes(b8);
-    if let Some(want) = sysid {
-        if file_sysid != want {
-            return Err(loud(format!(
-                "archived segment {} belongs to the cluster with system identifier {}, not {}: the archive directory holds another cluster's WAL (check --archive-dir)",
-                name, file_sysid, want
-            )));
-        }
-    }
-    let mut b4 = [0u8; 4];
-    b4.copy_from_slice(&head[32..36]);
-    let seg_size = u32::from_ne_bytes(b4) as u64;
-    if seg_size != len {
+    let h = LongHeader::parse(&format!("archived segment {}", name), head).map_err(|e| loud(e.msg))?;
+    check_sysid(name, &h, sysid)?;
+    if h.seg_size != len {
         return Err(loud(format!(
             "archived segment {} is {} bytes, its header says {}: truncated or still being archived",
-            name, len, seg_size
+            name, len, h.seg_size
         )));
+    }
+    Ok(())
+}
+
+/// The segment's system identifier is the one asked for (when one is).
+fn check_sysid(name: &str, h: &LongHeader, sysid: Option<u64>) -> Result<()> {
+    if let Some(want) = sysid {
+        if h.system_identifier != want {
+            return Err(loud(format!(
+                "archived segment {} belongs to the cluster with system identifier {}, not {}: the archive directory holds another cluster's WAL (check --archive-dir)",
+                name, h.system_identifier, want
+            )));
+        }
     }
     Ok(())
 }
@@ -78,30 +68,20 @@ pub fn is_wal_request(f: &str) -> bool {
     hex(f, 24)
 }
 
-/// Open an archived file for reading, never through a link (O_NOFOLLOW): a link in the
-/// archive could make us hand out any file the server's user can read. Ok(None) when the
-/// archive does not have it.
-fn open_archived(src: &Path) -> Result<Option<File>> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(src);
-    let file = match opened {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(loud(format!(
-                "{} is a symbolic link: refusing to follow it (archive_command stores plain files; replace the link with the file)",
-                src.display()
-            )))
+/// Open the archived file of `f` in whatever form it is stored (NAME, NAME.zst, NAME.lz4),
+/// never through a link (O_NOFOLLOW): a link in the archive could make us hand out any file
+/// the server's user can read. Ok(None) when the archive does not have it.
+fn open_archived(dir: &Path, f: &str) -> Result<Option<(File, Compression, String)>> {
+    file::open_stored(dir, f).map_err(|e| {
+        if e.msg.contains("Too many levels of symbolic links") {
+            loud(format!(
+                "{}: a symbolic link: refusing to follow it (archive_command stores plain files; replace the link with the file)",
+                e.msg
+            ))
+        } else {
+            loud(e.msg)
         }
-        Err(e) => return Err(loud(format!("cannot read {}: {}", src.display(), e))),
-    };
-    let meta = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?;
-    if !meta.is_file() {
-        return Err(loud(format!("{} is not a regular file: refusing it", src.display())));
-    }
-    Ok(Some(file))
+    })
 }
 
 /// Copy into a new 0600 file under an unpredictable name next to `dest` (O_EXCL|O_NOFOLLOW),
@@ -127,6 +107,12 @@ fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn copy(src: &mut File, dest: &Path) -> Result<()> {
+    write_via_temp(dest, |out| io::copy(src, out).map(|_| ()).map_err(|e| e.to_string()))
+}
+
+/// Write into a new 0600 file next to `dest` with `fill`, then rename it to `dest`; on any
+/// error the temporary file is removed and `dest` is left as it was.
+fn write_via_temp(dest: &Path, fill: impl FnOnce(&mut File) -> std::result::Result<(), String>) -> Result<()> {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -134,15 +120,59 @@ fn copy(src: &mut File, dest: &Path) -> Result<()> {
     let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let (mut out, tmp) = fsutil::create_temp_in(dir, &format!(".{}.pgbh.", name), 0o600)
         .map_err(|e| loud(format!("cannot write {}: {}", dest.display(), e.msg)))?;
-    let result = (|| -> io::Result<()> {
-        io::copy(src, &mut out)?;
-        fs::rename(&tmp, dest)
-    })();
+    let result = fill(&mut out)
+        .and_then(|()| fs::rename(&tmp, dest).map_err(|e| format!("cannot write {}: {}", dest.display(), e)));
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(loud(format!("cannot write {}: {}", dest.display(), e)));
+        return Err(loud(e));
     }
     Ok(())
+}
+
+/// Decompress (and, for a segment, check every page header of) `file` into `dest`. The
+/// format's checksum is checked at the end of the stream: a damaged file never reaches `dest`.
+fn copy_checked(file: File, c: Compression, stored: &Path, f: &str, sysid: Option<u64>, dest: &Path) -> Result<()> {
+    let mut r = file::decoder(file, c).map_err(|e| loud(format!("cannot read {}: {}", stored.display(), e)))?;
+    let segment = is_segment_name(f);
+    write_via_temp(dest, |out| {
+        let damaged = |e: String| format!("archived file {} cannot be used: {}", stored.display(), e);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut check: Option<PageCheck> = None;
+        loop {
+            let n = read_at_most_stream(&mut r, &mut buf).map_err(|e| damaged(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            if segment {
+                if check.is_none() {
+                    let pc = PageCheck::new(f, &buf[..n]).map_err(|e| damaged(e.msg))?;
+                    check_sysid(f, &pc.header(), sysid).map_err(|e| e.msg)?;
+                    check = Some(pc);
+                }
+                if let Some(c) = check.as_mut() {
+                    c.feed(&buf[..n]).map_err(|e| damaged(e.msg))?;
+                }
+            }
+            out.write_all(&buf[..n]).map_err(|e| format!("cannot write {}: {}", dest.display(), e))?;
+        }
+        match (&check, segment) {
+            (Some(c), _) => c.finish().map_err(|e| damaged(e.msg)),
+            (None, true) => Err(damaged("it is empty".into())),
+            (None, false) => Ok(()),
+        }
+    })
+}
+
+/// Fill `buf` from a stream until it is full or the stream ends.
+fn read_at_most_stream(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 pub fn run(a: WalRestoreArgs) -> Result<i32> {
@@ -159,13 +189,17 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
             a.archive_dir.display()
         )));
     }
-    let src = a.archive_dir.join(f);
-    let Some(mut file) = open_archived(&src)? else {
+    let Some((mut file, c, stored)) = open_archived(&a.archive_dir, f)? else {
         // Not in the archive: quietly, the way recovery finds the end of the archive.
         return Ok(exit::FAILURE);
     };
-    let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
-    if is_segment_name(f) {
+    let src = a.archive_dir.join(stored);
+    if c != Compression::None || is_segment_name(f) {
+        copy_checked(file, c, &src, f, a.system_identifier, &a.dest)?;
+        return Ok(0);
+    }
+    if f.ends_with(".partial") {
+        let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", src.display(), e)))?.len();
         // pread: the file offset stays at 0, so the copy below is one aligned in-kernel copy.
         let mut head = vec![0u8; 40];
         let n = read_at_most(&file, &mut head).map_err(|e| loud(format!("cannot read {}: {}", src.display(), e)))?;
@@ -182,12 +216,14 @@ mod tests {
     use crate::testutil::names;
 
     fn header(sysid: u64, size: u32) -> Vec<u8> {
-        let mut h = vec![0u8; 40];
-        h[0..2].copy_from_slice(&0xD110u16.to_ne_bytes());
-        h[2..4].copy_from_slice(&0x0006u16.to_ne_bytes());
-        h[24..32].copy_from_slice(&sysid.to_ne_bytes());
+        let mut h = crate::archive::segment::tests::segment("000000010000000000000003", sysid, 8192, 1024);
+        h.truncate(40);
         h[32..36].copy_from_slice(&size.to_ne_bytes());
         h
+    }
+
+    fn segment(name: &str, sysid: u64) -> Vec<u8> {
+        crate::archive::segment::tests::segment(name, sysid, 8192, 1024)
     }
 
     #[test]
@@ -241,16 +277,14 @@ mod tests {
         let (arch, pgwal) = (d.path().join("arch"), d.path().join("pg_wal"));
         fs::create_dir_all(&arch).unwrap();
         fs::create_dir_all(&pgwal).unwrap();
-        let mut seg = header(7, 8192);
-        seg.resize(8192, 0xab);
+        let seg = segment("000000010000000000000003", 7);
         fs::write(arch.join("000000010000000000000003"), &seg).unwrap();
         let dest = pgwal.join("RECOVERYXLOG");
         assert_eq!(run(args(&arch, "000000010000000000000003", &dest)).unwrap(), exit::OK);
         assert_eq!(fs::read(&dest).unwrap(), seg);
         assert_eq!(run(args(&arch, "000000010000000000000004", &dest)).unwrap(), exit::FAILURE);
         // Another cluster's segment: recovery aborts and what was there stays.
-        let mut other = header(8, 8192);
-        other.resize(8192, 0);
+        let other = segment("000000010000000000000005", 8);
         fs::write(arch.join("000000010000000000000005"), &other).unwrap();
         let e = run(args(&arch, "000000010000000000000005", &dest)).unwrap_err();
         assert_eq!(e.code, exit::ABORT_RECOVERY);
@@ -274,5 +308,42 @@ mod tests {
         assert!(!dest.exists());
         let e = run(args(&d.path().join("unmounted"), "00000002.history", &dest)).unwrap_err();
         assert_eq!(e.code, exit::ABORT_RECOVERY, "a missing archive is not the end of the archive");
+    }
+
+    #[test]
+    fn compressed_segments_are_restored_and_a_damaged_one_aborts_recovery() {
+        use crate::archive::store::store;
+        let d = tempfile::tempdir().unwrap();
+        let (arch, pgwal) = (d.path().join("arch"), d.path().join("pg_wal"));
+        fs::create_dir_all(&arch).unwrap();
+        fs::create_dir_all(&pgwal).unwrap();
+        let dest = pgwal.join("RECOVERYXLOG");
+        for (i, c) in [Compression::Zstd, Compression::Lz4].into_iter().enumerate() {
+            let name = format!("00000001000000000000000{}", i + 6);
+            let seg = segment(&name, 7);
+            let src = d.path().join("src");
+            fs::write(&src, &seg).unwrap();
+            store(&arch, &name, &src, c).unwrap();
+            assert_eq!(run(args(&arch, &name, &dest)).unwrap(), exit::OK);
+            assert_eq!(fs::read(&dest).unwrap(), seg, "{:?}", c);
+            let stored = arch.join(file::stored_name(&name, c));
+            let mut bytes = fs::read(&stored).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x01;
+            fs::write(&stored, &bytes).unwrap();
+            fs::remove_file(&dest).unwrap();
+            let e = run(args(&arch, &name, &dest)).unwrap_err();
+            assert_eq!(e.code, exit::ABORT_RECOVERY, "{:?}: {}", c, e.msg);
+            assert!(e.msg.contains("cannot be used"), "{}", e.msg);
+            assert_eq!(names(&pgwal), Vec::<String>::new(), "nothing reaches pg_wal");
+        }
+        // A plain segment with one page header damaged (or under the wrong name) aborts too.
+        let mut seg = segment("000000010000000000000009", 7);
+        seg[5 * 1024 + 8] ^= 1;
+        fs::write(arch.join("000000010000000000000009"), &seg).unwrap();
+        let e = run(args(&arch, "000000010000000000000009", &dest)).unwrap_err();
+        assert!(e.code == exit::ABORT_RECOVERY && e.msg.contains("offset 5120"), "{}", e.msg);
+        fs::write(arch.join("00000001000000000000000A"), segment("000000010000000000000003", 7)).unwrap();
+        assert_eq!(run(args(&arch, "00000001000000000000000A", &dest)).unwrap_err().code, exit::ABORT_RECOVERY);
     }
 }

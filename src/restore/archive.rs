@@ -3,8 +3,7 @@
 //! symlink, and fetched files land in a private temporary directory.
 
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -33,28 +32,14 @@ impl Archive<'_> {
     /// [`Archive::fetch`], with restore_command killed (and the fetch failed) after `limit`.
     pub fn fetch_within(&self, name: &str, max: usize, limit: Option<Duration>) -> Result<Option<Vec<u8>>> {
         match self {
-            Archive::Dir(d) => read_regular(&d.join(name), max),
+            Archive::Dir(d) => crate::archive::file::read_wal(d, name, max),
             Archive::Command { cmd, pgdata, owner } => fetch_with_command(cmd, pgdata, *owner, name, max, limit),
         }
     }
 }
 
-/// Read a regular file (never through a symlink); None when it does not exist.
-pub fn read_regular(p: &Path, max: usize) -> Result<Option<Vec<u8>>> {
-    let f = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(p);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err!("cannot open {}: {} (it must be a regular file)", p.display(), e)),
-    };
-    let meta = f.metadata().map_err(|e| err!("cannot stat {}: {}", p.display(), e))?;
-    if !meta.is_file() {
-        return Err(err!("{} is not a regular file", p.display()));
-    }
-    let mut buf = Vec::new();
-    f.take(max as u64).read_to_end(&mut buf).map_err(|e| err!("cannot read {}: {}", p.display(), e))?;
-    Ok(Some(buf))
-}
+/// Read a regular file (never through a symlink): moved to fsutil, named here for its callers.
+pub use crate::fsutil::read_regular;
 
 /// A private directory for fetched files and the staged sidecar, removed on drop.
 pub struct TempDir(PathBuf);
