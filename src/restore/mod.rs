@@ -18,6 +18,7 @@ pub mod archive;
 pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
+pub mod files;
 pub mod from_archive;
 pub mod install;
 pub mod links;
@@ -59,6 +60,8 @@ pub struct Options {
     pub label_from_archive: bool,
     /// With label_from_archive: the history file's name (needed with some restore_commands).
     pub backup_history_file: Option<String>,
+    /// `--accept-unverified-files`: missing or older files are reported, not refused.
+    pub accept_unverified_files: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -78,6 +81,8 @@ pub struct Plan {
     pub start_command: String,
     /// sha256 of the sidecar's manifest.json, as post printed it into the job log.
     pub manifest_sha256: String,
+    /// The copy's files against the inventory (see [`files`]).
+    pub copy_proof: files::Proof,
     #[serde(skip)]
     files: Vec<FileWrite>,
     #[serde(skip)]
@@ -117,6 +122,9 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let c = run_checks(o, rebuilt.as_ref())?;
     let mut warnings = c.warnings.clone();
     let mut passed = check_lines(&c, rebuilt.as_ref());
+    let copy_proof = files::prove(&o.pgdata, &c.sidecar_dir, &o.backup_id, &c.node, o.accept_unverified_files)?;
+    passed.push(copy_proof.line.clone());
+    warnings.extend(copy_proof.accepted.clone());
     label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
     let target = choose_target(o, &c, &mut warnings)?;
     let restore_command = restore_command(o, &c, &mut warnings)?;
@@ -157,6 +165,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         removes,
         start_command: start_command(&pgdata, c.owner.0),
         manifest_sha256: c.manifest_sha256.clone(),
+        copy_proof,
         files,
         wal,
         roots,
@@ -420,7 +429,11 @@ pub fn apply(plan: &Plan) -> Result<Vec<PathBuf>> {
     if let Some(new) = &plan.wal.repoint {
         links::create_wal_dir(new, plan.owner)?;
     }
+    if !plan.copy_proof.stale.is_empty() {
+        files::create_stale_root(&plan.pgdata, plan.owner)?;
+    }
     privs::as_owner(plan.owner, || {
+        files::move_stale(&plan.pgdata, &plan.copy_proof)?;
         if let Some(new) = &plan.wal.repoint {
             links::repoint(&plan.pgdata, new)?;
         }
@@ -454,6 +467,7 @@ mod tests {
             exe: PathBuf::from("/usr/bin/pg-backup-hooks"),
             label_from_archive: false,
             backup_history_file: None,
+            accept_unverified_files: false,
         }
     }
 
@@ -483,7 +497,8 @@ mod tests {
         assert_eq!(snapshot(copy.pgdata()), before);
         let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
         let data = copy.pgdata.display().to_string();
-        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the"]);
+        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the", "files"]);
+        assert!(plan.checks[7].starts_with("files not verified: "), "{}", plan.checks[7]);
         let written: Vec<PathBuf> =
             plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
         let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
