@@ -19,6 +19,7 @@ mod amanda;
 mod bacula;
 mod borgmatic;
 mod cli_docs;
+mod copy_proof;
 mod core;
 mod distributed;
 mod exclude;
