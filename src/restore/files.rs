@@ -276,3 +276,52 @@ mod tests {
         assert!(pg2.join("f").exists() && !t.path().join("f").exists());
     }
 }
+
+/// `bench/restore-proof.sh`: the proof (walk of the copy + comparison) on a synthetic data
+/// directory of PGBH_BENCH_FILES files (default 100000). Ignored in normal test runs.
+#[cfg(test)]
+mod bench {
+    use crate::inventory::{compare, walk, Inventory, Source};
+
+    #[test]
+    #[ignore]
+    fn proof_bench() {
+        let n: usize = std::env::var("PGBH_BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let t = tempfile::tempdir().unwrap();
+        let pg = t.path().join("data");
+        for i in 0..n {
+            let d = pg.join(format!("base/{}", 16384 + i / 10_000));
+            if i % 10_000 == 0 {
+                std::fs::create_dir_all(&d).unwrap();
+            }
+            std::fs::File::create(d.join(format!("{}", 20000 + i))).unwrap();
+        }
+        let mut entries = walk::walk(&pg).unwrap();
+        let mut inv = Inventory {
+            source: Source::Local,
+            taken_at: String::new(),
+            databases: Default::default(),
+            entries: std::mem::take(&mut entries),
+        };
+        inv.normalize();
+        let stop = inv.clone();
+        let t0 = std::time::Instant::now();
+        let copy = walk::walk(&pg).unwrap();
+        let t1 = t0.elapsed();
+        let v = compare::compare(&inv, &stop, &copy);
+        let t2 = t0.elapsed();
+        assert!(v.proven() && v.stale.is_empty());
+        let bytes = inv.encode().unwrap().len();
+        let (dec0, _) = (std::time::Instant::now(), Inventory::decode(&inv.encode().unwrap(), "x").unwrap());
+        let dec = dec0.elapsed();
+        println!(
+            "BENCH files={} walk={:.3}s compare={:.3}s proof_total={:.3}s decode_one_inventory={:.3}s inventory_bytes={}",
+            n,
+            t1.as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            t2.as_secs_f64(),
+            dec.as_secs_f64(),
+            bytes
+        );
+    }
+}
