@@ -274,6 +274,9 @@ pub struct RestorePrepArgs {
     /// Replace a backup_label already in the data directory that is not this backup's
     #[arg(long, env = "PGBH_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,
+    /// Let a copy through whose files are missing or older than the backup's inventory says (for an operator who has decided, e.g. a clock stepped back during the backup); the report says so. --force does not do this
+    #[arg(long, env = "PGBH_ACCEPT_UNVERIFIED_FILES", value_parser = BoolishValueParser::new())]
+    pub accept_unverified_files: bool,
     /// Machine-readable output
     #[arg(long, env = "PGBH_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,

@@ -20,6 +20,7 @@ mod archive_proof;
 mod bacula;
 mod borgmatic;
 mod cli_docs;
+mod copy_proof;
 mod core;
 mod distributed;
 mod exclude;

@@ -52,6 +52,7 @@ fn options(a: RestorePrepArgs) -> Result<Options> {
         exe,
         label_from_archive: a.label_from_archive,
         backup_history_file: a.backup_history_file,
+        accept_unverified_files: a.accept_unverified_files,
     })
 }
 
@@ -108,6 +109,10 @@ fn print_report(plan: &Plan, written: &[PathBuf], dry_run: bool) {
 fn print_changes(plan: &Plan, dry_run: bool) {
     let d = &plan.pgdata;
     let (rm, wr) = if dry_run { ("would remove", "would write") } else { ("removed", "wrote") };
+    let to = plan.copy_proof.stale_dir.display();
+    for p in &plan.copy_proof.stale {
+        println!("stale: {} {} to {}", if dry_run { "would move" } else { "moved" }, p.display(), to);
+    }
     for p in &plan.removes {
         println!("{} {}", rm, rel(p, d));
     }

@@ -29,6 +29,8 @@ pub struct Checked {
     pub warnings: Vec<String>,
     /// sha256 of the sidecar's manifest.json (post prints it into the job log).
     pub manifest_sha256: String,
+    /// The sidecar directory the backup was read from (its inventories are beside the label).
+    pub sidecar_dir: PathBuf,
 }
 
 /// The report line of each check passed, by check (in the order they are made). The caller
@@ -325,6 +327,7 @@ pub fn run(r: &Request) -> Result<Checked> {
         passed,
         warnings,
         manifest_sha256,
+        sidecar_dir: sidecar.dir,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod archive;
 pub mod autoconf;
 pub mod checks;
 pub mod cleanup;
+pub mod files;
 pub mod from_archive;
 pub mod install;
 pub mod links;
@@ -61,6 +62,8 @@ pub struct Options {
     pub label_from_archive: bool,
     /// With label_from_archive: the history file's name (needed with some restore_commands).
     pub backup_history_file: Option<String>,
+    /// `--accept-unverified-files`: missing or older files are reported, not refused.
+    pub accept_unverified_files: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -86,6 +89,8 @@ pub struct Plan {
     pub manifest_sha256: String,
     /// How far the archive reaches from the backup (None when it cannot be listed).
     pub archive_reach: Option<wal_proof::ArchiveReach>,
+    /// The copy's files against the inventory (see [`files`]).
+    pub copy_proof: files::Proof,
     #[serde(skip)]
     files: Vec<FileWrite>,
     #[serde(skip)]
@@ -114,6 +119,9 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let c = run_checks(o, rebuilt.as_ref())?;
     let mut warnings = c.warnings.clone();
     let mut passed = check_lines(&c, rebuilt.as_ref());
+    let copy_proof = files::prove(&o.pgdata, &c.sidecar_dir, &o.backup_id, &c.node, o.accept_unverified_files)?;
+    passed.push(copy_proof.line.clone());
+    warnings.extend(copy_proof.accepted.clone());
     label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
     let target = choose_target(o, &c, &mut warnings)?;
     let restore_command = restore_command(o, &c)?;
@@ -167,6 +175,7 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         check_command: next.check_command,
         manifest_sha256: c.manifest_sha256.clone(),
         archive_reach,
+        copy_proof,
         files,
         wal,
         roots,
@@ -454,7 +463,11 @@ pub fn apply(plan: &Plan) -> Result<Vec<PathBuf>> {
     if let Some(new) = &plan.wal.repoint {
         links::create_wal_dir(new, plan.owner)?;
     }
+    if !plan.copy_proof.stale.is_empty() {
+        files::create_stale_root(&plan.pgdata, plan.owner)?;
+    }
     privs::as_owner(plan.owner, || {
+        files::move_stale(&plan.pgdata, &plan.copy_proof)?;
         if let Some(new) = &plan.wal.repoint {
             links::repoint(&plan.pgdata, new)?;
         }
@@ -490,6 +503,7 @@ mod tests {
             exe: PathBuf::from("/usr/bin/pg-backup-hooks"),
             label_from_archive: false,
             backup_history_file: None,
+            accept_unverified_files: false,
         }
     }
 
@@ -519,9 +533,20 @@ mod tests {
         assert_eq!(snapshot(copy.pgdata()), before);
         let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
         let data = copy.pgdata.display().to_string();
-        let want =
-            [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the", "restore_command", "the"];
+        let want = [
+            data.as_str(),
+            "no",
+            "global/pg_control",
+            "sidecar",
+            "major",
+            "system",
+            "the",
+            "files",
+            "restore_command",
+            "the",
+        ];
         assert_eq!(firsts, want);
+        assert!(plan.checks[7].starts_with("files not verified: "), "{}", plan.checks[7]);
         let written: Vec<PathBuf> =
             plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
         let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
