@@ -154,9 +154,9 @@ pub struct VerifyArgs {
     /// The backup to check
     #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
     pub backup_id: String,
-    /// Where post stored the sidecar
-    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR")]
-    pub sidecar_dir: PathBuf,
+    /// Where post stored the sidecar (several, separated by ':': each copy is checked)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
@@ -321,7 +321,7 @@ pub struct ListArgs {
     /// A sidecar directory post writes into (repeatable, or several separated by ':')
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", value_delimiter = ':')]
     pub sidecar_dir: Vec<PathBuf>,
-    /// A plain WAL archive directory: its backup history files (repeatable)
+    /// A plain WAL archive directory: its backup history files, and whether each backup's WAL is there and how far it reaches (repeatable)
     #[arg(long, value_name = "DIR")]
     pub archive_dir: Vec<PathBuf>,
     /// Machine-readable output
@@ -335,7 +335,8 @@ pub struct ListArgs {
 )]
 pub struct HookArgs {
     /// The backup product whose calling convention to follow
-    #[arg(value_name = "PRODUCT", value_parser = crate::hook::product_values())]
+    // Its values are added by hook::command: the products are defined above this module.
+    #[arg(value_name = "PRODUCT")]
     pub product: String,
     /// What the product is doing (its own word for it: before/after, pre/post, start/end...)
     #[arg(value_name = "EVENT")]

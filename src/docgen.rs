@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, ArgAction, Command, CommandFactory};
+use clap::{Arg, ArgAction, Command};
 
 use crate::error::{exit, Result};
 
@@ -23,7 +23,7 @@ pub const README_END: &str = "<!-- END generated -->";
 
 /// The whole command line, built (subcommands know their full names).
 pub fn command() -> Command {
-    let mut cmd = crate::cli::Cli::command();
+    let mut cmd = crate::hook::command();
     cmd.build();
     cmd
 }
@@ -196,7 +196,7 @@ pub fn splice_readme(readme: &str, section: &str) -> Result<String> {
 
 /// The man pages: pg-backup-hooks.1 and pg-backup-hooks-SUB.1, as (file name, roff text).
 pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
-    let mut cmd = crate::cli::Cli::command().disable_help_subcommand(true);
+    let mut cmd = crate::hook::command().disable_help_subcommand(true);
     cmd.build();
     let mut pages = Vec::new();
     let mut see_also = Vec::new();
@@ -262,7 +262,7 @@ pub fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The completion script for one shell, without the hidden subcommands and flags.
 pub fn completion(shell: clap_complete::Shell) -> Vec<u8> {
-    let mut cmd = without_hidden(&crate::cli::Cli::command());
+    let mut cmd = without_hidden(&crate::hook::command());
     let mut out = Vec::new();
     if shell != clap_complete::Shell::Bash {
         clap_complete::generate(shell, &mut cmd, BIN, &mut out);

@@ -3,10 +3,11 @@
 
 use pg_backup_hooks::{cli, commands, error, helper, hook};
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 fn main() {
-    let cli = cli::Cli::parse_from(hook::rewrite_argv0(std::env::args_os().collect()));
+    let matches = hook::command().get_matches_from(hook::rewrite_argv0(std::env::args_os().collect()));
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let is_helper = matches!(cli.command, cli::Command::Helper(_));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if is_helper {
         "info"

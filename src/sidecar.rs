@@ -180,6 +180,46 @@ pub fn read_manifest(sidecar: &Path, id: &str) -> Result<Option<Manifest>> {
     Ok(Some(m))
 }
 
+/// The ids of the backups stored in `dirs`, newest (by start time) first, each once.
+pub fn stored_ids(dirs: &[PathBuf]) -> Vec<String> {
+    let mut found: Vec<(i64, String)> = Vec::new();
+    for d in dirs {
+        let Ok(entries) = fs::read_dir(d) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || found.iter().any(|(_, id)| *id == name) {
+                continue;
+            }
+            if let Ok(Some(m)) = read_manifest(d, &name) {
+                let at = chrono::DateTime::parse_from_rfc3339(&m.started_at).map(|t| t.timestamp()).unwrap_or(0);
+                found.push((at, name));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    found.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The error for a backup id no sidecar directory holds: where it looked, and a few of the
+/// ids that are there, newest first.
+pub fn not_found(dirs: &[PathBuf], id: &str) -> Error {
+    const SHOWN: usize = 5;
+    let list = |v: &[PathBuf]| v.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    let ids = stored_ids(dirs);
+    let there = match ids.len() {
+        0 => "no backup is stored there: check --sidecar-dir (the directory post wrote into)".to_string(),
+        n if n <= SHOWN => format!("the backups there, newest first: {}: check --backup-id", ids.join(", ")),
+        n => format!(
+            "the newest {} of the {} backups there: {}: check --backup-id (pg-backup-hooks list --sidecar-dir {} shows them all)",
+            SHOWN,
+            n,
+            ids[..SHOWN].join(", "),
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+        ),
+    };
+    err!("no sidecar for backup {} in {}; {}", id, list(dirs), there)
+}
+
 /// Refuse a sidecar directory that someone else could tamper with: one writable by group or
 /// others, or owned by a user other than root and the one running the tool. Such a user
 /// could plant links where pre probes and post stages, or swap what post renames.
@@ -408,6 +448,48 @@ fn label_problems(path: PathBuf, data: &[u8], n: &NodeEntry, id: &str) -> Vec<Pr
 mod tests {
     use super::*;
     use crate::testutil::{mode, names};
+
+    #[test]
+    fn an_unknown_id_lists_the_stored_ones_newest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            fs::create_dir(dir).unwrap();
+        }
+        let store = |dir: &Path, id: &str, started: &str| {
+            let m = Manifest {
+                format_version: FORMAT_VERSION,
+                tool_version: "t".into(),
+                backup_id: id.into(),
+                status: Status::Complete,
+                started_at: started.into(),
+                stopped_at: String::new(),
+                written_at: String::new(),
+                nodes: Vec::new(),
+                restore_point: None,
+                restore_point_note: None,
+            };
+            assert!(write(dir, &m, &[]).unwrap());
+        };
+        store(&a, "monday", "2026-11-23T01:00:00+00:00");
+        store(&a, "wednesday", "2026-11-25T01:00:00+00:00");
+        store(&b, "tuesday", "2026-11-24T01:00:00+00:00");
+        store(&b, "monday", "2026-11-23T01:00:00+00:00");
+        let msg = not_found(&[a.clone(), b.clone()], "thursday").msg;
+        assert_eq!(
+            msg,
+            format!(
+                "no sidecar for backup thursday in {}, {}; the backups there, newest first: wednesday, tuesday, monday: check --backup-id",
+                a.display(),
+                b.display()
+            )
+        );
+        let empty = d.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert!(not_found(&[empty], "x")
+            .msg
+            .ends_with("no backup is stored there: check --sidecar-dir (the directory post wrote into)"));
+    }
 
     #[test]
     fn a_manifest_without_backup_history_file_still_reads() {

@@ -21,6 +21,7 @@ say() { printf '   %s\n' "$*"; }
 
 if [ -z "${PGBH_BIN:-}" ]; then
     step "build pg-backup-hooks"
+    say "cargo build: the first build compiles every dependency and takes a minute or two; set PGBH_BIN to skip it"
     (cd "$here" && cargo build --quiet)
     PGBH_BIN="$here/target/debug/pg-backup-hooks"
 fi
@@ -88,13 +89,17 @@ job pre | sed 's/^/   /'
 before_pre_returned=$(psql_ -c "select count(*) from orders")
 say "$before_pre_returned rows were committed before pre returned"
 
-step "4. the backup program copies the live data directory (tar)"
+step "4. the backup program copies the live data directory (tar), leaving out what exclude-list prints"
+mapfile -t excludes < <("$tool" exclude-list --format tar)
+say "${#excludes[@]} exclusions from: pg-backup-hooks exclude-list --format tar"
 set +e
-tar -C "$work/data" --exclude=./postmaster.pid --exclude='./pg_wal/*' -cf "$work/copy.tar" . 2>"$work/tar.err"
+tar -C "$work/data" "${excludes[@]}" -cf "$work/copy.tar" . 2>"$work/tar.err"
 rc=$?
 set -e
-# GNU tar exits 1 when a file changed while it read it: expected for a live cluster.
+# GNU tar exits 1 when a file changed while it read it ("file changed as we read it"): for a
+# live cluster that is success, WAL replay repairs it.
 [ "$rc" -le 1 ] || { cat "$work/tar.err"; exit 1; }
+[ "$rc" = 0 ] || say "tar exited 1 (a file changed as it read it): expected on a live cluster, the copy is good"
 say "copied $(du -h "$work/copy.tar" | cut -f1) while the client kept writing"
 
 step "5. the backup program runs the post script: $how post"
@@ -130,7 +135,8 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 [ "$(psql_ -c "select pg_is_in_recovery()")" = "f" ] || { echo "recovery did not finish"; tail -20 "$work/restored.log"; exit 1; }
-say "$(grep -E 'redo done|consistent recovery state|archive recovery complete' "$work/restored.log" | sed 's/^[^]]*] //' | head -3 | tr '\n' ';')"
+grep -E 'redo done|consistent recovery state|archive recovery complete' "$work/restored.log" | sed 's/^[^]]*] //' | head -3 |
+    while IFS= read -r line; do say "server log: $line"; done
 
 step "10. pg-backup-hooks restore-check proves where recovery ended (the last step of every restore)"
 "$tool" restore-check --backup-id "$id" --sidecar-dir "$work/sidecar" --timeout 120 | sed 's/^/   /'

@@ -302,7 +302,7 @@ fn postinst_creates_the_run_and_sidecar_directories_0700_with_or_without_systemd
     if Path::new("/usr/bin/systemd-tmpfiles").exists() || Path::new("/bin/systemd-tmpfiles").exists() {
         run_postinst(&dir.path().join("root-with"), std::ffi::OsStr::new("/usr/sbin:/usr/bin:/sbin:/bin"));
     } else {
-        eprintln!("SKIPPED the systemd-tmpfiles half: systemd-tmpfiles is not installed");
+        crate::common::skip("the systemd-tmpfiles half: systemd-tmpfiles is not installed");
     }
 }
 
@@ -313,7 +313,7 @@ fn packaging_scripts_are_shellcheck_clean() {
     match Command::new("shellcheck").args(scripts.iter().map(|s| root.join(s))).output() {
         Ok(out) => assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout)),
         Err(_) if std::env::var_os("PGBH_REQUIRE_BACULA").is_none() => {
-            eprintln!("SKIPPED shellcheck: not installed (apt-get install shellcheck)")
+            crate::common::skip("shellcheck is not installed (apt-get install shellcheck)")
         }
         Err(e) => panic!("shellcheck: {}", e),
     }

@@ -112,7 +112,7 @@ fn malformed_oversized_and_unknown_version_messages_are_rejected_and_the_backup_
 #[test]
 fn a_peer_with_another_uid_is_refused_and_logged() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to connect as another user");
+        crate::common::skip("needs root to connect as another user");
         return;
     }
     let dir = TestDir::new();
@@ -347,7 +347,12 @@ fn a_post_killed_while_waiting_for_the_archive_does_not_block_the_next_one() {
     t.pre("killedpost", &[("default", pg.conninfo())], &[]).ok();
     // The first post waits (up to an hour) for an archive that does not move; kill it.
     let run = t.run_dir.display().to_string();
-    let mut first = t.cmd(&["post", "--backup-id", "killedpost", "--run-dir", &run]).spawn().expect("post");
+    let mut first = t
+        .cmd(&["post", "--backup-id", "killedpost", "--run-dir", &run])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("post");
     std::thread::sleep(Duration::from_secs(1));
     first.kill().expect("kill post");
     let _ = first.wait();

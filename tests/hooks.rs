@@ -26,7 +26,7 @@ fn every_wrapper_is_posix_sh_and_shellcheck_clean() {
     match Command::new("shellcheck").arg("-s").arg("sh").args(HOOKS.iter().map(|h| hook(h))).output() {
         Ok(out) => assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout)),
         Err(_) if std::env::var_os("PGBH_REQUIRE_BACULA").is_none() => {
-            eprintln!("SKIPPED shellcheck: not installed (apt-get install shellcheck)")
+            crate::common::skip("shellcheck is not installed (apt-get install shellcheck)")
         }
         Err(e) => panic!("shellcheck: {}", e),
     }
@@ -378,6 +378,8 @@ fn netbackup_streams_of_one_job_share_one_backup_and_the_last_end_stores_it() {
         .iter()
         .map(|n| {
             notify(&s, &start, &["FULL"], &[("STREAM_NUMBER", n), ("STREAM_COUNT", "2")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("bpstart_notify")
         })

@@ -339,7 +339,7 @@ fn refuses_a_copy_from_a_standby() {
     let primary = Cluster::new(dir.path(), "primary");
     if major(&primary) > 15 && !common::bindir().join("pg_basebackup").exists() {
         // The matrix builds have no pg_basebackup, and PostgreSQL 15's refuses newer servers.
-        eprintln!("SKIPPED on PostgreSQL {}: no pg_basebackup for it to make a standby", major(&primary));
+        crate::common::skip(&format!("PostgreSQL {}: no pg_basebackup for it to make a standby", major(&primary)));
         return;
     }
     let standby = common::standby_of(&primary, dir.path(), "standby");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::common::roundtrip::switch_and_wait;
 use crate::common::tool::Tool;
 use crate::common::{Cluster, TestDir};
 
@@ -48,6 +49,13 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
     assert_eq!(full["nodes"].as_array().map(Vec::len), Some(1), "sidecar and archive merged into one node: {full:#}");
     assert_eq!(full["nodes"][0]["name"], "default");
     assert_eq!(full["nodes"][0]["system_identifier"].as_str(), Some(sysid.as_str()));
+    assert_eq!(full["restorable"], true, "{full:#}");
+    let window = &full["nodes"][0]["archive"]["window"];
+    assert_eq!(window["from_lsn"], t.manifest("full")["nodes"][0]["stop_lsn"]);
+    // Archiving broke for "pending": the newest segment without a gap is the last one archived.
+    let newest = pg.archived_files().into_iter().filter(|n| n.len() == 24).max().expect("segments");
+    assert_eq!(window["newest_segment"].as_str(), Some(newest.as_str()), "{window:#}");
+    assert!(window["to_time"].as_str().is_some_and(|t| t.ends_with('Z')), "{window:#}");
 
     assert_eq!(lost["status"], "complete");
     assert_eq!(lost["sidecar_present"], false);
@@ -55,11 +63,23 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
     assert_eq!(lost["nodes"][0]["backup_history_file"].as_str(), Some(lost_history.as_str()));
     assert_eq!(lost["nodes"][0]["system_identifier"].as_str(), Some(sysid.as_str()));
     assert!(lost["stopped_at"].as_str().is_some_and(|s| !s.is_empty()), "{lost:#}");
+    assert_eq!(lost["nodes"][0]["name"], "default", "named as its cluster is in another sidecar: {lost:#}");
+    assert_eq!(lost["restorable"], true, "{lost:#}");
+    // Sidecar and history file times are printed alike: RFC 3339 in UTC, whole seconds.
+    for e in [full, lost] {
+        for k in ["started_at", "stopped_at"] {
+            let v = e[k].as_str().unwrap_or("");
+            assert!(chrono::DateTime::parse_from_rfc3339(v).is_ok() && v.ends_with('Z') && v.len() == 20, "{k}: {v}");
+        }
+    }
 
     assert_eq!(pending["status"], "archive-pending");
     assert_eq!(pending["sidecar_present"], true);
     assert_eq!(pending["label_in_archive"], false, "its history file never reached the archive");
     assert_eq!(pending["nodes"][0]["start_lsn"], t.manifest("pending")["nodes"][0]["start_lsn"]);
+    assert_eq!(pending["restorable"], false);
+    let missing = pending["nodes"][0]["archive"]["first_missing"].as_str().unwrap_or("");
+    assert!(missing > newest.as_str(), "the first missing segment follows the newest archived: {pending:#}");
 
     // Sidecar only: the lost one is unknown; archive only: the pending one is unknown.
     let side_only = list_json(&t, &["--sidecar-dir", &side]);
@@ -67,7 +87,9 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
         side_only.iter().map(|e| e["backup_id"].as_str().unwrap_or("?")).collect::<Vec<_>>(),
         ["pending", "full"]
     );
-    assert!(side_only.iter().all(|e| e["label_in_archive"] == false));
+    assert!(side_only.iter().all(|e| e["label_in_archive"].is_null() && e["restorable"].is_null()), "nobody looked");
+    let text = t.run(&["list", "--sidecar-dir", &side]).ok().stdout;
+    assert!(text.contains("label in archive: not checked (no --archive-dir)") && !text.contains(": no "), "{text}");
     let arch_only = list_json(&t, &["--archive-dir", &arch]);
     assert_eq!(arch_only.iter().map(|e| e["backup_id"].as_str().unwrap_or("?")).collect::<Vec<_>>(), ["lost", "full"]);
 
@@ -75,10 +97,59 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
     let heads: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
     assert!(heads[0].starts_with("pending  archive-pending") && heads[0].contains("label in archive: no"), "{text}");
     assert!(heads[1].starts_with("lost  complete") && heads[1].contains("sidecar: no"), "{text}");
+    assert!(heads[0].ends_with("restorable: no") && heads[1].ends_with("restorable: yes"), "{text}");
+    assert!(!text.contains("node ?"), "{text}");
+    assert!(
+        text.contains(&format!("restorable; recovery window {}", full["stopped_at"].as_str().unwrap_or("?"))),
+        "{text}"
+    );
     assert!(
         heads[2].starts_with("full  complete") && heads[2].contains("sidecar: yes  label in archive: yes"),
         "{text}"
     );
     t.run(&["list"]).fails(2, "--sidecar-dir");
     t.abort("pending");
+}
+
+#[test]
+fn a_gap_in_the_archive_ends_the_window_and_a_gap_inside_a_backup_makes_it_unrestorable() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let node = [("default", pg.conninfo())];
+    pg.execute("create table t (id int)");
+    t.pre("a", &node, &[]).ok();
+    t.post("a").ok();
+    for _ in 0..3 {
+        pg.execute("insert into t values (1)");
+        switch_and_wait(&pg);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    t.pre("b", &node, &[]).ok();
+    t.post("b").ok();
+    pg.execute("insert into t values (2)");
+    switch_and_wait(&pg);
+    let file = |id: &str, k: &str| t.manifest(id)["nodes"][0][k].as_str().expect("a WAL file").to_string();
+    let (a_stop, b_start) = (file("a", "stop_wal_file"), file("b", "start_wal_file"));
+    let segments: Vec<String> = pg.archived_files().into_iter().filter(|n| n.len() == 24).collect();
+    let between: Vec<&String> = segments.iter().filter(|n| **n > a_stop && **n < b_start).collect();
+    let gap = between.first().expect("segments between the backups").to_string();
+    let before_gap = segments.iter().filter(|n| **n < gap).max().expect("a segment before the gap").clone();
+    std::fs::remove_file(pg.archive_dir.join(&gap)).expect("making a gap");
+
+    let (side, arch) = (t.sidecar.display().to_string(), pg.archive_dir.display().to_string());
+    let all = list_json(&t, &["--sidecar-dir", &side, "--archive-dir", &arch]);
+    let (b, a) = (&all[0], &all[1]);
+    assert_eq!((a["backup_id"].as_str(), b["backup_id"].as_str()), (Some("a"), Some("b")));
+    assert_eq!(a["restorable"], true, "{a:#}");
+    assert_eq!(a["nodes"][0]["archive"]["window"]["newest_segment"].as_str(), Some(before_gap.as_str()), "{a:#}");
+    let newest = segments.iter().max().expect("segments");
+    assert_eq!(b["nodes"][0]["archive"]["window"]["newest_segment"].as_str(), Some(newest.as_str()), "{b:#}");
+
+    std::fs::remove_file(pg.archive_dir.join(&b_start)).expect("removing b's start segment");
+    let all = list_json(&t, &["--sidecar-dir", &side, "--archive-dir", &arch]);
+    assert_eq!(all[0]["restorable"], false, "{:#}", all[0]);
+    assert_eq!(all[0]["nodes"][0]["archive"]["first_missing"].as_str(), Some(b_start.as_str()));
+    let text = t.run(&["list", "--sidecar-dir", &side, "--archive-dir", &arch]).ok().stdout;
+    assert!(text.contains(&format!("segment {b_start} is missing: not restorable from it")), "{text}");
 }

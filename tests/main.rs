@@ -16,6 +16,7 @@ mod common;
 mod products;
 
 mod amanda;
+mod archive_proof;
 mod bacula;
 mod borgmatic;
 mod cli_docs;
@@ -29,6 +30,7 @@ mod label_archive;
 mod list;
 mod restore;
 mod restore_check;
+mod restore_messages;
 mod restore_safety;
 mod security;
 mod shell;

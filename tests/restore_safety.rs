@@ -299,7 +299,7 @@ fn planted_links_in_emptied_directories_are_never_followed() {
 #[test]
 fn root_writes_in_the_data_directory_only_with_the_owners_rights() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+        crate::common::skip("needs root (CI runs as root)");
         return;
     }
     let dir = TestDir::new();

@@ -51,7 +51,7 @@ fn a_sidecar_directory_others_can_write_is_refused_by_pre_and_post() {
 #[test]
 fn a_sidecar_directory_owned_by_another_user_is_refused() {
     let Some((uid, _)) = common::server_user_ids() else {
-        eprintln!("skipped: needs root (to give the directory to another user)");
+        crate::common::skip("needs root (to give the directory to another user)");
         return;
     };
     let dir = TestDir::new();
@@ -323,7 +323,7 @@ open(out, "wb").write(data)
 #[test]
 fn post_refuses_a_helper_socket_served_by_another_user() {
     let Some((uid, _)) = common::server_user_ids() else {
-        eprintln!("skipped: needs root (to serve a socket as another user)");
+        crate::common::skip("needs root (to serve a socket as another user)");
         return;
     };
     let dir = TestDir::new();

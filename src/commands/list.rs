@@ -2,22 +2,29 @@
 //! manifests) and plain WAL archive directories (their backup history files). A backup found
 //! in both is one entry: sidecar and archive are matched by backup id, and nodes by system
 //! identifier (the history file has none: its start segment's header gives it).
+//!
+//! With an archive directory, each node also says whether it can be restored from it now
+//! (every segment from its start to its stop, no gap: see archive::scan) and its recovery
+//! window: from the backup's end to the newest segment the archive holds without a gap.
+//! Every time is printed in one format, RFC 3339 in UTC.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::archive::file;
+use crate::archive::scan::{self, Scan};
 use crate::cli::ListArgs;
 use crate::error::{exit, Result};
 use crate::ids;
 use crate::pg::history::{self, History};
-use crate::pg::wal::{self, Lsn};
-use crate::restore::archive;
+use crate::pg::wal::Lsn;
 use crate::sidecar::{self, Manifest, Status};
 
 #[derive(Serialize, Debug, Clone)]
 struct NodeRow {
-    /// The node's name in the sidecar; None for a backup known from the archive only.
+    /// The node's name in the sidecar; for a backup known from the archive only, the name its
+    /// cluster has in another backup's sidecar, else None.
     name: Option<String>,
     system_identifier: Option<String>,
     timeline: u32,
@@ -25,7 +32,37 @@ struct NodeRow {
     stop_lsn: Lsn,
     from_standby: bool,
     backup_history_file: Option<String>,
-    label_in_archive: bool,
+    /// Where its history file is (None: not found, or no archive directory given).
+    label_archive_dir: Option<PathBuf>,
+    /// What the archive holds for it (None without --archive-dir).
+    archive: Option<NodeArchive>,
+    #[serde(skip)]
+    seg_size: u64,
+}
+
+/// One node's WAL in the archive.
+#[derive(Serialize, Debug, Clone)]
+struct NodeArchive {
+    /// The archive directory holding its start segment (of its cluster).
+    dir: Option<PathBuf>,
+    /// Every segment from its start to its stop is there.
+    restorable: bool,
+    /// The first segment of the backup the archive lacks.
+    first_missing: Option<String>,
+    /// From the backup's end to the newest segment the archive holds without a gap.
+    window: Option<Window>,
+}
+
+/// A recovery window: where and when a restore of this backup can end.
+#[derive(Serialize, Debug, Clone)]
+struct Window {
+    from_lsn: Lsn,
+    from_time: Option<String>,
+    to_lsn: Lsn,
+    /// When the newest contiguous segment was archived (its file's time).
+    to_time: Option<String>,
+    newest_segment: String,
+    timeline: u32,
 }
 
 #[derive(Serialize, Debug)]
@@ -37,11 +74,45 @@ struct Entry {
     stopped_at: Option<String>,
     sidecar_present: bool,
     sidecar_dirs: Vec<PathBuf>,
-    /// Every primary node's backup history file is in a listed archive directory.
-    label_in_archive: bool,
+    /// Every primary node's backup history file is in a listed archive directory (None: no
+    /// archive directory was given, so nobody looked).
+    label_in_archive: Option<bool>,
+    /// Complete, and every node's WAL from start to stop is in the archive (None: no archive
+    /// directory given).
+    restorable: Option<bool>,
     nodes: Vec<NodeRow>,
     #[serde(skip)]
     sort_key: i64,
+}
+
+/// An archive directory, listed once; its scans built once per WAL segment size.
+struct ArchiveDir {
+    dir: PathBuf,
+    names: Vec<String>,
+    set: std::collections::HashSet<String>,
+    scans: Vec<Scan>,
+}
+
+impl ArchiveDir {
+    fn read(dir: &Path) -> Result<ArchiveDir> {
+        let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
+        let names = rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
+        let names: Vec<String> = names;
+        let set = names.iter().cloned().collect();
+        Ok(ArchiveDir { dir: dir.to_path_buf(), names, set, scans: Vec::new() })
+    }
+
+    fn scan(&mut self, seg_size: u64) -> Result<&Scan> {
+        if let Some(i) = self.scans.iter().position(|s| s.seg_size() == seg_size) {
+            return Ok(&self.scans[i]);
+        }
+        let s = Scan::from_names(&self.dir, seg_size, self.names.clone())?;
+        for p in &s.problems {
+            eprintln!("pg-backup-hooks: warning: {}", p);
+        }
+        self.scans.push(s);
+        Ok(self.scans.last().expect("just pushed"))
+    }
 }
 
 pub fn run(a: ListArgs) -> Result<i32> {
@@ -49,12 +120,15 @@ pub fn run(a: ListArgs) -> Result<i32> {
     for d in &a.sidecar_dir {
         add_sidecar_dir(&mut entries, d)?;
     }
-    for d in &a.archive_dir {
+    let mut archives = a.archive_dir.iter().map(|d| ArchiveDir::read(d)).collect::<Result<Vec<_>>>()?;
+    for d in archives.iter_mut() {
         add_archive_dir(&mut entries, d)?;
     }
-    for e in entries.iter_mut() {
-        let primaries: Vec<&NodeRow> = e.nodes.iter().filter(|n| !n.from_standby).collect();
-        e.label_in_archive = !primaries.is_empty() && primaries.iter().all(|n| n.label_in_archive);
+    name_archive_nodes(&mut entries);
+    if !archives.is_empty() {
+        for e in entries.iter_mut() {
+            judge(e, &mut archives)?;
+        }
     }
     entries.sort_by(|x, y| y.sort_key.cmp(&x.sort_key).then_with(|| y.backup_id.cmp(&x.backup_id)));
     if a.json {
@@ -65,32 +139,140 @@ pub fn run(a: ListArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// A node known from the archive only takes the name its cluster (system identifier) has in
+/// another backup's sidecar.
+fn name_archive_nodes(entries: &mut [Entry]) {
+    let named: Vec<(String, String)> = entries
+        .iter()
+        .flat_map(|e| e.nodes.iter())
+        .filter_map(|n| Some((n.system_identifier.clone()?, n.name.clone()?)))
+        .collect();
+    for n in entries.iter_mut().flat_map(|e| e.nodes.iter_mut()).filter(|n| n.name.is_none()) {
+        n.name = named.iter().find(|(s, _)| n.system_identifier.as_ref() == Some(s)).map(|(_, name)| name.clone());
+    }
+}
+
+/// Whether each node and the backup can be restored from the archives, and their windows.
+fn judge(e: &mut Entry, archives: &mut [ArchiveDir]) -> Result<()> {
+    let stopped_at = e.stopped_at.clone();
+    for n in e.nodes.iter_mut() {
+        n.archive = Some(node_archive(n, stopped_at.as_deref(), archives)?);
+    }
+    let primaries: Vec<&NodeRow> = e.nodes.iter().filter(|n| !n.from_standby).collect();
+    e.label_in_archive = Some(!primaries.is_empty() && primaries.iter().all(|n| n.label_archive_dir.is_some()));
+    let all = e.nodes.iter().all(|n| n.archive.as_ref().is_some_and(|a| a.restorable));
+    e.restorable = Some(e.status == Status::Complete && !e.nodes.is_empty() && all);
+    Ok(())
+}
+
+/// The node's WAL in the first archive that holds its start segment (of its cluster), else
+/// in the one holding its history file, else in the only one given.
+fn node_archive(n: &NodeRow, stopped_at: Option<&str>, archives: &mut [ArchiveDir]) -> Result<NodeArchive> {
+    let mut pick = None;
+    for (i, a) in archives.iter_mut().enumerate() {
+        if holds_start(n, a.scan(n.seg_size)?)? {
+            pick = Some(i);
+            break;
+        }
+    }
+    let pick = pick
+        .or_else(|| archives.iter().position(|a| n.label_archive_dir.as_deref() == Some(a.dir.as_path())))
+        .or_else(|| (archives.len() == 1).then_some(0));
+    let Some(i) = pick else {
+        return Ok(NodeArchive { dir: None, restorable: false, first_missing: None, window: None });
+    };
+    let s = archives[i].scan(n.seg_size)?;
+    let (start, stop) = (s.segno_of(n.start_lsn), s.segno_of(Lsn(n.stop_lsn.0.saturating_sub(1))));
+    let missing = s.first_missing(n.timeline, start, stop);
+    let window = if missing.is_none() { window(n, stopped_at, s) } else { None };
+    Ok(NodeArchive {
+        dir: Some(s.dir().to_path_buf()),
+        restorable: missing.is_none(),
+        first_missing: missing.map(|m| s.segment_name(n.timeline, m)),
+        window,
+    })
+}
+
+/// The archive has the node's start segment, and its header names the node's cluster.
+fn holds_start(n: &NodeRow, s: &Scan) -> Result<bool> {
+    let Some(stored) = s.stored_segment_name(n.timeline, s.segno_of(n.start_lsn)) else { return Ok(false) };
+    let Some(want) = &n.system_identifier else { return Ok(true) };
+    let head = file::read_head(s.dir(), &stored, scan::HEAD_BYTES)?;
+    Ok(head.as_deref().and_then(scan::parse_head).is_some_and(|h| h.system_identifier.to_string() == *want))
+}
+
+/// From the backup's end to how far the archive reaches from its start.
+fn window(n: &NodeRow, stopped_at: Option<&str>, s: &Scan) -> Option<Window> {
+    let r = s.reach(n.timeline, n.start_lsn)?;
+    Some(Window {
+        from_lsn: n.stop_lsn,
+        from_time: stopped_at.map(str::to_string),
+        to_lsn: r.end,
+        to_time: s.mtime(&r.stored).map(|t| utc(chrono::DateTime::<chrono::Utc>::from(t))),
+        newest_segment: r.name,
+        timeline: r.timeline,
+    })
+}
+
 fn print_text(entries: &[Entry]) {
     if entries.is_empty() {
         println!("no backups found");
     }
-    let yes = |b: bool| if b { "yes" } else { "no" };
+    let yes = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not checked (no --archive-dir)",
+    };
     for e in entries {
         println!(
-            "{}  {}  started {}  stopped {}  sidecar: {}  label in archive: {}",
+            "{}  {}  started {}  stopped {}  sidecar: {}  label in archive: {}  restorable: {}",
             e.backup_id,
             status_word(e.status),
             e.started_at.as_deref().unwrap_or("?"),
             e.stopped_at.as_deref().unwrap_or("?"),
-            yes(e.sidecar_present),
-            yes(e.label_in_archive)
+            yes(Some(e.sidecar_present)),
+            yes(e.label_in_archive),
+            yes(e.restorable)
         );
         for n in &e.nodes {
-            println!(
-                "  node {}{}: start {} stop {} timeline {}{}",
-                n.name.as_deref().unwrap_or("?"),
-                n.system_identifier.as_deref().map(|s| format!(" (system {})", s)).unwrap_or_default(),
-                n.start_lsn,
-                n.stop_lsn,
-                n.timeline,
-                if n.from_standby { ", from a standby (no history file)".to_string() } else { String::new() }
-            );
+            print_node(n);
         }
+    }
+}
+
+/// A node's line, and its archive's.
+fn print_node(n: &NodeRow) {
+    let name = match (&n.name, &n.label_archive_dir) {
+        (Some(name), _) => name.clone(),
+        (None, Some(d)) => format!("in archive {}", d.display()),
+        (None, None) => "(unnamed)".into(),
+    };
+    println!(
+        "  node {}{}: start {} stop {} timeline {}{}",
+        name,
+        n.system_identifier.as_deref().map(|s| format!(" (system {})", s)).unwrap_or_default(),
+        n.start_lsn,
+        n.stop_lsn,
+        n.timeline,
+        if n.from_standby { ", from a standby (no history file)" } else { "" }
+    );
+    let Some(a) = &n.archive else { return };
+    let Some(dir) = &a.dir else {
+        println!("    archive: no listed archive directory holds its start segment: not restorable from them");
+        return;
+    };
+    match (&a.first_missing, &a.window) {
+        (Some(m), _) => println!("    archive {}: segment {} is missing: not restorable from it", dir.display(), m),
+        (None, Some(w)) => println!(
+            "    archive {}: restorable; recovery window {} ({}) to {} ({}, segment {})",
+            dir.display(),
+            w.from_time.as_deref().unwrap_or("?"),
+            w.from_lsn,
+            w.to_time.as_deref().unwrap_or("?"),
+            w.to_lsn,
+            w.newest_segment
+        ),
+        (None, None) => println!("    archive {}: restorable", dir.display()),
     }
 }
 
@@ -100,6 +282,17 @@ fn status_word(s: Status) -> &'static str {
         Status::Complete => "complete",
         Status::ArchivePending => "archive-pending",
     }
+}
+
+/// The one format every time is printed in: RFC 3339, UTC, whole seconds.
+fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A manifest's RFC 3339 time or a history file's `2026-11-23 11:00:00 UTC` in that format
+/// (as given when it cannot be read).
+fn normalized(t: &str) -> String {
+    epoch(t).and_then(|s| chrono::DateTime::from_timestamp(s, 0)).map(utc).unwrap_or_else(|| t.to_string())
 }
 
 /// Seconds since the epoch of a manifest's RFC 3339 time or a history file's
@@ -157,62 +350,73 @@ fn merge_manifest(entries: &mut Vec<Entry>, dir: &Path, m: Manifest) {
             stop_lsn: n.stop_lsn,
             from_standby: n.from_standby,
             backup_history_file: n.backup_history_file.clone(),
-            label_in_archive: false,
+            label_archive_dir: None,
+            archive: None,
+            seg_size: n.wal_segment_size,
         })
         .collect();
     entries.push(Entry {
         sort_key: epoch(&m.started_at).unwrap_or(0),
         backup_id: m.backup_id,
         status: m.status,
-        started_at: Some(m.started_at),
-        stopped_at: Some(m.stopped_at),
+        started_at: Some(normalized(&m.started_at)),
+        stopped_at: Some(normalized(&m.stopped_at)),
         sidecar_present: true,
         sidecar_dirs: vec![dir.to_path_buf()],
-        label_in_archive: false,
+        label_in_archive: None,
+        restorable: None,
         nodes,
     });
 }
 
 /// One history file in an archive directory, with what its neighbours say.
 struct Archived {
+    dir: PathBuf,
     history: History,
     sysid: Option<u64>,
+    seg_size: u64,
     complete: bool,
 }
 
-fn read_archived(dir: &Path, name: &str) -> Result<Option<Archived>> {
-    let Some(bytes) = archive::read_regular(&dir.join(name), history::MAX_HISTORY_BYTES)? else { return Ok(None) };
+/// The history file stored as `stored` in `dir`, its start segment's system identifier and
+/// segment size, and whether its stop segment is there.
+fn read_archived(a: &mut ArchiveDir, name: &str, stored: &str) -> Result<Option<Archived>> {
+    let Some(bytes) = file::read_head(&a.dir, stored, history::MAX_HISTORY_BYTES)? else { return Ok(None) };
     let history = match History::parse(name, &String::from_utf8_lossy(&bytes)) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("pg-backup-hooks: warning: {} in {} is not a backup history file: {}", name, dir.display(), e);
+            eprintln!("pg-backup-hooks: warning: {} in {} is not a backup history file: {}", name, a.dir.display(), e);
             return Ok(None);
         }
     };
-    let head = archive::read_regular(&dir.join(&history.label.start_wal_file), 40)?;
-    let sysid = head.as_deref().and_then(history::segment_sysid);
-    let seg_size = head
-        .as_deref()
-        .and_then(|h| h.get(32..36))
-        .and_then(|b| b.try_into().ok())
-        .map(|b| u32::from_ne_bytes(b) as u64)
-        .filter(|s| s.is_power_of_two() && *s >= 1 << 20)
-        .unwrap_or(16 << 20);
+    let start = &history.label.start_wal_file;
+    let stored_start = file::Compression::ALL.iter().map(|&c| file::stored_name(start, c)).find(|n| a.set.contains(n));
+    let head = match stored_start {
+        Some(s) => file::read_head(&a.dir, &s, scan::HEAD_BYTES)?.and_then(|h| scan::parse_head(&h)),
+        None => None,
+    };
+    let seg_size =
+        head.map(|h| u64::from(h.seg_size)).filter(|s| s.is_power_of_two() && *s >= 1 << 20).unwrap_or(16 << 20);
     let tli = history.stop_timeline.unwrap_or(history.timeline());
-    let complete = dir.join(wal::stop_segment_name(tli, history.stop_lsn, seg_size)).exists();
-    Ok(Some(Archived { history, sysid, complete }))
+    let s = a.scan(seg_size)?;
+    let complete = s.segment(tli, s.segno_of(Lsn(history.stop_lsn.0.saturating_sub(1)))).is_some();
+    Ok(Some(Archived { dir: a.dir.clone(), history, sysid: head.map(|h| h.system_identifier), seg_size, complete }))
 }
 
-fn add_archive_dir(entries: &mut Vec<Entry>, dir: &Path) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
-    let mut names: Vec<String> = rd
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| history::is_history_name(n))
+fn add_archive_dir(entries: &mut Vec<Entry>, a: &mut ArchiveDir) -> Result<()> {
+    let mut found: Vec<(String, String)> = a
+        .names
+        .iter()
+        .filter_map(|n| {
+            file::parse_stored(n)
+                .filter(|(_, k, _)| *k == file::Kind::Backup)
+                .map(|(w, _, _)| (w.to_string(), n.clone()))
+        })
         .collect();
-    names.sort();
-    for n in names {
-        if let Some(a) = read_archived(dir, &n)? {
-            merge_archived(entries, a);
+    found.sort();
+    for (name, stored) in found {
+        if let Some(h) = read_archived(a, &name, &stored)? {
+            merge_archived(entries, h);
         }
     }
     Ok(())
@@ -228,7 +432,7 @@ fn merge_archived(entries: &mut Vec<Entry>, a: Archived) {
                 && (sysid.is_none() || n.system_identifier.is_none() || n.system_identifier == sysid)
         };
         if let Some(n) = e.nodes.iter_mut().find(|n| same(n)) {
-            n.label_in_archive = true;
+            n.label_archive_dir = Some(a.dir.clone());
             return;
         }
         e.nodes.push(node_row(&a, sysid));
@@ -238,11 +442,12 @@ fn merge_archived(entries: &mut Vec<Entry>, a: Archived) {
         sort_key: epoch(&h.label.start_time).unwrap_or(0),
         backup_id: id,
         status: if a.complete { Status::Complete } else { Status::ArchivePending },
-        started_at: Some(h.label.start_time.clone()),
-        stopped_at: h.stop_time.clone(),
+        started_at: Some(normalized(&h.label.start_time)),
+        stopped_at: h.stop_time.as_deref().map(normalized),
         sidecar_present: false,
         sidecar_dirs: Vec::new(),
-        label_in_archive: true,
+        label_in_archive: Some(true),
+        restorable: None,
         nodes: vec![node_row(&a, sysid)],
     });
 }
@@ -256,7 +461,9 @@ fn node_row(a: &Archived, sysid: Option<String>) -> NodeRow {
         stop_lsn: a.history.stop_lsn,
         from_standby: false,
         backup_history_file: Some(a.history.name.clone()),
-        label_in_archive: true,
+        label_archive_dir: Some(a.dir.clone()),
+        archive: None,
+        seg_size: a.seg_size,
     }
 }
 
@@ -274,7 +481,8 @@ mod tests {
                 stopped_at: None,
                 sidecar_present: false,
                 sidecar_dirs: Vec::new(),
-                label_in_archive: false,
+                label_in_archive: None,
+                restorable: None,
                 nodes: Vec::new(),
                 sort_key: 0,
             };
@@ -291,5 +499,7 @@ mod tests {
         assert_eq!(epoch("2026-11-23 14:00:00 +03"), Some(a));
         assert_eq!(epoch("2026-11-23 16:30:00 +0530"), Some(a));
         assert!(epoch("yesterday").is_none());
+        assert_eq!(normalized("2026-11-23 14:00:00 +03"), "2026-11-23T11:00:00Z");
+        assert_eq!(normalized("2026-11-23T11:00:00.123456+00:00"), "2026-11-23T11:00:00Z");
     }
 }

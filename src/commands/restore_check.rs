@@ -20,6 +20,8 @@ use crate::sidecar::{self, Manifest, NodeEntry};
 struct NodeReport {
     name: String,
     target: Option<String>,
+    /// --target as given, when one was.
+    asked: Option<String>,
     proven: bool,
     lines: Vec<String>,
     observed: Option<Observed>,
@@ -31,11 +33,7 @@ fn load_manifest(dirs: &[PathBuf], id: &str) -> Result<Manifest> {
             return Ok(m);
         }
     }
-    Err(err!(
-        "no sidecar for backup {} in {}: give the --sidecar-dir restore-prep used",
-        id,
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-    ))
+    Err(sidecar::not_found(dirs, id))
 }
 
 /// The nodes to check and how to reach them: every --node, or the only node like psql.
@@ -113,7 +111,8 @@ fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> Result<Tar
             if let Some(Ok(c)) = conf {
                 if c != want {
                     return Err(err!(
-                        "--target says {}, but the server was configured for {}",
+                        "--target {} asks for {}, but restore-prep configured the server for {}: give the --target restore-prep was given, or leave --target out to judge by what the server was configured for",
+                        g,
                         want.describe(),
                         c.describe()
                     ));
@@ -132,7 +131,14 @@ fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> Result<Tar
 /// One node's check: wait for the end of recovery, read where it ended, choose the target,
 /// judge. Anything that goes wrong is the report's one line.
 fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckArgs, deadline: Instant) -> NodeReport {
-    let mut r = NodeReport { name: node.name.clone(), target: None, proven: false, lines: Vec::new(), observed: None };
+    let mut r = NodeReport {
+        name: node.name.clone(),
+        target: None,
+        asked: a.target.clone(),
+        proven: false,
+        lines: Vec::new(),
+        observed: None,
+    };
     let observed = wait_ended(&node.name, info, deadline, a.timeout)
         .and_then(|(mut c, v)| outcome::observe(&mut c, v).map_err(|e| e.within("reading the recovery state")));
     let o = match observed {
@@ -159,6 +165,8 @@ pub fn run(a: RestoreCheckArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     // The backup's manifest, from the sidecar restore-prep used.
     let m = load_manifest(&a.sidecar_dir, &a.backup_id)?;
+    // A --target the backup cannot have been restored to is refused before any connection.
+    check_target(&m, a.target.as_deref())?;
     // The restored nodes to check and how to reach them.
     let nodes = select_nodes(&m, &a.nodes)?;
     // Each node, one after the other, within one overall --timeout.
@@ -185,11 +193,33 @@ fn print_json(m: &Manifest, reports: &[NodeReport], unchecked: &[&str]) -> Resul
     Ok(())
 }
 
+/// --target parses for this backup; else what was asked and what the sidecar offers.
+fn check_target(m: &Manifest, given: Option<&str>) -> Result<()> {
+    let Some(given) = given else { return Ok(()) };
+    recovery::parse_target(Some(given), m).map(|_| ()).map_err(|e| {
+        // The list of forms parse_target ends with is the one the sidecar's offer repeats.
+        let why = e.msg.strip_prefix(&format!("--target {:?}: ", given.trim())).unwrap_or(&e.msg);
+        let why = if why.starts_with("use ") { String::new() } else { format!(" ({})", why) };
+        Error::usage(format!(
+            "--target {:?} was asked, which backup {} cannot have been restored to{}; the sidecar offers: {}",
+            given,
+            m.backup_id,
+            why,
+            recovery::offered_targets(m)
+        ))
+    })
+}
+
 /// One verdict line per node, then what was shown or what is wrong.
 fn print_text(reports: &[NodeReport], unchecked: &[&str]) {
     for r in reports {
         let verdict = if r.proven { "PROVEN" } else { "NOT PROVEN" };
-        println!("node {}: {} ({})", r.name, verdict, r.target.as_deref().unwrap_or("target unknown"));
+        let target = match (&r.target, &r.asked) {
+            (Some(t), _) => t.clone(),
+            (None, Some(asked)) => format!("--target {} asked: see the problem below", asked),
+            (None, None) => "target unknown: see the problem below".to_string(),
+        };
+        println!("node {}: {} ({})", r.name, verdict, target);
         for l in &r.lines {
             println!("  {}: {}", if r.proven { "ok" } else { "problem" }, l);
         }

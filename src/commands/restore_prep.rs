@@ -93,10 +93,15 @@ fn print_report(plan: &Plan, written: &[PathBuf], dry_run: bool) {
     }
     println!("start the server (as the data directory's owner), then wait until SELECT pg_is_in_recovery() is false:");
     println!("  {}", plan.start_command);
-    println!(
-        "then prove where recovery ended: pg-backup-hooks restore-check --backup-id {} --sidecar-dir DIR --node {}=CONNINFO",
-        plan.backup_id, plan.node
-    );
+    for n in &plan.start_notes {
+        println!("  note: {}", n);
+    }
+    match &plan.check_command {
+        Some(c) => println!("then prove where recovery ended (CONNINFO from the copy's configuration):\n  {}", c),
+        None => println!(
+            "restore-check needs the sidecar, and this backup has none: check the server's log for \"consistent recovery state reached\" and \"archive recovery complete\""
+        ),
+    }
 }
 
 /// One line per file removed and written (or, in a dry run, that would be).

@@ -90,6 +90,14 @@ pub fn product_values() -> clap::builder::PossibleValuesParser {
     )
 }
 
+/// The whole command line, with the PRODUCT argument's values: cli.rs defines every flag but
+/// cannot name the products, which live here, above it (imports point down). Order is kept.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let product = |a: clap::Arg| if a.get_id() == "product" { a.value_parser(product_values()) } else { a };
+    Cli::command().mut_subcommands(|s| if s.get_name() == "hook" { s.mut_args(product) } else { s })
+}
+
 fn product(name: &str) -> Result<&'static Product> {
     PRODUCTS.iter().copied().find(|p| p.name == name).ok_or_else(|| {
         let names: Vec<&str> = PRODUCTS.iter().map(|p| p.name).collect();
@@ -404,5 +412,35 @@ mod tests {
         );
         assert!(decide_level("4", LevelKind::Other, Some("2"), "fix").is_err());
         assert_eq!(decide_level("4", LevelKind::Other, Some("2,4"), "fix").unwrap(), needs("4"));
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    /// hook::command is cli's command with the PRODUCT values added, nothing moved: the same
+    /// subcommands in the same order, hook's arguments in the same order, an unknown product
+    /// refused as a usage error.
+    #[test]
+    fn the_command_adds_the_product_values_and_keeps_the_order() {
+        use clap::CommandFactory;
+        let names = |c: &clap::Command| c.get_subcommands().map(|s| s.get_name().to_string()).collect::<Vec<_>>();
+        let (plain, full) = (Cli::command(), command());
+        assert_eq!(names(&plain), names(&full));
+        let hook = full.find_subcommand("hook").expect("hook");
+        let args: Vec<&str> = hook.get_positionals().map(|a| a.get_id().as_str()).collect();
+        assert_eq!(args, ["product", "event", "args"]);
+        let values: Vec<String> = hook
+            .get_positionals()
+            .next()
+            .expect("product")
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(values, PRODUCTS.iter().map(|p| p.name.to_string()).collect::<Vec<_>>());
+        let e = command().try_get_matches_from(["pg-backup-hooks", "hook", "nosuch", "pre"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
     }
 }

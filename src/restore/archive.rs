@@ -6,6 +6,8 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 
@@ -25,9 +27,14 @@ impl Archive<'_> {
 
     /// Up to `max` bytes of archived file `name`; None when the archive does not have it.
     pub fn fetch(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        self.fetch_within(name, max, None)
+    }
+
+    /// [`Archive::fetch`], with restore_command killed (and the fetch failed) after `limit`.
+    pub fn fetch_within(&self, name: &str, max: usize, limit: Option<Duration>) -> Result<Option<Vec<u8>>> {
         match self {
             Archive::Dir(d) => read_regular(&d.join(name), max),
-            Archive::Command { cmd, pgdata, owner } => fetch_with_command(cmd, pgdata, *owner, name, max),
+            Archive::Command { cmd, pgdata, owner } => fetch_with_command(cmd, pgdata, *owner, name, max, limit),
         }
     }
 }
@@ -111,31 +118,73 @@ pub fn substitute(cmd: &str, file: &str, dest: &str) -> String {
 }
 
 /// Run restore_command for one file into a private temporary file, as the server would: by
-/// sh -c in the data directory, as the data directory's owner when we are root.
-fn fetch_with_command(cmd: &str, pgdata: &Path, owner: (u32, u32), name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+/// sh -c in the data directory, as the data directory's owner when we are root; killed with
+/// its process group after `limit`.
+fn fetch_with_command(
+    cmd: &str,
+    pgdata: &Path,
+    owner: (u32, u32),
+    name: &str,
+    max: usize,
+    limit: Option<Duration>,
+) -> Result<Option<Vec<u8>>> {
     use std::os::unix::process::CommandExt;
     let root = nix::unistd::Uid::effective().is_root();
     let tmp = TempDir::new(root.then_some(owner))?;
     let dest = tmp.path().join(name);
     let line = substitute(cmd, name, &dest.to_string_lossy());
+    let errors = tmp.path().join(".stderr");
+    let stderr = fs::File::create(&errors).map_err(|e| err!("cannot create {}: {}", errors.display(), e))?;
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c").arg(&line).current_dir(pgdata).stdin(std::process::Stdio::null());
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c.stdout(std::process::Stdio::null()).stderr(stderr).process_group(0);
     if root && owner.0 != 0 {
         c.uid(owner.0).gid(owner.1);
     }
+    let mut child = c.spawn().map_err(|e| err!("cannot run restore_command {:?}: {}", line, e))?;
+    let status = wait_bounded(&mut child, limit).map_err(|e| err!("restore_command {:?}: {}", line, e))?;
+    let Some(status) = status else {
+        return Err(err!(
+            "restore_command {:?} did not finish within {} s for {}: check that it cannot hang (a mount, a network store), then run restore-prep again",
+            line,
+            limit.map(|l| l.as_secs()).unwrap_or(0),
+            name
+        ));
+    };
     // "Not in the archive" is an ordinary answer here: what the command printed for it is noise.
-    let out = c.output().map_err(|e| err!("cannot run restore_command {:?}: {}", line, e))?;
-    match out.status.code() {
+    match status.code() {
         Some(0) => read_regular(&dest, max),
         Some(code) if code <= 125 => Ok(None),
         _ => Err(err!(
             "restore_command {:?} failed for {} ({}{}): PostgreSQL would stop recovery on this too; fix the command",
             line,
             name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).lines().last().map(|l| format!(": {}", l)).unwrap_or_default()
+            status,
+            fs::read_to_string(&errors)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .map(|l| format!(": {}", l))
+                .unwrap_or_default()
         )),
+    }
+}
+
+/// Wait for `child`; None (and the child's process group killed) when `limit` passes first.
+fn wait_bounded(child: &mut std::process::Child, limit: Option<Duration>) -> std::io::Result<Option<ExitStatus>> {
+    let Some(limit) = limit else { return child.wait().map(Some) };
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
+        }
+        if Instant::now() >= deadline {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -193,6 +242,17 @@ mod tests {
         assert!(e.msg.contains("failed for 00000002.history") && e.msg.contains("dying"), "{}", e.msg);
         let a = Archive::Command { cmd: "exit 126", pgdata: &pgdata, owner: me };
         assert!(a.fetch("00000002.history", 100).is_err(), "above 125 is not \"not in the archive\"");
+    }
+
+    #[test]
+    fn a_restore_command_that_hangs_is_killed_after_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let a = Archive::Command { cmd: "sleep 30; echo late > %p", pgdata: d.path(), owner: me };
+        let t = Instant::now();
+        let e = a.fetch_within("00000002.history", 100, Some(Duration::from_millis(300))).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.msg.contains("did not finish within"), "{}", e.msg);
     }
 
     #[test]

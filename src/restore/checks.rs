@@ -173,28 +173,47 @@ struct Sidecar {
     problems: Vec<Problem>,
 }
 
-/// The first sidecar directory that holds this backup (a sound one is preferred).
-fn load_sidecar(dirs: &[PathBuf], id: &str) -> Result<Sidecar> {
-    let mut first: Option<Sidecar> = None;
+/// The first sidecar directory that holds this backup, a sound one preferred; a warning for
+/// each copy passed over (damaged, unreadable, missing), saying why.
+fn load_sidecar(dirs: &[PathBuf], id: &str, warnings: &mut Vec<String>) -> Result<Sidecar> {
+    let mut damaged: Vec<Sidecar> = Vec::new();
+    let mut passed_over: Vec<String> = Vec::new();
     let mut errors = Vec::new();
     for d in dirs {
-        match sidecar::verify(d, id) {
-            Ok((manifest, problems)) => {
+        let shown = sidecar::backup_dir(d, id).display().to_string();
+        let verified = match sidecar::read_manifest(d, id) {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(sidecar::verify(d, id)),
+            Err(e) => Some(Err(e)),
+        };
+        match verified {
+            Some(Ok((manifest, problems))) => {
                 let found = Sidecar { dir: d.clone(), manifest, problems };
                 if found.problems.is_empty() {
+                    warnings.extend(passed_over.iter().map(|why| format!("{}: using the copy in {}", why, shown)));
                     return Ok(found);
                 }
-                first = first.or(Some(found));
+                let list = found.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+                passed_over.push(format!("sidecar copy {} failed verification ({})", shown, list));
+                damaged.push(found);
             }
-            Err(e) => errors.push(e.msg),
+            None => passed_over.push(format!("no sidecar copy of backup {} in {}", id, d.display())),
+            Some(Err(e)) => {
+                passed_over.push(format!("sidecar copy {} cannot be used ({})", shown, e.msg));
+                errors.push(e.msg);
+            }
         }
     }
-    first.ok_or_else(|| {
-        err!(
-            "{}: check --sidecar-dir and --backup-id (the sidecar is the directory post wrote, holding ID/manifest.json)",
-            errors.join("; ")
-        )
-    })
+    if let Some(first) = damaged.into_iter().next() {
+        return Ok(first);
+    }
+    if errors.is_empty() {
+        return Err(sidecar::not_found(dirs, id));
+    }
+    Err(err!(
+        "{}: check --sidecar-dir and --backup-id (the sidecar is the directory post wrote, holding ID/manifest.json)",
+        errors.join("; ")
+    ))
 }
 
 /// The label's START and CHECKPOINT lines against the copy's pg_control. A redo location
@@ -256,7 +275,7 @@ pub fn run(r: &Request) -> Result<Checked> {
     let (major, owner) = data_directory(pgdata)?;
     let stale_pid = not_running(pgdata, &mut warnings)?;
     let control = read_control(pgdata, major)?;
-    let sidecar = load_sidecar(r.sidecar_dirs, id)?;
+    let sidecar = load_sidecar(r.sidecar_dirs, id, &mut warnings)?;
     let manifest_sha256 = sidecar::manifest_sha256(&sidecar::backup_dir(&sidecar.dir, id).join(sidecar::MANIFEST))?;
     require_complete(&sidecar, id)?;
     let node = pick_node(&sidecar.manifest, r.node, &control, id, &mut warnings)?;
@@ -264,6 +283,7 @@ pub fn run(r: &Request) -> Result<Checked> {
     same_major(pgdata, major, &node, id)?;
     same_system(pgdata, &control, &node, id)?;
     let files = read_node_files(&sidecar.dir, &node, id)?;
+    refuse_recovered(pgdata, &control, &files.label_text, &node, id)?;
     let copy = copy_within_backup(pgdata, &control, &node, &files.label, id)?;
     check_label_against_control(pgdata, &files.label, copy.checkpoint, id)?;
     if node.from_standby {
@@ -493,6 +513,36 @@ fn copy_within_backup(
         ));
     }
     Ok(CopyCheckpoint { checkpoint: ck, invalidated })
+}
+
+/// A copy that has already recovered from this backup (it was prepared, started and stopped)
+/// is not another backup's copy: its label was consumed (PostgreSQL renamed it to
+/// backup_label.old, which is ours) and pg_control's checkpoint is newer than the label's.
+/// Say so, and what to do.
+fn refuse_recovered(pgdata: &Path, control: &ControlFile, label_text: &str, node: &NodeEntry, id: &str) -> Result<()> {
+    let ck = control.checkpoint;
+    let label = BackupLabel::parse(label_text).map_err(|e| err!("backup {}'s label: {}", id, e))?;
+    let old = pgdata.join("backup_label.old");
+    let consumed = !pgdata.join("backup_label").exists() && fs::read(&old).is_ok_and(|b| b == label_text.as_bytes());
+    if !consumed || control::is_invalidated(ck) || ck <= label.checkpoint_lsn {
+        return Ok(());
+    }
+    let how_far = if ck >= node.stop_lsn {
+        format!("its last checkpoint {} is past the backup's end {}", ck, node.stop_lsn)
+    } else {
+        format!("recovery has replayed to checkpoint {} (the backup ends at {})", ck, node.stop_lsn)
+    };
+    let still = pgdata.join("recovery.signal").exists() || pgdata.join("recovery.conf").exists();
+    Err(err!(
+        "the copy in {} has already {} from backup {}: the server consumed the label ({} is this backup's label) and {} (cluster state: {}); nothing needs doing: {}; to recover it again (e.g. to another --target), restore the data directory again and run restore-prep on the fresh copy",
+        pgdata.display(),
+        if still { "begun recovering" } else { "recovered" },
+        id,
+        old.display(),
+        how_far,
+        control::state_name(control.state),
+        if still { "start it and it goes on recovering" } else { "start it as it is" }
+    ))
 }
 
 /// Is a backup_label identical to ours already in place? Another one is refused, or with
@@ -749,6 +799,56 @@ mod tests {
         ];
         let got: Vec<String> = problems_for(&problems, "a").iter().map(|p| p.to_string()).collect();
         assert_eq!(got, vec!["manifest lists no nodes", "node a: manifest has no checksum for backup_label"]);
+    }
+
+    #[test]
+    fn a_damaged_first_sidecar_copy_is_named_with_why_and_the_second_is_used() {
+        let copy = Copy::new(&["default"]);
+        let good = copy.sidecar.parent().unwrap().join("good");
+        let status = std::process::Command::new("cp").arg("-a").arg(&copy.sidecar).arg(&good).status().unwrap();
+        assert!(status.success());
+        let damaged = copy.sidecar_file("default", sidecar::LABEL_FILE);
+        fs::write(&damaged, fixture::label("edited")).unwrap();
+        let missing = copy.sidecar.parent().unwrap().join("missing");
+        fs::create_dir(&missing).unwrap();
+        let dirs = [missing.clone(), copy.sidecar.clone(), good.clone()];
+        let c = run(&Request { pgdata: copy.pgdata(), sidecar_dirs: &dirs, backup_id: ID, node: None, force: false })
+            .unwrap();
+        let used = good.join(ID);
+        assert_eq!(
+            c.warnings,
+            vec![
+                format!("no sidecar copy of backup {} in {}: using the copy in {}", ID, missing.display(), used.display()),
+                format!(
+                    "sidecar copy {} failed verification (node default: {} does not match its sha256 in the manifest (edited or damaged)): using the copy in {}",
+                    sidecar::backup_dir(&copy.sidecar, ID).display(),
+                    damaged.display(),
+                    used.display()
+                ),
+            ]
+        );
+        assert!(c.passed.sidecar.starts_with(&format!("sidecar {} is intact", used.display())), "{}", c.passed.sidecar);
+    }
+
+    #[test]
+    fn a_copy_that_has_recovered_is_said_to_have_recovered() {
+        let copy = Copy::new(&["default"]);
+        fs::write(copy.pgdata.join("backup_label.old"), fixture::label(ID)).unwrap();
+        let later = fixture::STOP + 0x1000;
+        fs::write(copy.pgdata.join("global/pg_control"), fixture::control(1300, later, later, 2)).unwrap();
+        let msg = refusal(&copy, None);
+        assert_eq!(
+            msg,
+            format!(
+                "the copy in {} has already recovered from backup {}: the server consumed the label ({}/backup_label.old is this backup's label) and its last checkpoint 0/9001138 is past the backup's end 0/9000138 (cluster state: in production); nothing needs doing: start it as it is; to recover it again (e.g. to another --target), restore the data directory again and run restore-prep on the fresh copy",
+                copy.pgdata.display(),
+                ID,
+                copy.pgdata.display()
+            )
+        );
+        // Another backup's consumed label is not ours: the old refusal stands.
+        fs::write(copy.pgdata.join("backup_label.old"), fixture::label("other")).unwrap();
+        assert!(refusal(&copy, None).contains("does not belong to backup"));
     }
 
     #[test]

@@ -460,8 +460,6 @@ pub fn rebuild(r: &Request) -> Result<Rebuilt> {
             ));
         }
         checks.push(format!("the WAL up to the backup's end (segment {}) is in the archive", stop_seg));
-    } else {
-        warnings.push("with --restore-command the archive cannot be listed: that it holds the WAL up to the backup's end is checked by recovery itself".into());
     }
     let label = label_text(&history.text);
     let map = install::render_map(&map_from_links(r.pgdata, r.tablespace_map, &mut warnings)?, major);

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pg::control;
 use crate::pg::wal::Lsn;
-use crate::restore::recovery::FileWrite;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tablespace {
@@ -172,6 +171,17 @@ pub fn refuse_link(path: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// One file to write.
+#[derive(Clone, Debug)]
+pub struct FileWrite {
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    pub what: String,
+    /// Mode and owner (uid, gid) to keep; None: 0600 and the data directory's owner.
+    /// (pg_control keeps its own, whose mode may be 0640.)
+    pub keep: Option<(u32, (u32, u32))>,
 }
 
 /// Is this file already there with exactly this content?

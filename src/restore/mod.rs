@@ -21,9 +21,11 @@ pub mod cleanup;
 pub mod from_archive;
 pub mod install;
 pub mod links;
+pub mod next_steps;
 pub mod outcome;
 pub mod privs;
 pub mod recovery;
+pub mod wal_proof;
 
 use std::path::{Path, PathBuf};
 
@@ -76,8 +78,14 @@ pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     pub removes: Vec<PathBuf>,
     pub start_command: String,
+    /// What the start command needs besides (see next_steps).
+    pub start_notes: Vec<String>,
+    /// The exact restore-check command line (None: no sidecar to check against).
+    pub check_command: Option<String>,
     /// sha256 of the sidecar's manifest.json, as post printed it into the job log.
     pub manifest_sha256: String,
+    /// How far the archive reaches from the backup (None when it cannot be listed).
+    pub archive_reach: Option<wal_proof::ArchiveReach>,
     #[serde(skip)]
     files: Vec<FileWrite>,
     #[serde(skip)]
@@ -99,17 +107,6 @@ pub struct PlannedWrite {
     pub unchanged: bool,
 }
 
-fn start_command(pgdata: &Path, owner: u32) -> String {
-    let d = recovery::shell_quote(&pgdata.to_string_lossy());
-    let me = nix::unistd::Uid::effective().as_raw();
-    if me != owner {
-        if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner)) {
-            return format!("runuser -u {} -- pg_ctl -D {} start", u.name, d);
-        }
-    }
-    format!("pg_ctl -D {} start", d)
-}
-
 /// Check everything and compute the changes. Touches nothing.
 pub fn prepare(o: &Options) -> Result<Plan> {
     let pgdata = o.pgdata.clone();
@@ -119,7 +116,8 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let mut passed = check_lines(&c, rebuilt.as_ref());
     label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
     let target = choose_target(o, &c, &mut warnings)?;
-    let restore_command = restore_command(o, &c, &mut warnings)?;
+    let restore_command = restore_command(o, &c)?;
+    let archive_reach = prove_wal(o, &c, &mut passed, &mut warnings)?;
     warn_archive_into_source(o, &mut warnings)?;
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
     let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
@@ -139,6 +137,15 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes)?;
     let roots: Vec<PathBuf> =
         [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
+    let next = next_steps::plan(&next_steps::Request {
+        pgdata: &pgdata,
+        major: c.major,
+        owner: c.owner.0,
+        backup_id: &o.backup_id,
+        node: &c.node.name,
+        sidecar_dirs: &o.sidecar_dirs,
+        exe: &o.exe,
+    });
     let writes = files
         .iter()
         .map(|w| PlannedWrite { path: w.path.clone(), what: w.what.clone(), unchanged: install::unchanged(w) })
@@ -155,8 +162,11 @@ pub fn prepare(o: &Options) -> Result<Plan> {
         warnings,
         writes,
         removes,
-        start_command: start_command(&pgdata, c.owner.0),
+        start_command: next.start_command,
+        start_notes: next.start_notes,
+        check_command: next.check_command,
         manifest_sha256: c.manifest_sha256.clone(),
+        archive_reach,
         files,
         wal,
         roots,
@@ -227,8 +237,9 @@ fn choose_target(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>) -
     Ok(target)
 }
 
-/// restore_command: --restore-command as given (checked), or our wal-restore on --archive-dir.
-fn restore_command(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>) -> Result<String> {
+/// restore_command: --restore-command as given (checked), or our wal-restore on --archive-dir
+/// (which the server user must be able to run and read).
+fn restore_command(o: &Options, c: &checks::Checked) -> Result<String> {
     let dir = match &o.source {
         WalSource::Command(cmd) => {
             recovery::check_restore_command(cmd)?;
@@ -250,8 +261,25 @@ fn restore_command(o: &Options, c: &checks::Checked, warnings: &mut Vec<String>)
     }
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
     let program = recovery::wal_restore_program(&o.exe);
-    warn_unreachable(&program.path, c.owner, warnings);
+    require_reachable(&program.path, &dir, c.owner)?;
     Ok(recovery::wal_restore_command(&program, &dir, &c.node.system_identifier))
+}
+
+/// The archive holds the backup's WAL ([`wal_proof`]): its lines and how far it reaches.
+fn prove_wal(
+    o: &Options,
+    c: &checks::Checked,
+    passed: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<wal_proof::ArchiveReach>> {
+    let archive = match &o.source {
+        WalSource::ArchiveDir(d) => archive::Archive::Dir(d),
+        WalSource::Command(cmd) => archive::Archive::Command { cmd, pgdata: &o.pgdata, owner: c.owner },
+    };
+    let proof = wal_proof::prove(&o.backup_id, &c.node, &archive)?;
+    passed.extend(proof.lines);
+    warnings.extend(proof.warnings);
+    Ok(proof.reach)
 }
 
 /// Warn when the restored server, once promoted, would archive into the --archive-dir that
@@ -390,26 +418,32 @@ fn standby_end_check(c: &checks::Checked) -> Option<String> {
     })
 }
 
-/// The server user runs restore_command: warn when it could not execute our binary.
-fn warn_unreachable(exe: &Path, owner: (u32, u32), warnings: &mut Vec<String>) {
-    use std::os::unix::fs::MetadataExt;
-    let mut p = Some(exe);
-    while let Some(cur) = p {
-        if let Ok(m) = std::fs::metadata(cur) {
-            let ok = m.uid() == owner.0 || (m.gid() == owner.1 && m.mode() & 0o010 != 0) || m.mode() & 0o001 != 0;
-            if !ok {
-                warnings.push(format!(
-                    "the server runs restore_command as uid {}, which cannot reach {} ({} is mode {:o}): install pg-backup-hooks where that user can run it (e.g. /usr/local/bin)",
-                    owner.0,
-                    exe.display(),
-                    cur.display(),
-                    m.mode() & 0o7777
-                ));
-                return;
-            }
+/// The server user runs restore_command: refuse when it could not run `program` or read
+/// the archive directory `dir` (recovery would then be certain to fail).
+fn require_reachable(program: &Path, dir: &Path, owner: (u32, u32)) -> Result<()> {
+    use nix::unistd::AccessFlags;
+    let checks = [
+        (program, AccessFlags::X_OK, "run restore_command's program", "install pg-backup-hooks where that user can run it (e.g. /usr/bin or /usr/local/bin)"),
+        (dir, AccessFlags::R_OK | AccessFlags::X_OK, "read the --archive-dir", "give that user read access to it (e.g. chgrp -R that user's group and chmod g+rx), or copy the archive where it can read it"),
+    ];
+    for (path, need, what, fix) in checks {
+        if let Some((stop, mode)) = privs::blocked_for(owner, path, need)? {
+            let at = if stop == path {
+                format!("it is mode {:o}", mode)
+            } else {
+                format!("{} is mode {:o}", stop.display(), mode)
+            };
+            return Err(err!(
+                "the server runs restore_command as {}, who cannot {} {} ({}): {}",
+                privs::user_name(owner.0),
+                what,
+                path.display(),
+                at,
+                fix
+            ));
         }
-        p = cur.parent();
     }
+    Ok(())
 }
 
 /// Make the changes. Returns the paths written (files already in place are skipped).
@@ -438,12 +472,14 @@ mod tests {
     use crate::sidecar;
 
     fn options(copy: &Copy) -> Options {
+        let arch = copy.sidecar.parent().unwrap().join("archive");
+        wal_proof::fixture::archive(&arch, checks::fixture::SYSID, &[9]);
         Options {
             backup_id: ID.into(),
             sidecar_dirs: vec![copy.sidecar.clone()],
             pgdata: copy.pgdata.clone(),
             node: None,
-            source: WalSource::Command("cp /archive/%f %p".into()),
+            source: WalSource::Command(format!("cp {}/%f %p", arch.display())),
             target: None,
             target_action: TargetAction::Promote,
             tablespace_map: Vec::new(),
@@ -483,7 +519,9 @@ mod tests {
         assert_eq!(snapshot(copy.pgdata()), before);
         let firsts: Vec<&str> = plan.checks.iter().map(|c| c.split(' ').next().unwrap()).collect();
         let data = copy.pgdata.display().to_string();
-        assert_eq!(firsts, [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the"]);
+        let want =
+            [data.as_str(), "no", "global/pg_control", "sidecar", "major", "system", "the", "restore_command", "the"];
+        assert_eq!(firsts, want);
         let written: Vec<PathBuf> =
             plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
         let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];

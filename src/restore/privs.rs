@@ -8,7 +8,10 @@
 //! so a link the owner planted can never make root write or delete where the owner could
 //! not. Everything is restored when the closure returns.
 
-use nix::unistd::{geteuid, getgroups, setfsgid, setfsuid, setgroups, Gid, Uid};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::AtFlags;
+use nix::unistd::{faccessat, geteuid, getgroups, setfsgid, setfsuid, setgroups, AccessFlags, Gid, Uid};
 
 use crate::error::Result;
 
@@ -45,6 +48,36 @@ pub fn as_owner<T>(owner: (u32, u32), f: impl FnOnce() -> Result<T>) -> Result<T
         ));
     }
     f()
+}
+
+/// Where `owner` (uid, gid) is stopped from using `path` with `need` (read, execute...): the
+/// first directory on the way it cannot search, or the path itself, with its mode; None when
+/// it can. Checked by the kernel with the owner's rights (faccessat with AT_EACCESS under
+/// [`as_owner`]), so groups, ACLs and modes count as they will for the server.
+pub fn blocked_for(owner: (u32, u32), path: &Path, need: AccessFlags) -> Result<Option<(PathBuf, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.mode() & 0o7777).unwrap_or(0);
+    as_owner(owner, || {
+        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).collect();
+        ancestors.reverse();
+        for a in ancestors {
+            if faccessat(None, a, AccessFlags::X_OK, AtFlags::AT_EACCESS).is_err() {
+                return Ok(Some((a.to_path_buf(), mode(a))));
+            }
+        }
+        if faccessat(None, path, need, AtFlags::AT_EACCESS).is_err() {
+            return Ok(Some((path.to_path_buf(), mode(path))));
+        }
+        Ok(None)
+    })
+}
+
+/// "user NAME (uid N)", or "uid N" when the user has no name.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("user {} (uid {})", u.name, uid),
+        _ => format!("uid {}", uid),
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +154,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         as_owner(me, || fs::write(d.path().join("f"), b"x").map_err(io)).unwrap();
         assert_eq!(fs::metadata(d.path().join("f")).unwrap().uid(), me.0);
+    }
+
+    #[test]
+    fn blocked_for_names_the_directory_the_owner_cannot_search() {
+        if !geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let closed = d.path().join("closed");
+        let prog = closed.join("prog");
+        fs::create_dir(&closed).unwrap();
+        fs::write(&prog, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = (65534, 65534);
+        assert_eq!(blocked_for(nobody, &prog, AccessFlags::X_OK).unwrap(), Some((closed.clone(), 0o700)));
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(blocked_for(nobody, &prog, AccessFlags::X_OK).unwrap(), None);
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o744)).unwrap();
+        assert_eq!(blocked_for(nobody, &prog, AccessFlags::X_OK).unwrap(), Some((prog.clone(), 0o744)));
+        // Root itself is back: it can still write there.
+        fs::write(closed.join("f"), "x").unwrap();
     }
 }

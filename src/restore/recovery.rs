@@ -118,6 +118,16 @@ pub fn parse_target(spec: Option<&str>, m: &Manifest) -> Result<Target> {
     Ok(t)
 }
 
+/// The targets a backup offers, for a message about a --target it does not: the words that
+/// name its own points (its end, its restore point) and the forms that take a value.
+pub fn offered_targets(m: &Manifest) -> String {
+    let rp = match &m.restore_point {
+        Some(rp) => format!("restore-point (its restore point {:?})", rp.name),
+        None => "no restore point".to_string(),
+    };
+    format!("latest, backup-end, {}; or time:TS, lsn:LSN, xid:XID, name:NAME of a restore point made later", rp)
+}
+
 /// Quote for /bin/sh: `'...'` with ' written as '\''.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:=,@".contains(&b)) {
@@ -215,16 +225,8 @@ pub fn settings(
     s
 }
 
-/// One file to write.
-#[derive(Clone, Debug)]
-pub struct FileWrite {
-    pub path: PathBuf,
-    pub data: Vec<u8>,
-    pub what: String,
-    /// Mode and owner (uid, gid) to keep; None: 0600 and the data directory's owner.
-    /// (pg_control keeps its own, whose mode may be 0640.)
-    pub keep: Option<(u32, (u32, u32))>,
-}
+/// One file to write (defined beside the code that writes it; recovery only plans).
+pub use crate::restore::install::FileWrite;
 
 pub struct RecoveryPlan {
     /// In the order they must be written (the signal or recovery.conf last).

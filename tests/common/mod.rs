@@ -54,6 +54,16 @@ const PG_ENV_VARS: &[&str] = &[
     "PGTZ",
 ];
 
+/// Says that the running test is skipped, and why, where a reader of `cargo test` sees it:
+/// straight to the process's stderr, past libtest's capture (which hides what a passing test
+/// printed, so a skipped test would show as a plain `ok`). Names the test (libtest names each
+/// test's thread after it).
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let test = thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
 /// Directory holding the PostgreSQL server binaries: `$PGBH_PG_BINDIR`,
 /// else `/usr/lib/postgresql/15/bin`.
 pub fn bindir() -> PathBuf {

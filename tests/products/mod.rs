@@ -24,7 +24,9 @@ pub fn available(product: &str, programs: &[&str], require_var: &str, installer:
     if std::env::var_os(require_var).is_some() {
         panic!("{require_var} is set but {product} is not installed (missing {missing:?}): run {installer}");
     }
-    eprintln!("SKIPPED: {product} is not installed (missing {missing:?}); run {installer}, set {require_var}=1 to make this a failure");
+    common::skip(&format!(
+        "{product} is not installed (missing {missing:?}); run {installer}, set {require_var}=1 to make this a failure"
+    ));
     false
 }
 
