@@ -268,8 +268,17 @@ Messages {{
     fn restart_director(&mut self, faketime: Option<&str>) {
         let at = self.daemons.iter().position(|(n, _)| n == "bacula-dir").expect("the director runs");
         let (_, mut child) = self.daemons.remove(at);
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        // faketime runs the director as its child: stop the director by the pid it wrote.
+        let mut pids = vec![child.id() as i32];
+        for e in fs::read_dir(self.root.join("dir")).expect("the director's directory").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("bacula-dir.") && name.ends_with(".pid") {
+                pids.extend(fs::read_to_string(e.path()).ok().and_then(|p| p.trim().parse::<i32>().ok()));
+            }
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
         let _ = child.wait();
         let port = self.dir_port;
         common::wait_until(Duration::from_secs(30), "the director to stop listening", || {
@@ -859,8 +868,10 @@ struct Final {
 }
 
 fn final_state(pg: &Cluster) -> Final {
-    let f =
-        Final { sums: tpcb_sums(pg), markers: pg.query_scalar("select string_agg(job, ',' order by job) from marker") };
+    let f = Final {
+        sums: tpcb_sums(pg),
+        markers: pg.query_scalar("select coalesce(string_agg(job, ',' order by job), '') from marker"),
+    };
     assert_ne!(f.sums.4, "0", "pgbench committed nothing");
     roundtrip::switch_and_wait(pg);
     pg.stop("fast");
@@ -917,7 +928,7 @@ fn recovers_whole(t: &Tool, id: &str, pg: &Cluster, want: &Final) {
     let (a, b, tl, d, _) = &sums;
     assert!(a == b && b == tl && tl == d, "TPC-B invariant broken after the restore of {}: {:?}", id, sums);
     assert_eq!(sums, want.sums, "the restore of {} lost committed transactions", id);
-    assert_eq!(pg.query_scalar("select string_agg(job, ',' order by job) from marker"), want.markers);
+    assert_eq!(pg.query_scalar("select coalesce(string_agg(job, ',' order by job), '') from marker"), want.markers);
     amcheck_clean(pg);
     pg.stop("fast");
     let out =
@@ -1045,14 +1056,44 @@ fn bacula_an_incremental_that_missed_changes_because_the_director_clock_was_ahea
     products::write_env(&env_file, &t.sidecar, &t.run_dir, &format!("default={}", pg.conninfo()));
     let mut bacula = Bacula::start(dir.path(), &chain_resources(&env_file, &pg.datadir));
 
-    // The Full runs with the director's clock 74 s ahead: its recorded StartTime is in the
-    // future, so the Incremental right after (the director's clock right again) saves only
-    // what changed after that time, which is nothing pgbench changed in between.
-    bacula.restart_director(Some("+74s"));
+    // The Full runs with the director's clock 30 s ahead: its recorded StartTime is in the
+    // future, and the next Incremental (the director's clock right again) saves only files
+    // changed after it. `vf` is changed and checkpointed inside that window and never again:
+    // the Incremental misses it, while pg_control (the Incremental's own checkpoint) and the
+    // files pgbench keeps changing are saved.
+    bacula.restart_director(Some("+30s"));
     let full = bacula.run_level("chain", "Full");
+    let ahead = bacula
+        .sql(&format!("select strftime('%s', StartTime) - strftime('%s', 'now') from Job where JobId = {}", full));
+    assert!(
+        ahead.parse::<i64>().is_ok_and(|s| s > 10),
+        "the Full's StartTime should be ahead of the clock: {} s",
+        ahead
+    );
     bacula.restart_director(None);
-    std::thread::sleep(Duration::from_secs(3));
+    pg.execute("update vf set pad = 'changed in the window'; checkpoint");
+    let ahead: i64 = ahead.parse().unwrap_or(0);
+    assert!(
+        bacula
+            .sql(&format!("select strftime('%s', StartTime) - strftime('%s', 'now') from Job where JobId = {}", full))
+            .parse::<i64>()
+            .is_ok_and(|s| s > 0),
+        "vf was changed after the window"
+    );
+    std::thread::sleep(Duration::from_secs(ahead as u64 + 2));
     let inc = bacula.run_level("chain", "Incremental");
+    let behind =
+        bacula.sql(&format!("select strftime('%s', 'now') - strftime('%s', StartTime) from Job where JobId = {}", inc));
+    assert!(
+        behind.parse::<i64>().is_ok_and(|s| s.abs() < 30),
+        "the Incremental ran with the director's clock right: {} s",
+        behind
+    );
+    eprintln!(
+        "the Incremental saved {} files:\n{}",
+        bacula.sql(&format!("select JobFiles from Job where JobId = {}", inc)),
+        bacula.job_log(inc).lines().filter(|l| l.contains("since")).collect::<Vec<_>>().join("\n")
+    );
     let id = bacula.unique_name(inc);
     stop_load(load);
     final_state(&pg);
