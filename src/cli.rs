@@ -103,6 +103,12 @@ pub struct PreArgs {
     /// Ask for an immediate checkpoint instead of a spread one
     #[arg(long, env = "PGBH_FAST", value_parser = BoolishValueParser::new())]
     pub fast: bool,
+    /// Fail unless every node's files can be listed at start and stop (the inventory restore-prep proves a copy against): needed for non-full levels
+    #[arg(long, env = "PGBH_REQUIRE_INVENTORY", value_parser = BoolishValueParser::new())]
+    pub require_inventory: bool,
+    /// Take no inventory (for benchmarks only: a copy of such a backup cannot be verified)
+    #[arg(long, env = "PGBH_NO_INVENTORY", value_parser = BoolishValueParser::new(), hide = true)]
+    pub no_inventory: bool,
     /// Give up if the backup has not started on every node within this many seconds
     #[arg(long, env = "PGBH_START_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 900)]
     pub start_timeout: u64,

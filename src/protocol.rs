@@ -117,6 +117,41 @@ pub struct NodeStatus {
     pub health: String,
     pub failed: bool,
     pub stop: Option<StopResult>,
+    /// The node's inventories (absent from helpers of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryStatus>,
+}
+
+/// Where a node's inventories come from and what the helper keeps of them in the run dir
+/// (the files themselves never cross the socket: they are large).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct InventoryStatus {
+    /// None: no source (then `note` says why).
+    pub source: Option<crate::inventory::Source>,
+    /// Why there is no inventory (or only one of the two).
+    pub note: Option<String>,
+    pub start: Option<InventoryFile>,
+    pub stop: Option<InventoryFile>,
+}
+
+/// Where a node's inventory comes from and how many entries it has, for pre, post and status.
+pub fn describe_inventory(inv: Option<&InventoryStatus>) -> String {
+    let Some(inv) = inv else { return "inventory: unknown (a helper of an older build)".into() };
+    let count = |f: &Option<InventoryFile>, what: &str| {
+        f.as_ref().map(|f| format!(", {} entries at {}", f.entries, what)).unwrap_or_default()
+    };
+    match inv.source {
+        Some(s) => format!("inventory source {}{}{}", s, count(&inv.start, "start"), count(&inv.stop, "stop")),
+        None => format!("inventory source none: {}", inv.note.as_deref().unwrap_or("no inventory was taken")),
+    }
+}
+
+/// One inventory in the run dir, as the helper wrote it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InventoryFile {
+    pub sha256: String,
+    pub size: u64,
+    pub entries: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

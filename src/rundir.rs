@@ -2,7 +2,9 @@
 //!
 //! Layout, per backup id: `ID.lock` (held by the live helper), `ID.sock` (its socket),
 //! `ID.log` (its log), and after the helper ends one marker: `ID.done` (post stored the
-//! sidecar), `ID.aborted` or `ID.failed` (with the reason inside).
+//! sidecar), `ID.aborted` or `ID.failed` (with the reason inside). `ID.inventory/` (0700)
+//! holds the helper's inventories, `NODE.start.zst` and `NODE.stop.zst` (0600), from the
+//! start until post has stored them in the sidecar.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -141,6 +143,39 @@ impl RunDir {
 
     pub fn log(&self, id: &str) -> PathBuf {
         self.path(id, "log")
+    }
+
+    /// Where the helper keeps this backup's inventories.
+    pub fn inventory_dir(&self, id: &str) -> PathBuf {
+        self.path(id, "inventory")
+    }
+
+    /// One node's inventory: `which` is "start" or "stop".
+    pub fn inventory_file(&self, id: &str, node: &str, which: &str) -> PathBuf {
+        self.inventory_dir(id).join(format!("{}.{}.zst", node, which))
+    }
+
+    /// A fresh, empty inventory directory (0700): what an earlier run of the id left there
+    /// is removed first (a link at its name is removed, never followed).
+    pub fn create_inventory_dir(&self, id: &str) -> Result<PathBuf> {
+        self.remove_inventory_dir(id);
+        let d = self.inventory_dir(id);
+        crate::fsutil::create_dir_mode(&d, 0o700)?;
+        Ok(d)
+    }
+
+    /// Forget this backup's inventories (after post stored them, or when the backup ended).
+    pub fn remove_inventory_dir(&self, id: &str) {
+        let d = self.inventory_dir(id);
+        match fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir_all(&d);
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(&d);
+            }
+            Err(_) => {}
+        }
     }
 
     /// Try to take the per-id lock. Ok(None) when another live process holds it.

@@ -140,6 +140,14 @@ pub struct NodeFiles {
     pub spcmapfile: String,
 }
 
+/// A node's file beyond the labels (its inventories), stored as given.
+pub struct ExtraFile {
+    pub node: String,
+    /// The file's name in the node's directory, e.g. [`INVENTORY_START_FILE`].
+    pub name: &'static str,
+    pub data: Vec<u8>,
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{:02x}", b)).collect()
 }
@@ -277,6 +285,11 @@ pub fn check_writable(sidecar: &Path, id: &str) -> Result<()> {
 /// Write the sidecar for one directory, atomically. Refuses to replace a complete one
 /// (returns Ok(false) when a complete one is already there).
 pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result<bool> {
+    write_with(sidecar, manifest, files, &[])
+}
+
+/// [`write`], with the nodes' other files (their inventories) in the same atomic sidecar.
+pub fn write_with(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles], extra: &[ExtraFile]) -> Result<bool> {
     check_dir_trusted(sidecar)?;
     let id = &manifest.backup_id;
     let target = backup_dir(sidecar, id);
@@ -293,6 +306,9 @@ pub fn write(sidecar: &Path, manifest: &Manifest, files: &[NodeFiles]) -> Result
             fsutil::create_dir_mode(&nd, 0o700)?;
             fsutil::write_new_nofollow(&nd.join(LABEL_FILE), f.labelfile.as_bytes(), 0o600)?;
             fsutil::write_new_nofollow(&nd.join(SPCMAP_FILE), f.spcmapfile.as_bytes(), 0o600)?;
+            for x in extra.iter().filter(|x| x.node == f.name) {
+                fsutil::write_new_nofollow(&nd.join(x.name), &x.data, 0o600)?;
+            }
             fsutil::fsync_dir(&nd)?;
         }
         let json = serde_json::to_vec_pretty(manifest).context(|| "cannot encode manifest")?;
@@ -388,10 +404,22 @@ pub fn verify(sidecar: &Path, id: &str) -> Result<(Manifest, Vec<Problem>)> {
         manifest_problems(&m, id).into_iter().map(|kind| Problem { node: None, kind }).collect();
     for n in &m.nodes {
         let node_dir = dir.join(&n.name);
-        let kinds = [LABEL_FILE, SPCMAP_FILE].into_iter().flat_map(|f| node_file_problems(&node_dir, n, f, id));
+        let kinds = [LABEL_FILE, SPCMAP_FILE]
+            .into_iter()
+            .chain(inventory_files(n))
+            .flat_map(|f| node_file_problems(&node_dir, n, f, id));
         problems.extend(kinds.map(|kind| Problem { node: Some(n.name.clone()), kind }));
     }
     Ok((m, problems))
+}
+
+/// The inventory files a node's entry promises: both when it names a source, else those it
+/// has checksums for.
+fn inventory_files(n: &NodeEntry) -> Vec<&'static str> {
+    [INVENTORY_START_FILE, INVENTORY_STOP_FILE]
+        .into_iter()
+        .filter(|f| n.inventory_source.is_some() || n.files.contains_key(*f))
+        .collect()
 }
 
 /// What is wrong with the manifest itself.

@@ -26,6 +26,7 @@ mod exclude;
 mod faults;
 mod harness;
 mod hooks;
+mod inventory;
 mod label_archive;
 mod list;
 mod restore;

@@ -6,9 +6,10 @@ use crate::cli::PostArgs;
 use crate::error::{exit, Error, Result};
 use crate::helper::client::{self, NoHelper};
 use crate::ids;
+use crate::protocol::NodeStatus;
 use crate::protocol::{BackupStatus, Reply, Request};
 use crate::rundir::{Marker, RunDir};
-use crate::sidecar::{self, Manifest, NodeEntry, NodeFiles, Status};
+use crate::sidecar::{self, ExtraFile, Manifest, NodeEntry, NodeFiles, Status};
 
 pub fn run(a: PostArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
@@ -96,12 +97,72 @@ pub fn manifest(backup: &BackupStatus, status: Status) -> Result<(Manifest, Vec<
     Ok((m, files))
 }
 
+/// Read each node's two inventories from the run dir (checked against the sha256 the helper
+/// reported) into the files to store, and note in the manifest where they came from, or why
+/// a node has none. A node without them is said once, plainly: its copy cannot be verified.
+fn attach_inventories(run: &RunDir, backup: &BackupStatus, m: &mut Manifest) -> Vec<ExtraFile> {
+    let mut extra = Vec::new();
+    for (n, entry) in backup.nodes.iter().zip(m.nodes.iter_mut()) {
+        match read_inventories(run, &backup.backup_id, n) {
+            Ok((source, files)) => {
+                for (name, data) in files {
+                    entry.files.insert(name.to_string(), sidecar::file_entry(&data));
+                    extra.push(ExtraFile { node: n.name.clone(), name, data });
+                }
+                entry.inventory_source = Some(source);
+                println!("node {}: {}", n.name, crate::protocol::describe_inventory(n.inventory.as_ref()));
+            }
+            Err(why) => {
+                eprintln!("pg-backup-hooks: warning: node {}: {}", n.name, why);
+                entry.inventory_note = Some(why);
+            }
+        }
+    }
+    extra
+}
+
+/// A node's files for the sidecar: (name in its directory, content).
+type StoredFiles = Vec<(&'static str, Vec<u8>)>;
+
+/// One node's start and stop inventories as the helper wrote them; Err: why there are none.
+fn read_inventories(
+    run: &RunDir,
+    id: &str,
+    n: &NodeStatus,
+) -> std::result::Result<(crate::inventory::Source, StoredFiles), String> {
+    let Some(inv) = n.inventory.as_ref() else {
+        return Err("no inventory: the helper that took this backup is of an older build".into());
+    };
+    let (Some(source), Some(start), Some(stop)) = (inv.source, &inv.start, &inv.stop) else {
+        return Err(inv.note.clone().unwrap_or_else(|| "no inventory was taken".into()));
+    };
+    let mut out = Vec::new();
+    for (name, which, want) in
+        [(sidecar::INVENTORY_START_FILE, "start", start), (sidecar::INVENTORY_STOP_FILE, "stop", stop)]
+    {
+        let p = run.inventory_file(id, &n.name, which);
+        let data = std::fs::read(&p).map_err(|e| {
+            format!("cannot read the {} inventory {} ({}): this copy's files cannot be verified", which, p.display(), e)
+        })?;
+        if sidecar::sha256_hex(&data) != want.sha256 {
+            return Err(format!(
+                "the {} inventory {} is not the one the helper wrote (changed since): this copy's files cannot be verified",
+                which,
+                p.display()
+            ));
+        }
+        out.push((name, data));
+    }
+    Ok((source, out))
+}
+
 /// Write the sidecar into every directory; once the WAL is archived too, mark the backup
 /// stored and release the helper.
 fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message: Option<String>) -> Result<i32> {
     let status = if archived { Status::Complete } else { Status::ArchivePending };
-    let (m, files) = manifest(backup, status)?;
-    write_everywhere(id, &backup.sidecar_dirs, &m, &files)?;
+    let (mut m, files) = manifest(backup, status)?;
+    let extra = attach_inventories(run, backup, &mut m);
+    write_everywhere(id, &backup.sidecar_dirs, &m, &files, &extra)?;
     print_summary(&m);
     if !archived {
         return Err(Error::with_code(
@@ -115,6 +176,7 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     let dirs: Vec<String> =
         backup.sidecar_dirs.iter().map(|d| sidecar::backup_dir(d, id).display().to_string()).collect();
     run.set_marker(id, &Marker::Done(format!("stored in {}", dirs.join(", "))))?;
+    run.remove_inventory_dir(id);
     release_helper(run, id);
     println!("backup {} is complete and restorable", id);
     Ok(exit::OK)
@@ -122,10 +184,10 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
 
 /// Write the sidecar into each directory, printing where and the manifest's sha256. If any
 /// fails, the labels go to stderr (the job log keeps them) and post fails.
-fn write_everywhere(id: &str, dirs: &[PathBuf], m: &Manifest, files: &[NodeFiles]) -> Result<()> {
+fn write_everywhere(id: &str, dirs: &[PathBuf], m: &Manifest, files: &[NodeFiles], extra: &[ExtraFile]) -> Result<()> {
     let mut errors = Vec::new();
     for dir in dirs {
-        match sidecar::write(dir, m, files) {
+        match sidecar::write_with(dir, m, files, extra) {
             Ok(true) => println!("stored {} in {}", status_word(m.status), sidecar::backup_dir(dir, id).display()),
             Ok(false) => {
                 println!("backup {} is already stored complete in {}", id, sidecar::backup_dir(dir, id).display())

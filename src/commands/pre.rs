@@ -78,6 +78,8 @@ pub fn run(a: PreArgs) -> Result<i32> {
         nodes,
         node_primaries,
         fast: a.fast,
+        require_inventory: a.require_inventory,
+        no_inventory: a.no_inventory,
         max_duration_secs: a.max_duration,
         heartbeat_secs: a.heartbeat,
         sidecar_dirs: a.sidecar_dir.iter().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())).collect(),
@@ -185,6 +187,9 @@ fn on_event(child: &mut spawn::Spawned, id: &str, ev: StartEvent) -> Option<Resu
             println!("node {}: backup started at {} (PostgreSQL {})", node, start_lsn, server_version)
         }
         StartEvent::Ready { backup } => {
+            for n in &backup.nodes {
+                println!("node {}: {}", n.name, crate::protocol::describe_inventory(n.inventory.as_ref()));
+            }
             println!(
                 "backup {} started on {} node(s); helper pid {} holds the sessions until post or abort",
                 id,

@@ -99,6 +99,9 @@ fn print_human(b: &Entry) {
         let stop = n.stop.as_ref().map(|s| format!(", stopped at {}", s.stop_lsn)).unwrap_or_default();
         let start = n.start_lsn.map(|l| l.to_string()).unwrap_or_else(|| "null".into());
         println!("  node {}: {} start {}{}; {} [{}]", n.name, n.server_version, start, stop, n.health, n.conninfo);
+        if let Some(inv) = &n.inventory {
+            println!("    {}", crate::protocol::describe_inventory(Some(inv)));
+        }
     }
 }
 

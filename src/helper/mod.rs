@@ -48,6 +48,12 @@ pub struct HelperConfig {
     pub max_duration_secs: u64,
     pub heartbeat_secs: u64,
     pub sidecar_dirs: Vec<PathBuf>,
+    /// `pre --require-inventory`: no inventory source on a node fails pre.
+    #[serde(default)]
+    pub require_inventory: bool,
+    /// Take no inventory (a hidden switch for benchmarks: PGBH_NO_INVENTORY).
+    #[serde(default)]
+    pub no_inventory: bool,
 }
 
 /// Why the helper ends.
@@ -79,11 +85,17 @@ pub struct Shared {
     pub exit: mpsc::Sender<Exit>,
     pub exiting: AtomicBool,
     pub restore_point: Mutex<RestorePoint>,
+    /// Where the inventories are kept.
+    pub run: RunDir,
+    /// Held while the stop inventories are taken (beside the archive wait).
+    pub inventory_lock: Mutex<()>,
 }
 
 impl Shared {
-    fn new(cfg: HelperConfig, nodes: Vec<Node>, exit: mpsc::Sender<Exit>) -> Shared {
+    fn new(cfg: HelperConfig, nodes: Vec<Node>, exit: mpsc::Sender<Exit>, run: RunDir) -> Shared {
         Shared {
+            run,
+            inventory_lock: Mutex::new(()),
             cfg,
             started_at: chrono::Utc::now().to_rfc3339(),
             started: Instant::now(),
@@ -168,7 +180,7 @@ fn run_inner(backup_id: &str, run_dir: PathBuf, rep: &mut Reporter) -> Result<()
     report_started(&nodes, rep);
 
     let (tx, rx) = mpsc::channel();
-    let shared = Arc::new(Shared::new(cfg, nodes, tx.clone()));
+    let shared = Arc::new(Shared::new(cfg, nodes, tx.clone(), run.clone()));
     log::info!("all {} node(s) started; serving {}", shared.nodes.len(), socket_path.display());
     rep.send(&StartEvent::Ready { backup: shared.status() });
     detach_stdout(&run.log(&id));
@@ -214,12 +226,14 @@ fn start_or_leave_reason(
         let _ = std::fs::remove_file(socket_path);
         let listener = server::bind(socket_path)?;
         start::start_all(cfg, &nodes)?;
+        start::inventory_all(cfg, run, &nodes, rep)?;
         Ok((nodes, listener))
     })();
     if let Err(e) = &started {
         let _ = run.set_marker(&cfg.backup_id, &Marker::Failed(format!("pre failed: {}", e.msg)));
         let _ = std::fs::remove_file(socket_path);
         let _ = std::fs::remove_file(run.path(&cfg.backup_id, "lock"));
+        run.remove_inventory_dir(&cfg.backup_id);
     }
     started
 }
@@ -294,6 +308,7 @@ fn finish(shared: &Shared, outcome: Exit, run: &RunDir, socket_path: &Path) {
         }
     }
     let _ = std::fs::remove_file(socket_path);
+    run.remove_inventory_dir(id);
     let _ = std::fs::remove_file(run.path(id, "lock"));
 }
 

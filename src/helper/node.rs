@@ -6,11 +6,13 @@ use std::time::Instant;
 use postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::inventory::source::{self, Chosen};
 use crate::pg::api::{self, ArchiveMode, ArchiverStats, ServerFacts, StopOutput};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::label::BackupLabel;
 use crate::pg::wal::{self, Lsn};
-use crate::protocol::{NodeStatus, StopResult};
+use crate::protocol::{InventoryFile, InventoryStatus, NodeStatus, StopResult};
+use crate::rundir::RunDir;
 
 use super::lock;
 
@@ -23,6 +25,8 @@ pub struct Node {
     /// For a standby: a session on its primary (`pre --node-primary`), where the backup's
     /// restore point is created and the archiving of the WAL it needs is checked.
     pub primary: Option<Primary>,
+    /// Where this node's inventories are read from (chosen right after connecting).
+    pub inventory_source: Chosen,
 }
 
 pub struct Primary {
@@ -40,6 +44,26 @@ pub struct NodeState {
     pub last_heartbeat: Option<Instant>,
     /// The backup was stopped and its label thrown away (abort).
     pub discarded: bool,
+    pub inventory: InventoryStatus,
+}
+
+/// Which of a node's two inventories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// Right after the backup started.
+    Start,
+    /// Right after it stopped.
+    Stop,
+}
+
+impl Moment {
+    /// The word in the run dir's file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Moment::Start => "start",
+            Moment::Stop => "stop",
+        }
+    }
 }
 
 /// Warnings found while checking a node; errors end the whole backup.
@@ -66,6 +90,7 @@ impl Node {
                 client: Mutex::new(client),
                 state: Mutex::new(NodeState::default()),
                 primary: None,
+                inventory_source: Chosen::None("not chosen yet".into()),
             },
             warnings,
         })
@@ -104,6 +129,66 @@ impl Node {
         let lsn = api::start_backup(&mut lock(&self.client), self.facts.version_num, label, fast)?;
         lock(&self.state).start_lsn = Some(lsn);
         Ok(lsn)
+    }
+
+    /// Choose where this node's inventories come from; `off` (a benchmark switch) chooses none.
+    pub fn choose_inventory_source(&mut self, off: bool) -> &Chosen {
+        self.inventory_source = if off {
+            Chosen::None("no inventory: turned off (PGBH_NO_INVENTORY, a switch for benchmarks)".into())
+        } else {
+            source::choose(&self.facts, &mut lock(&self.client))
+        };
+        let mut st = lock(&self.state);
+        st.inventory.source = self.inventory_source.source();
+        if let Chosen::None(why) = &self.inventory_source {
+            st.inventory.note = Some(why.clone());
+        }
+        drop(st);
+        &self.inventory_source
+    }
+
+    /// Take this node's inventory at `when` and keep it in the run dir; Ok without a source.
+    pub fn take_inventory(&self, run: &RunDir, id: &str, when: Moment) -> Result<()> {
+        if when == Moment::Stop && lock(&self.state).inventory.start.is_none() {
+            return Ok(()); // no start inventory: a stop inventory proves nothing alone
+        }
+        let t0 = Instant::now();
+        let Some(inv) = source::take(&self.inventory_source, &self.client)? else { return Ok(()) };
+        let data = inv.encode()?;
+        crate::fsutil::write_atomic(&run.inventory_file(id, &self.name, when.as_str()), &data, 0o600, None)?;
+        let file = InventoryFile {
+            sha256: crate::sidecar::sha256_hex(&data),
+            size: data.len() as u64,
+            entries: inv.entries.len() as u64,
+        };
+        log::info!(
+            "node {}: {} inventory: {} entries from {} in {:.3} s ({} bytes)",
+            self.name,
+            when.as_str(),
+            file.entries,
+            inv.source,
+            t0.elapsed().as_secs_f64(),
+            file.size
+        );
+        let mut st = lock(&self.state);
+        match when {
+            Moment::Start => st.inventory.start = Some(file),
+            Moment::Stop => st.inventory.stop = Some(file),
+        }
+        Ok(())
+    }
+
+    /// An inventory could not be taken: the node has none, and the note says why.
+    pub fn lose_inventory(&self, when: Moment, why: &str) {
+        let note = format!(
+            "the {} inventory could not be taken ({}): this copy's files cannot be verified",
+            when.as_str(),
+            why
+        );
+        log::warn!("node {}: {}", self.name, note);
+        let mut st = lock(&self.state);
+        st.inventory.source = None;
+        st.inventory.note.get_or_insert(note);
     }
 
     pub fn failure(&self) -> Option<String> {
@@ -311,6 +396,7 @@ impl Node {
             health: st.failure.clone().unwrap_or_else(|| "ok".into()),
             failed: st.failure.is_some(),
             stop: st.stop,
+            inventory: Some(st.inventory),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! All or nothing: a node that fails stops the ones that started.
 
 use crate::error::{Error, Result};
+use crate::inventory::source::Chosen;
 use crate::pg::conninfo::ConnInfo;
 use crate::protocol::StartEvent;
+use crate::rundir::RunDir;
 
-use super::node::{self, Node};
-use super::{HelperConfig, Reporter};
+use super::node::{self, Moment, Node};
+use super::{lock, HelperConfig, Reporter};
 
 /// Connect to every node in parallel and check each; all must pass.
 pub(super) fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<Node>> {
@@ -31,10 +33,74 @@ pub(super) fn connect_all(cfg: &HelperConfig, rep: &mut Reporter) -> Result<Vec<
             errors.push(format!("node {}: {}", name, e));
         }
     }
+    choose_inventory_sources(cfg, &mut nodes, &mut errors, rep);
     if !errors.is_empty() {
         return Err(err!("{}; no backup was started", errors.join("; ")));
     }
     Ok(nodes)
+}
+
+/// Choose each node's inventory source; a node without one is a warning, or an error under
+/// --require-inventory.
+fn choose_inventory_sources(cfg: &HelperConfig, nodes: &mut [Node], errors: &mut Vec<String>, rep: &mut Reporter) {
+    for n in nodes.iter_mut() {
+        let name = n.name.clone();
+        match n.choose_inventory_source(cfg.no_inventory) {
+            Chosen::None(why) if cfg.require_inventory => {
+                errors.push(format!("node {}: --require-inventory: {}", name, why));
+            }
+            Chosen::None(why) => {
+                log::warn!("node {}: {}", name, why);
+                rep.send(&StartEvent::Warning { node: name, message: why.clone() });
+            }
+            chosen => log::info!("node {}: inventory source {}", name, chosen.describe()),
+        }
+    }
+}
+
+/// Take every node's start inventory, in parallel, before pre reports ready (the copy must
+/// not begin before it). A node whose listing fails has no inventory; under
+/// --require-inventory that fails pre, and every node's backup is discarded.
+pub(super) fn inventory_all(cfg: &HelperConfig, run: &RunDir, nodes: &[Node], rep: &mut Reporter) -> Result<()> {
+    if nodes.iter().all(|n| n.inventory_source.source().is_none()) {
+        return Ok(());
+    }
+    run.create_inventory_dir(&cfg.backup_id)?;
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    let r = n.take_inventory(run, &cfg.backup_id, Moment::Start);
+                    r.err().map(|e| {
+                        n.lose_inventory(Moment::Start, &e.msg);
+                        format!("node {}: the start inventory could not be taken: {}", n.name, e.msg)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap_or(Some("internal error: inventory thread panicked".into())))
+            .collect()
+    });
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if !cfg.require_inventory {
+        for n in nodes {
+            if let (Some(note), true) = (lock(&n.state).inventory.note.clone(), n.inventory_source.source().is_some()) {
+                rep.send(&StartEvent::Warning { node: n.name.clone(), message: note });
+            }
+        }
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        for n in nodes {
+            s.spawn(move || n.discard());
+        }
+    });
+    Err(err!("{}; --require-inventory: every node's backup was stopped and discarded", errors.join("; ")))
 }
 
 /// Connect to and check each node, one thread per node; (name, outcome) in the given order.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::protocol::{Phase, Reply};
 
 use super::archive_wait::{describe_archiver, wait_archived};
+use super::node::Moment;
 use super::{lock, Exit, Shared};
 
 /// `Stop`: stop every node (the first time), then wait for archiving and send `Stopped`.
@@ -30,6 +31,8 @@ pub(super) fn stop(sh: &Arc<Shared>, archive_timeout: Duration, send: &mut dyn F
     // must not queue behind it.
     drop(guard);
     let archived = wait_archived(sh, archive_timeout, send);
+    // The stop inventories, taken during the wait, are complete before post hears "stopped".
+    drop(lock(&sh.inventory_lock));
     let message = (!archived).then(|| stalled_message(sh, archive_timeout));
     send(&Reply::Stopped { backup: sh.status(), archived, message });
 }
@@ -56,9 +59,33 @@ fn stop_nodes(sh: &Arc<Shared>, send: &mut dyn FnMut(&Reply)) -> bool {
         sh.request_exit(Exit::Failed(why));
         return false;
     }
+    stop_inventories(sh);
     sh.set_phase(Phase::Stopped);
     super::restore_point::create(sh);
     true
+}
+
+/// Take every node's stop inventory, in parallel, in a thread of their own that runs beside
+/// the restore point and the archive wait; it holds `inventory_lock` until done (taken
+/// before this returns, so that whoever waits for the lock waits for the inventories).
+fn stop_inventories(sh: &Arc<Shared>) {
+    let (taken, locked) = std::sync::mpsc::channel();
+    let sh = sh.clone();
+    std::thread::spawn(move || {
+        let _held = lock(&sh.inventory_lock);
+        let _ = taken.send(());
+        std::thread::scope(|s| {
+            for n in &sh.nodes {
+                let sh = &sh;
+                s.spawn(move || {
+                    if let Err(e) = n.take_inventory(&sh.run, &sh.cfg.backup_id, Moment::Stop) {
+                        n.lose_inventory(Moment::Stop, &e.msg);
+                    }
+                });
+            }
+        });
+    });
+    let _ = locked.recv();
 }
 
 /// Why the archive wait gave up: which node still waits for which files.

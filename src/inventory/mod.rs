@@ -11,6 +11,8 @@
 //! Paths are relative to the data directory, `/`-separated; a tablespace's files are under
 //! `pg_tblspc/<oid>/`, as the server reaches them through its link.
 
+pub mod source;
+pub mod sql;
 pub mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
