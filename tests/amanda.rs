@@ -266,18 +266,28 @@ impl Amanda {
     /// The newest dump of DISK, extracted as root (owners kept) into `dest`: amfetchdump
     /// writes the image to a pipe, GNU tar unpacks it.
     fn fetch(&self, disk: &str, dest: &Path) {
+        self.fetch_dump(&format!("'{}'", disk), dest)
+    }
+
+    /// The dump of DISK made by the run with datestamp `date` at `level`, extracted over what
+    /// `dest` holds (plain `tar -x`: nothing is deleted).
+    fn fetch_level(&self, disk: &str, date: &str, level: u32, dest: &Path) {
+        self.fetch_dump(&format!("'{}' '{}' '{}'", disk, date, level), dest)
+    }
+
+    fn fetch_dump(&self, spec: &str, dest: &Path) {
         fs::create_dir_all(dest).expect("mkdir restore dir");
         let script = format!(
-            "set -o pipefail; runuser -u {AMANDA_USER} -- /usr/sbin/amfetchdump -a -p '{}' localhost '{}' | tar --same-owner -xpf - -C '{}'",
+            "set -o pipefail; runuser -u {AMANDA_USER} -- /usr/sbin/amfetchdump -a -p '{}' localhost {} | tar --same-owner -xpf - -C '{}'",
             self.name,
-            disk,
+            spec,
             dest.display()
         );
         let (code, out) = products::run_limited(
             Command::new("bash").arg("-c").arg(script).current_dir("/"),
             Duration::from_secs(300),
         );
-        assert_eq!(code, 0, "amfetchdump of {} failed:\n{}", disk, out);
+        assert_eq!(code, 0, "amfetchdump of {} failed:\n{}", spec, out);
     }
 
     /// What the client-side program `prog` (amgtar, sendbackup, ...) wrote to its debug logs
@@ -323,7 +333,7 @@ fn write_config(files: &SystemFiles, root: &Path, datadir: &Path, client_port: u
     fs::write(conf_dir.join("amanda-client.conf"), format!("amandates \"{}/amandates\"\n", root.display()))
         .expect("amanda-client.conf");
     let disklist = format!(
-        "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost killed {data} pgdata-slow\nlocalhost sidecar {side} sidecar\n",
+        "localhost datadir {data} pgdata\nlocalhost latefail {data} pgdata-late\nlocalhost killed {data} pgdata-slow\nlocalhost incr {data} pgdata-inc\nlocalhost sidecar {side} sidecar\n",
         data = datadir.display(),
         side = root.join("sidecar").display()
     );
@@ -408,6 +418,13 @@ define dumptype pgdata-late {{
 define dumptype pgdata-slow {{
     pgdata
     script "slow"
+}}
+# Levels above 0: amgtar's incrementals need the state files `record yes` keeps.
+define dumptype pgdata-inc {{
+    pgdata
+    strategy standard
+    dumpcycle 7
+    record yes
 }}
 define dumptype sidecar {{
     base
@@ -570,4 +587,96 @@ fn amanda_failing_pre_fails_the_dump_and_a_failed_dump_leaves_nothing_held() {
         amanda.ids_in(&amanda.hook_sidecar).iter().any(|i| i.starts_with(&format!("amanda.{}.killed.", amanda.name))),
         "the next run stores its own backup"
     );
+}
+
+/// `amadmin CONFIG force|force-level-1 localhost DISK`: the next run dumps DISK at level 0 or 1.
+fn amadmin_force(amanda: &Amanda, what: &str, disk: &str) {
+    let (code, out) = products::run_limited(
+        Command::new("runuser")
+            .args(["-u", AMANDA_USER, "--", "/usr/sbin/amadmin", &amanda.name, what, "localhost", disk])
+            .current_dir("/"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "amadmin {} failed:\n{}", what, out);
+}
+
+/// One amdump run of DLE `incr` at `level` (forced), with its backup id and datestamp.
+fn dump_incr_at(amanda: &Amanda, level: u32) -> (String, String) {
+    amadmin_force(amanda, if level == 0 { "force" } else { "force-level-1" }, "incr");
+    let before = amanda.ids_in(&amanda.hook_sidecar);
+    let t0 = std::time::Instant::now();
+    let (code, out) = amanda.amdump("incr");
+    assert_eq!(code, 0, "amdump of level {} failed:\n{}\n{}", level, out, amanda.trace_log());
+    let ids = amanda.ids_in(&amanda.hook_sidecar);
+    let id = ids.into_iter().find(|i| !before.contains(i)).expect("the run stored a backup");
+    let date = id.rsplit('.').nth(1).expect("the datestamp in the id").to_string();
+    let log = amanda.trace_log();
+    assert!(
+        log.lines().any(|l| l.starts_with(&format!("SUCCESS dumper localhost incr {} {} ", date, level))),
+        "run {} did not dump at level {}:\n{}",
+        date,
+        level,
+        log
+    );
+    eprintln!("amanda level {} ({}) in {:?}", level, id, t0.elapsed());
+    (id, date)
+}
+
+#[test]
+fn amanda_level_0_plus_level_1_restores_and_level_1_over_an_older_level_0_is_refused() {
+    if !amanda_available() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let amanda = Amanda::new(&dir, &format!("default={}", pg.conninfo()), &pg.datadir);
+
+    // Run A: level 0. Then a table nothing touches again; run B: level 0; run C: level 1 on B.
+    let inserter = Inserter::start(&pg);
+    let (_, date_a) = dump_incr_at(&amanda, 0);
+    pg.execute("create table between_runs(id int); insert into between_runs select generate_series(1, 1000)");
+    let (_, date_b) = dump_incr_at(&amanda, 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let (id_c, date_c) = dump_incr_at(&amanda, 1);
+    let committed = inserter.finish();
+    let expected: Expected = products::archive_all_and_destroy(&pg, &committed);
+
+    // Level 1 of run C over the level 0 of run A: the copy lacks the table made between A and
+    // B (and holds older files): refused, nothing changed.
+    amanda.fetch_level("incr", &date_a, 0, &pg.datadir);
+    amanda.fetch_level("incr", &date_c, 1, &pg.datadir);
+    common::chown_to_server_user(&pg.datadir);
+    let before = crate::label_archive::tree(&pg.datadir);
+    let (sidecar, pgdata, archive) = (
+        amanda.hook_sidecar.display().to_string(),
+        pg.datadir.display().to_string(),
+        pg.archive_dir.display().to_string(),
+    );
+    let r = t.run(&[
+        "restore-prep",
+        "--backup-id",
+        &id_c,
+        "--sidecar-dir",
+        &sidecar,
+        "--pgdata",
+        &pgdata,
+        "--archive-dir",
+        &archive,
+        "--archive-mode",
+        "off",
+    ]);
+    assert_eq!(r.code, 1, "level 1 over an older level 0 must be refused:\n{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line:\n{}", r.stderr);
+    assert!(r.stderr.contains("missing") || r.stderr.contains("older"), "{}", r.stderr);
+    assert_eq!(crate::label_archive::tree(&pg.datadir), before, "a refusal changes nothing");
+
+    // Level 0 of run B, then level 1 of run C, in order: restores every committed row.
+    fs::remove_dir_all(&pg.datadir).expect("removing the refused copy");
+    amanda.fetch_level("incr", &date_b, 0, &pg.datadir);
+    amanda.fetch_level("incr", &date_c, 1, &pg.datadir);
+    products::prepare_start_and_check(&t, &pg, &id_c, &amanda.hook_sidecar, &expected);
+    assert_eq!(pg.query_scalar("select count(*) from between_runs"), "1000");
+    eprintln!("amanda levels test: {:?}", started.elapsed());
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::common::tool::Tool;
-use crate::common::{Cluster, TestDir};
+use crate::common::{roundtrip, Cluster, ClusterOpts, TestDir};
+use crate::label_archive::{amcheck_clean, pgbench, tpcb_sums, tree};
 use crate::products;
 use crate::products::Inserter;
 
@@ -46,6 +47,7 @@ struct Bacula {
     bconsole_conf: PathBuf,
     catalog: PathBuf,
     daemons: Vec<(String, Child)>,
+    dir_port: u16,
 }
 
 impl Drop for Bacula {
@@ -225,8 +227,13 @@ Messages {{
         for (name, text) in &files {
             fs::write(root.join(name), text).expect("writing a bacula config");
         }
-        let mut b =
-            Bacula { bconsole_conf: root.join("bconsole.conf"), catalog, root: root.clone(), daemons: Vec::new() };
+        let mut b = Bacula {
+            bconsole_conf: root.join("bconsole.conf"),
+            catalog,
+            root: root.clone(),
+            daemons: Vec::new(),
+            dir_port: dport,
+        };
         for (prog, conf, port) in [
             ("bacula-sd", "bacula-sd.conf", sport),
             ("bacula-fd", "bacula-fd.conf", fport),
@@ -254,6 +261,51 @@ Messages {{
             });
         }
         b
+    }
+
+    /// Stops the director and starts it again, under `faketime -f OFFSET` when given (its
+    /// clock then runs that far ahead of the file daemon's).
+    fn restart_director(&mut self, faketime: Option<&str>) {
+        let at = self.daemons.iter().position(|(n, _)| n == "bacula-dir").expect("the director runs");
+        let (_, mut child) = self.daemons.remove(at);
+        // faketime runs the director as its child: stop the director by the pid it wrote.
+        let mut pids = vec![child.id() as i32];
+        for e in fs::read_dir(self.root.join("dir")).expect("the director's directory").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("bacula-dir.") && name.ends_with(".pid") {
+                pids.extend(fs::read_to_string(e.path()).ok().and_then(|p| p.trim().parse::<i32>().ok()));
+            }
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = child.wait();
+        let port = self.dir_port;
+        common::wait_until(Duration::from_secs(30), "the director to stop listening", || {
+            TcpStream::connect(("127.0.0.1", port)).is_err()
+        });
+        let mut cmd = match faketime {
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.arg("-f").arg(offset).arg("/usr/sbin/bacula-dir");
+                c
+            }
+            None => Command::new("/usr/sbin/bacula-dir"),
+        };
+        let log = fs::File::create(self.root.join("bacula-dir.restarted.out")).expect("daemon log");
+        let child = cmd
+            .arg("-f")
+            .arg("-c")
+            .arg(self.root.join("bacula-dir.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting bacula-dir (faketime {:?}): {}", faketime, e));
+        self.daemons.push(("bacula-dir".to_string(), child));
+        common::wait_until(Duration::from_secs(30), "the director to listen again", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Sends commands to the director with bconsole; returns what it printed.
@@ -289,7 +341,23 @@ Messages {{
 
     /// Starts a job with bconsole and returns its JobId.
     fn run_job(&self, job: &str) -> u32 {
-        let out = self.console(&format!("run job={} yes", job));
+        self.run_job_with(job, "")
+    }
+
+    /// Starts a job at a level (Full, Incremental, Differential) and waits until it ended
+    /// successfully; returns its JobId.
+    fn run_level(&self, job: &str, level: &str) -> u32 {
+        let jobid = self.run_job_with(job, &format!(" level={}", level));
+        let status = self.wait_job(jobid, Duration::from_secs(180));
+        let log = self.job_log(jobid);
+        assert_eq!(status, "T", "{} job {} failed:\n{}\n--- director log ---\n{}", level, job, log, self.dir_log());
+        let level_code = self.sql(&format!("select Level from Job where JobId = {}", jobid));
+        assert_eq!(level_code, &level[..1], "Bacula ran job {} at another level:\n{}", jobid, log);
+        jobid
+    }
+
+    fn run_job_with(&self, job: &str, options: &str) -> u32 {
+        let out = self.console(&format!("run job={}{} yes", job, options));
         out.split("JobId=")
             .nth(1)
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
@@ -335,6 +403,14 @@ Messages {{
     /// Restores everything job `jobid` saved under `where_`; returns when the restore job
     /// has ended successfully.
     fn restore(&self, jobid: u32, where_: &Path) {
+        self.restore_jobs(&[jobid], where_)
+    }
+
+    /// Restores what jobs `jobids` (a Full and the levels on it) saved, merged the way Bacula
+    /// merges a chain (the newest version of each file; with Accurate, without the files a
+    /// later level recorded as deleted).
+    fn restore_jobs(&self, jobids: &[u32], where_: &Path) {
+        let jobid = jobids.iter().map(|j| j.to_string()).collect::<Vec<_>>().join(",");
         let before = self.sql("select coalesce(max(JobId), 0) from Job");
         let out = self.console(&format!(
             "restore jobid={} client={} where={} all done yes",
@@ -712,4 +788,322 @@ fn a_failing_pre_fails_the_job_and_a_failed_job_leaves_no_backup_running() {
         });
     }
     assert!(!t.backup_dir(&id).exists(), "a cancelled job must store no sidecar");
+}
+
+// ---------------------------------------------------------------- levels (issue 21)
+
+/// Two jobs of one file set: `chain` (not Accurate) and `chain-acc` (Accurate = yes), with
+/// the hooks before (%j %l) and after; the sidecar stays where post wrote it.
+fn chain_resources(env_file: &Path, datadir: &Path) -> String {
+    let hook = hooks_dir().join("bacula").display().to_string();
+    let env = format!("/usr/bin/env PGBH_ENV_FILE={}", env_file.display());
+    let exclude_block = products::exclude_list("bacula", Some(datadir)).join("\n");
+    let job = |name: &str, accurate: &str| {
+        format!(
+            r#"
+Job {{
+  Name = "{name}"
+  Type = Backup
+  Level = Full
+  Accurate = {accurate}
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  ClientRunBeforeJob = "{env} {hook} before %j %l"
+  ClientRunAfterJob = "{env} {hook} after %j"
+  RunScript {{
+    RunsWhen = After
+    RunsOnSuccess = no
+    RunsOnFailure = yes
+    RunsOnClient = yes
+    Command = "{env} {hook} failed %j"
+  }}
+}}
+"#
+        )
+    };
+    format!(
+        "FileSet {{\n  Name = \"pgdata\"\n  Include {{\n{exclude_block}\n    Options {{\n      signature = MD5\n    }}\n    File = \"{}\"\n  }}\n}}\n{}{}",
+        datadir.display(),
+        job("chain", "no"),
+        job("chain-acc", "yes")
+    )
+}
+
+/// A checksummed cluster with pgbench's tables (scale 1), a table `gone` (dropped after
+/// the Full), a table `vf` (rewritten by VACUUM FULL after the first Incremental) and
+/// `marker` (a row committed after each job); pgbench runs until the returned child is
+/// stopped.
+fn chain_cluster(dir: &TestDir) -> (Cluster, Child) {
+    let opts = ClusterOpts { initdb_args: vec!["--data-checksums".into()], ..Default::default() };
+    let pg = Cluster::with_opts(dir.path(), "pg", opts);
+    assert_eq!(pg.query_scalar("show data_checksums"), "on");
+    common::run_checked(&mut pgbench(&pg, &["-i", "-s", "1", "-q"]));
+    pg.execute(
+        "create table gone(id int, pad text); insert into gone select g, repeat('g', 200) from generate_series(1, 5000) g;
+         create table vf(id int primary key, pad text); insert into vf select g, repeat('v', 200) from generate_series(1, 5000) g;
+         create table marker(job text primary key, at timestamptz not null default now())",
+    );
+    let load = pgbench(&pg, &["-c", "2", "-j", "1", "-T", "900", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting pgbench");
+    std::thread::sleep(Duration::from_secs(1));
+    (pg, load)
+}
+
+fn stop_load(mut load: Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(load.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = load.wait();
+}
+
+/// What the restored cluster must hold: pgbench's sums and the markers, read after the load
+/// stopped; then every WAL segment is archived and the cluster stopped.
+struct Final {
+    sums: (String, String, String, String, String),
+    markers: String,
+}
+
+fn final_state(pg: &Cluster) -> Final {
+    let f = Final {
+        sums: tpcb_sums(pg),
+        markers: pg.query_scalar("select coalesce(string_agg(job, ',' order by job), '') from marker"),
+    };
+    assert_ne!(f.sums.4, "0", "pgbench committed nothing");
+    roundtrip::switch_and_wait(pg);
+    pg.stop("fast");
+    f
+}
+
+/// The data directory restored from `jobids` replaces `pg.datadir` (the cluster is stopped);
+/// what an earlier restore moved aside is gone too.
+fn put_chain_in_place(bacula: &Bacula, dir: &TestDir, pg: &Cluster, jobids: &[u32], name: &str) {
+    let _ = fs::remove_dir_all(&pg.datadir);
+    let _ = fs::remove_dir_all(stale_dir(pg));
+    let where_ = dir.path().join(format!("restored-{}", name));
+    let t0 = Instant::now();
+    bacula.restore_jobs(jobids, &where_);
+    eprintln!("restore of {} ({:?}) in {:?}", name, jobids, t0.elapsed());
+    let rel = pg.datadir.strip_prefix("/").expect("absolute");
+    fs::rename(where_.join(rel), &pg.datadir).expect("moving the restored data directory into place");
+    let _ = fs::remove_dir_all(&where_);
+    common::chown_to_server_user(&pg.datadir);
+}
+
+fn stale_dir(pg: &Cluster) -> PathBuf {
+    let mut s = pg.datadir.clone().into_os_string();
+    s.push(".pgbh-stale");
+    PathBuf::from(s)
+}
+
+/// restore-prep of backup `id` over the copy in place (archiving off).
+fn prep(t: &Tool, id: &str, pg: &Cluster) -> common::tool::Ran {
+    let (sidecar, pgdata, archive) =
+        (t.sidecar.display().to_string(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
+    t.run(&[
+        "restore-prep",
+        "--backup-id",
+        id,
+        "--sidecar-dir",
+        &sidecar,
+        "--pgdata",
+        &pgdata,
+        "--archive-dir",
+        &archive,
+        "--archive-mode",
+        "off",
+    ])
+}
+
+/// The restored chain recovers to the end of the archive with every committed transaction
+/// (TPC-B sums equal to the live cluster's last ones, every marker), heap and indexes clean,
+/// and every page's checksum right.
+fn recovers_whole(t: &Tool, id: &str, pg: &Cluster, want: &Final) {
+    roundtrip::start_and_wait_promoted(pg);
+    t.restore_check_proves(id, &t.sidecar, pg);
+    let sums = tpcb_sums(pg);
+    let (a, b, tl, d, _) = &sums;
+    assert!(a == b && b == tl && tl == d, "TPC-B invariant broken after the restore of {}: {:?}", id, sums);
+    assert_eq!(sums, want.sums, "the restore of {} lost committed transactions", id);
+    assert_eq!(pg.query_scalar("select coalesce(string_agg(job, ',' order by job), '') from marker"), want.markers);
+    amcheck_clean(pg);
+    pg.stop("fast");
+    let out =
+        common::pg_command("pg_checksums").arg("--check").arg("-D").arg(&pg.datadir).output().expect("pg_checksums");
+    assert!(
+        out.status.success(),
+        "pg_checksums after the restore of {}: {}{}",
+        id,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bacula_full_incremental_differential_incremental_each_level_restores_and_a_chain_without_a_level_is_refused() {
+    if !bacula_available() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = TestDir::new();
+    let (pg, load) = chain_cluster(&dir);
+    let t = Tool::new(&dir);
+    let env_file = dir.path().join("pgbh.env");
+    products::write_env(&env_file, &t.sidecar, &t.run_dir, &format!("default={}", pg.conninfo()));
+    let bacula = Bacula::start(dir.path(), &chain_resources(&env_file, &pg.datadir));
+    let gone = pg.query_scalar("select pg_relation_filepath('gone')");
+    let vf_before = pg.query_scalar("select pg_relation_filepath('vf')");
+
+    // Full, Incremental, Differential, Incremental of both jobs, pgbench running throughout;
+    // `gone` is dropped after the Full, `vf` rewritten after the first Incremental.
+    let levels = ["Full", "Incremental", "Differential", "Incremental"];
+    let mut chain: Vec<(u32, String)> = Vec::new();
+    let mut chain_acc: Vec<(u32, String)> = Vec::new();
+    for (i, level) in levels.iter().enumerate() {
+        for (job, ids) in [("chain", &mut chain), ("chain-acc", &mut chain_acc)] {
+            let t0 = Instant::now();
+            let jobid = bacula.run_level(job, level);
+            let log = bacula.job_log(jobid);
+            assert_eq!(log.contains("--require-inventory"), *level != "Full", "{} {}:\n{}", job, level, log);
+            assert!(log.contains("post succeeded"), "{}", log);
+            let id = bacula.unique_name(jobid);
+            pg.execute(&format!("insert into marker(job) values ('{}')", id));
+            eprintln!("{} {} (job {}) in {:?}", job, level, jobid, t0.elapsed());
+            ids.push((jobid, id));
+        }
+        match i {
+            0 => pg.execute("drop table gone"),
+            1 => pg.execute("vacuum full vf"),
+            _ => {}
+        }
+    }
+    let vf_after = pg.query_scalar("select pg_relation_filepath('vf')");
+    assert_ne!(vf_before, vf_after);
+    stop_load(load);
+    let want = final_state(&pg);
+    eprintln!("four levels of two jobs after {:?}", started.elapsed());
+
+    // Every level's chain restores; without Accurate the files PostgreSQL deleted come back
+    // and restore-prep moves them aside, with Accurate they do not come back.
+    for (job, ids, accurate) in [("chain", &chain, false), ("chain-acc", &chain_acc, true)] {
+        for k in 1..=ids.len() {
+            let t0 = Instant::now();
+            let jobids: Vec<u32> = ids[..k].iter().map(|(j, _)| *j).collect();
+            let id = &ids[k - 1].1;
+            put_chain_in_place(&bacula, &dir, &pg, &jobids, &format!("{}-{}", job, k));
+            let r = prep(&t, id, &pg);
+            assert_eq!(r.code, 0, "restore-prep of {} levels of {}:\n{}\n{}", k, job, r.stdout, r.stderr);
+            let mut deleted = Vec::new();
+            if k >= 2 {
+                deleted.push(&gone);
+            }
+            if k >= 3 {
+                deleted.push(&vf_before);
+            }
+            for rel in &deleted {
+                assert!(!pg.datadir.join(rel).exists(), "{} (deleted by PostgreSQL) is in the data directory", rel);
+                let aside = stale_dir(&pg).join(id).join(rel);
+                if accurate {
+                    assert!(!aside.exists(), "an Accurate restore brought {} back", rel);
+                } else {
+                    assert!(aside.exists(), "{} was not moved aside to {}", rel, aside.display());
+                    assert!(r.stdout.contains(rel.as_str()), "the report does not list {}:\n{}", rel, r.stdout);
+                }
+            }
+            if accurate {
+                assert!(!stale_dir(&pg).join(id).exists(), "stale files after an Accurate restore:\n{}", r.stdout);
+            }
+            recovers_whole(&t, id, &pg, &want);
+            eprintln!("{} with {} level(s) restored and checked in {:?}", job, k, t0.elapsed());
+        }
+    }
+
+    // The chain without its Differential: the file VACUUM FULL wrote between the first
+    // Incremental and the Differential is in neither the Full, the first Incremental nor
+    // the last one (it did not change after the Differential started): refused, naming it.
+    let skipped: Vec<u32> = [0, 1, 3].iter().map(|i| chain[*i].0).collect();
+    put_chain_in_place(&bacula, &dir, &pg, &skipped, "chain-without-differential");
+    let before = tree(&pg.datadir);
+    let r = prep(&t, &chain[3].1, &pg);
+    assert_eq!(r.code, 1, "a chain without its Differential must be refused:\n{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line:\n{}", r.stderr);
+    assert!(r.stderr.contains("missing") && r.stderr.contains("base/"), "the refusal names a file:\n{}", r.stderr);
+    assert_eq!(tree(&pg.datadir), before, "a refusal changes nothing");
+    eprintln!("bacula chain test: {:?}", started.elapsed());
+}
+
+#[test]
+fn bacula_an_incremental_that_missed_changes_because_the_director_clock_was_ahead_is_refused() {
+    if !bacula_available() {
+        return;
+    }
+    assert!(
+        Path::new("/usr/bin/faketime").exists() || std::env::var_os("PGBH_REQUIRE_BACULA").is_none(),
+        "faketime is missing: .ci/install-bacula.sh installs it"
+    );
+    if !Path::new("/usr/bin/faketime").exists() {
+        eprintln!("SKIPPED: faketime is not installed");
+        return;
+    }
+    let started = Instant::now();
+    let dir = TestDir::new();
+    let (pg, load) = chain_cluster(&dir);
+    let t = Tool::new(&dir);
+    let env_file = dir.path().join("pgbh.env");
+    products::write_env(&env_file, &t.sidecar, &t.run_dir, &format!("default={}", pg.conninfo()));
+    let mut bacula = Bacula::start(dir.path(), &chain_resources(&env_file, &pg.datadir));
+
+    // The Full runs with the director's clock 30 s ahead: its recorded StartTime is in the
+    // future, and the next Incremental (the director's clock right again) saves only files
+    // changed after it. `vf` is changed and checkpointed inside that window and never again:
+    // the Incremental misses it, while pg_control (the Incremental's own checkpoint) and the
+    // files pgbench keeps changing are saved.
+    bacula.restart_director(Some("+30s"));
+    let full = bacula.run_level("chain", "Full");
+    let ahead = bacula
+        .sql(&format!("select strftime('%s', StartTime) - strftime('%s', 'now') from Job where JobId = {}", full));
+    assert!(
+        ahead.parse::<i64>().is_ok_and(|s| s > 10),
+        "the Full's StartTime should be ahead of the clock: {} s",
+        ahead
+    );
+    bacula.restart_director(None);
+    pg.execute("update vf set pad = 'changed in the window'; checkpoint");
+    let ahead: i64 = ahead.parse().unwrap_or(0);
+    assert!(
+        bacula
+            .sql(&format!("select strftime('%s', StartTime) - strftime('%s', 'now') from Job where JobId = {}", full))
+            .parse::<i64>()
+            .is_ok_and(|s| s > 0),
+        "vf was changed after the window"
+    );
+    std::thread::sleep(Duration::from_secs(ahead as u64 + 2));
+    let inc = bacula.run_level("chain", "Incremental");
+    let behind =
+        bacula.sql(&format!("select strftime('%s', 'now') - strftime('%s', StartTime) from Job where JobId = {}", inc));
+    assert!(
+        behind.parse::<i64>().is_ok_and(|s| s.abs() < 30),
+        "the Incremental ran with the director's clock right: {} s",
+        behind
+    );
+    eprintln!(
+        "the Incremental saved {} files:\n{}",
+        bacula.sql(&format!("select JobFiles from Job where JobId = {}", inc)),
+        bacula.job_log(inc).lines().filter(|l| l.contains("since")).collect::<Vec<_>>().join("\n")
+    );
+    let id = bacula.unique_name(inc);
+    stop_load(load);
+    final_state(&pg);
+
+    put_chain_in_place(&bacula, &dir, &pg, &[full, inc], "skewed");
+    let before = tree(&pg.datadir);
+    let r = prep(&t, &id, &pg);
+    assert_eq!(r.code, 1, "an Incremental that missed changes must be refused:\n{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line:\n{}", r.stderr);
+    assert!(r.stderr.contains("older"), "the refusal says the copy holds older files:\n{}", r.stderr);
+    assert_eq!(tree(&pg.datadir), before, "a refusal changes nothing");
+    eprintln!("bacula clock test: {:?}", started.elapsed());
 }

@@ -256,20 +256,33 @@ fn bacula_leftover_cleanup_aborts_only_earlier_runs_of_the_same_job() {
 }
 
 #[test]
-fn bacula_refuses_an_incremental_level_unless_the_admin_allows_it() {
+fn bacula_takes_incremental_levels_with_an_inventory_and_pgbh_allow_levels_restricts_them() {
     let s = setup("");
     let id = "pgdata.2026-11-22_16.40.55_04";
-    for level in ["Incremental", "Differential"] {
-        let r = run_hook("bacula", &s.env_file, &["before", id, level]);
-        assert_eq!(r.code, 2, "{}", r.stdout);
-        assert!(r.stdout.contains("Level = Full") && r.stdout.contains("PGBH_ALLOW_LEVELS"), "{}", r.stdout);
-        assert_eq!(s.pg.backup_sessions(id), 0);
-    }
-    write_env(&s.env_file, &s.t, &s.pg, "PGBH_ALLOW_LEVELS=Incremental\n");
+    // An Incremental: pre runs with --require-inventory (the node is local: it has a source).
     let r = run_hook("bacula", &s.env_file, &["before", id, "Incremental"]).ok();
-    assert!(r.stdout.contains("allowed by PGBH_ALLOW_LEVELS"), "{}", r.stdout);
+    assert!(r.stdout.contains("--require-inventory") && r.stdout.contains("pre succeeded"), "{}", r.stdout);
     run_hook("bacula", &s.env_file, &["after", id]).ok();
     assert_eq!(s.t.manifest(id)["status"], "complete");
+    // PGBH_ALLOW_LEVELS names the levels taken besides Full; a level it leaves out is refused
+    // before pre, and Full is taken as always.
+    write_env(&s.env_file, &s.t, &s.pg, "PGBH_ALLOW_LEVELS=Differential\n");
+    let refused = "pgdata.2026-11-22_16.40.56_05";
+    let r = run_hook("bacula", &s.env_file, &["before", refused, "Incremental"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("PGBH_ALLOW_LEVELS=Differential does not name it") && r.stdout.contains("Level = Full"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(s.pg.backup_sessions(refused), 0);
+    // A level the adapter does not know is refused unless named.
+    let r = run_hook("bacula", &s.env_file, &["before", refused, "VirtualFull"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let full = "pgdata.2026-11-22_16.40.57_06";
+    let r = run_hook("bacula", &s.env_file, &["before", full, "Full"]).ok();
+    assert!(!r.stdout.contains("--require-inventory"), "a Full runs pre as always:\n{}", r.stdout);
+    run_hook("bacula", &s.env_file, &["after", full]).ok();
 }
 
 /// Commvault appends its arguments to the command: -bkplevel, -attempt, -status, -job.
@@ -419,8 +432,8 @@ fn netbackup_a_stream_that_cannot_join_is_refused_and_the_running_backup_left_al
     let r: Ran = notify(&s, &end, &["FULL", "0"], &[]).output().expect("end").into();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.t.manifest(&id)["status"], "complete");
-    // Incremental schedules are refused like Bacula's levels; bpend without a start fails loudly.
-    let r: Ran = notify(&s, &start, &["INCR"], &[]).output().expect("start").into();
+    // A user archive (it deletes what it copied) is refused; bpend without a start fails loudly.
+    let r: Ran = notify(&s, &start, &["UARC"], &[]).output().expect("start").into();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let r: Ran = notify(&s, &end, &["FULL", "0"], &[]).output().expect("end").into();
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -491,7 +504,8 @@ fn amanda_post_of_a_failed_dump_discards_and_a_retry_gets_the_next_attempt() {
     let r = amanda(&s, &["POST-DLE-BACKUP"]).ok();
     assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
 
-    // An incremental is refused with one line on stderr.
+    // An incremental PGBH_ALLOW_LEVELS leaves out is refused with one line on stderr.
+    write_env(&s.env_file, &s.t, &s.pg, "PGBH_ALLOW_LEVELS=2\n");
     let r = amanda(&s, &["PRE-DLE-BACKUP", "--level", "1"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);

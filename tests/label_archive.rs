@@ -24,7 +24,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Every entry under `root` (not following symlinks): type, mode, owner and content hash.
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>) {
         let m = fs::symlink_metadata(p).expect("lstat");
         let rel = p.strip_prefix(root).expect("under root").display().to_string();
@@ -48,7 +48,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// A client program: the matrix build's if it has one, else PostgreSQL 15's.
-fn client_tool(name: &str) -> PathBuf {
+pub(crate) fn client_tool(name: &str) -> PathBuf {
     let own = common::bindir().join(name);
     if own.exists() {
         own
@@ -57,7 +57,7 @@ fn client_tool(name: &str) -> PathBuf {
     }
 }
 
-fn pgbench(pg: &Cluster, args: &[&str]) -> Command {
+pub(crate) fn pgbench(pg: &Cluster, args: &[&str]) -> Command {
     let mut c = Command::new(client_tool("pgbench"));
     c.args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres"]).args(args).arg("postgres");
     c
@@ -106,7 +106,7 @@ impl Prep<'_> {
 // ---------------------------------------------------------------- the round trip under load
 
 /// TPC-B's invariant: every balance change is in pgbench_history.
-fn tpcb_sums(pg: &Cluster) -> (String, String, String, String, String) {
+pub(crate) fn tpcb_sums(pg: &Cluster) -> (String, String, String, String, String) {
     let q = |sql: &str| pg.query_scalar(sql);
     (
         q("select coalesce(sum(abalance), 0) from pgbench_accounts"),
@@ -119,7 +119,7 @@ fn tpcb_sums(pg: &Cluster) -> (String, String, String, String, String) {
 
 /// Heap and indexes of the restored cluster are clean: pg_amcheck --heapallindexed from 14
 /// (verify_heapam), bt_index_check with heapallindexed on 11-13, bt_index_check on 10.
-fn amcheck_clean(pg: &Cluster) {
+pub(crate) fn amcheck_clean(pg: &Cluster) {
     let m = major(pg);
     if m >= 14 {
         let o = Command::new(client_tool("pg_amcheck"))

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_level, state, Ctx, Product};
+use super::{state, Ctx, LevelKind, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids::MAX_ID_LEN;
 
@@ -127,13 +127,27 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let key = state::key_of("amanda", &[config, disk]);
     let _lock = state::lock(ctx.run_dir(), &key)?;
     if event == Event::PreDleBackup {
-        for level in &c.levels {
-            check_level(level, level == "0", "Set `strategy noinc` on the dumptype so that Amanda dumps level 0 only")?;
+        if let Some((level, kind)) = dump_level(&c.levels)? {
+            ctx.take_level(&level, kind, "Set `strategy noinc` on the dumptype so that Amanda dumps level 0 only")?;
         }
         pre(ctx, &key, config, disk, timestamp)
     } else {
         post(ctx, &key, c.success)
     }
+}
+
+/// The dump's level from `--level N` (the highest, if Amanda passes several): 0 is a full
+/// dump, 1 to 99 an incremental of the level below (amgtar: GNU tar --listed-incremental).
+fn dump_level(levels: &[String]) -> Result<Option<(String, LevelKind)>> {
+    let mut highest: Option<u32> = None;
+    for l in levels {
+        let n: u32 =
+            l.trim().parse().ok().filter(|n| *n < 100).ok_or_else(|| {
+                Error::usage(format!("--level {:?}: Amanda's dump levels are numbers from 0 to 99", l))
+            })?;
+        highest = highest.max(Some(n));
+    }
+    Ok(highest.map(|n| (n.to_string(), if n == 0 { LevelKind::Full } else { LevelKind::Incremental })))
 }
 
 fn required(c: &Call) -> Result<(&str, &str, &str)> {
@@ -256,6 +270,19 @@ mod tests {
         assert!(required(&no_disk).unwrap_err().msg.contains("--disk"));
         let server = parse(&args("--execute-where server --config c --disk d --timestamp 1")).unwrap();
         assert!(required(&server).unwrap_err().msg.contains("execute-where client"));
+    }
+
+    #[test]
+    fn level_0_is_full_higher_levels_are_incrementals_and_others_are_refused() {
+        let l = |v: &[&str]| dump_level(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(l(&[]).unwrap(), None);
+        assert_eq!(l(&["0"]).unwrap(), Some(("0".into(), LevelKind::Full)));
+        assert_eq!(l(&["1"]).unwrap(), Some(("1".into(), LevelKind::Incremental)));
+        assert_eq!(l(&["0", "2"]).unwrap(), Some(("2".into(), LevelKind::Incremental)));
+        assert_eq!(l(&["99"]).unwrap(), Some(("99".into(), LevelKind::Incremental)));
+        for bad in ["-1", "100", "full", ""] {
+            assert!(l(&[bad]).unwrap_err().msg.contains("0 to 99"), "{}", bad);
+        }
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //!                                   job) with bconsole in the background and return at once
 //!
 //! JOBNAME is the unique job name (%j, e.g. pgdata.2026-11-22_16.40.55_03): it becomes the
-//! backup id. LEVEL is %l: only Full is taken unless PGBH_ALLOW_LEVELS names the level.
+//! backup id. LEVEL is %l: Full as always; Incremental and Differential with an inventory
+//! required of pre (restore-prep proves the restored chain against it); PGBH_ALLOW_LEVELS
+//! restricts (see [`super::decide_level`]).
 //! Bacula keeps a RunScript's stdout in the job log, so stderr goes there too.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use super::{check_level, setting, setting_bool, Ctx, Product};
+use super::{setting, setting_bool, Ctx, LevelKind, Product};
 use crate::error::{Error, Result};
 use crate::ids;
 
@@ -80,8 +82,8 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
 
 fn before(ctx: &Ctx, id: &str, level: Option<&String>) -> Result<i32> {
     match level {
-        Some(l) => check_level(l, is_full(l), "Set Level = Full on the job (Bareos defaults to Incremental)")?,
-        None => ctx.say("no job level passed: add %l after %j so that an Incremental or Differential run is refused"),
+        Some(l) => ctx.take_level(l, level_kind(l), "Set Level = Full on the job (Bareos defaults to Incremental)")?,
+        None => ctx.say("no job level passed: add %l after %j so that an Incremental or Differential run requires an inventory of every node"),
     }
     if setting_bool("PGBH_BACULA_CLEAN_LEFTOVERS", true)? {
         abort_leftovers(ctx, id);
@@ -89,8 +91,17 @@ fn before(ctx: &Ctx, id: &str, level: Option<&String>) -> Result<i32> {
     Ok(ctx.pre(id))
 }
 
-fn is_full(level: &str) -> bool {
-    level.eq_ignore_ascii_case("Full") || level.eq_ignore_ascii_case("F")
+/// %l's words (and the one-letter codes): Full; Incremental and Differential; the rest
+/// (VirtualFull, Base, Since, ...) are not known to this adapter.
+fn level_kind(level: &str) -> LevelKind {
+    let is = |names: &[&str]| names.iter().any(|n| level.eq_ignore_ascii_case(n));
+    if is(&["Full", "F"]) {
+        LevelKind::Full
+    } else if is(&["Incremental", "I", "Differential", "D"]) {
+        LevelKind::Incremental
+    } else {
+        LevelKind::Other
+    }
 }
 
 /// A job that failed after its pre (a later run-before script failed, the job was
@@ -155,7 +166,21 @@ fn queue_job(ctx: &Ctx, job: &str) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::job_of;
+    use super::{job_of, level_kind};
+    use crate::hook::LevelKind;
+
+    #[test]
+    fn full_incremental_and_differential_are_known_levels_and_nothing_else_is() {
+        for l in ["Full", "full", "F"] {
+            assert_eq!(level_kind(l), LevelKind::Full, "{}", l);
+        }
+        for l in ["Incremental", "INCREMENTAL", "I", "Differential", "D"] {
+            assert_eq!(level_kind(l), LevelKind::Incremental, "{}", l);
+        }
+        for l in ["VirtualFull", "Base", "Since", "", "Fulls"] {
+            assert_eq!(level_kind(l), LevelKind::Other, "{}", l);
+        }
+    }
 
     #[test]
     fn a_unique_job_name_gives_its_job_and_nothing_else_does() {

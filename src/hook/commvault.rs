@@ -17,14 +17,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{setting, setting_bool, state, Ctx, PrePostAbort as Event, Product};
+use super::{setting, setting_bool, state, Ctx, LevelKind, PrePostAbort as Event, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids;
 
 pub const PRODUCT: Product = Product {
     name: "commvault",
     summary: "Commvault pre/post process commands: pre|post|abort, then the arguments the CommServe appends",
-    keys: &["PGBH_COMMVAULT_KEY", "PGBH_COMMVAULT_SUCCESS_STATUS", "PGBH_COMMVAULT_RESTARTS_COPY"],
+    keys: &["PGBH_COMMVAULT_KEY", "PGBH_COMMVAULT_SUCCESS_STATUS", "PGBH_COMMVAULT_RESTARTS_COPY", "PGBH_ALLOW_LEVELS"],
     argv0: &[],
     stderr_to_stdout: false,
     timeouts: None,
@@ -39,6 +39,8 @@ struct Appended {
     job: Option<String>,
     attempt: u32,
     status: Option<String>,
+    /// -bkplevel N.
+    level: Option<String>,
 }
 
 /// What pre of one job remembers for its later attempts.
@@ -62,6 +64,7 @@ fn parse(args: &[String]) -> Result<Appended> {
         match key.as_str() {
             "job" => a.job = Some(v.clone()),
             "status" => a.status = Some(v.clone()),
+            "bkplevel" => a.level = Some(v.clone()),
             "attempt" => {
                 a.attempt = v.parse().map_err(|_| Error::usage(format!("-attempt {:?}: expected a number", v)))?
             }
@@ -75,6 +78,9 @@ fn parse(args: &[String]) -> Result<Appended> {
 /// process, run for successful, failed and killed jobs alike), `abort`.
 fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let a = parse(args)?;
+    if let (Some(Event::Pre), Some(level)) = (Event::parse(event), &a.level) {
+        ctx.take_level(level, level_kind(level), "Schedule full backups only for this subclient")?;
+    }
     let key = setting("PGBH_COMMVAULT_KEY").unwrap_or_else(|| "commvault".into());
     let id = match &a.job {
         Some(job) => Some(ids::from_job_name(&format!("cv-{}", job))?),
@@ -97,6 +103,17 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
             state::kept_id_path(ctx.run_dir(), &key).display()
         )),
         (None, _) => Err(Error::usage("usage: commvault pre|post|abort [the arguments the CommServe appends]")),
+    }
+}
+
+/// -bkplevel: 1 is a full backup and 2 an incremental (Commvault's *Commands and Arguments*);
+/// other values (differential, synthetic full) are not known to this adapter. Without
+/// -bkplevel (`/suppress`) the level is unknown and pre runs as for a full one.
+fn level_kind(level: &str) -> LevelKind {
+    match level.trim() {
+        "1" => LevelKind::Full,
+        "2" => LevelKind::Incremental,
+        _ => LevelKind::Other,
     }
 }
 
@@ -177,4 +194,23 @@ fn finish(ctx: &Ctx, key: &str, id: &str, a: &Appended, store: bool) -> i32 {
         state::remove_json(ctx.run_dir(), id);
     }
     rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{level_kind, parse};
+    use crate::hook::LevelKind;
+
+    #[test]
+    fn bkplevel_1_is_full_2_incremental_and_other_values_unknown() {
+        let args = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let a = parse(&args("-bkplevel 2 -attempt 1 -status 1 -job 42")).unwrap();
+        assert_eq!(a.level.as_deref(), Some("2"));
+        assert_eq!(parse(&args("-job 42")).unwrap().level, None);
+        assert_eq!(level_kind("1"), LevelKind::Full);
+        assert_eq!(level_kind("2"), LevelKind::Incremental);
+        for other in ["4", "64", "0", "full", ""] {
+            assert_eq!(level_kind(other), LevelKind::Other, "{}", other);
+        }
+    }
 }

@@ -140,7 +140,7 @@ pub fn run(a: HookArgs) -> Result<i32> {
             default_setting("PGBH_ARCHIVE_TIMEOUT", archive);
         }
         let run = RunDir::open(setting("PGBH_RUN_DIR").map(Into::into), true)?;
-        let ctx = Ctx { product: p.name, run, progress_to_stdout: p.progress_to_stdout };
+        let ctx = Ctx { product: p.name, run, progress_to_stdout: p.progress_to_stdout, non_full: Default::default() };
         (p.run)(&ctx, &a.event, &a.args)
     })();
     match result {
@@ -191,27 +191,49 @@ pub fn setting_bool(name: &str, default: bool) -> Result<bool> {
     }
 }
 
-/// A job level the product passes (Bacula's %l, NetBackup's schedule type). A file-level
-/// incremental of a data directory is restorable only if every file changed since the
-/// last copy is copied again and deleted files are dropped; PostgreSQL rewrites files in
-/// place and the product decides by mtimes (and by its own accurate mode), which we cannot
-/// check. So only full copies are taken unless PGBH_ALLOW_LEVELS names the level.
-pub fn check_level(level: &str, full: bool, how_to_fix: &str) -> Result<()> {
-    if full {
-        return Ok(());
+/// What a product's job level means for the copy it makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelKind {
+    /// Every file is copied (Bacula Full, Amanda 0, Commvault 1, NetBackup FULL/UBAK).
+    Full,
+    /// Only files changed since an earlier copy (Bacula Incremental/Differential, Amanda 1+,
+    /// Commvault 2, NetBackup INCR/CINC): restorable when restore-prep proves the restored
+    /// chain against the inventory pre and post record.
+    Incremental,
+    /// A level this adapter does not know (Bacula VirtualFull, Base, a new Commvault value).
+    Other,
+}
+
+/// How pre runs for a level that was taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// A full level: pre as always.
+    Full,
+    /// A non-full level: pre with --require-inventory.
+    NeedsInventory { level: String },
+}
+
+/// Which levels are taken. Full levels always (PGBH_ALLOW_LEVELS is not consulted for them).
+/// A non-full level needs an inventory of every node, so pre runs with --require-inventory:
+/// restore-prep can prove the restored chain (no level skipped, no change missed) only
+/// against it. PGBH_ALLOW_LEVELS, when set, restricts: only the levels it names (a comma
+/// list, case-insensitive, e.g. `Incremental` or `1,2`; `Full` alone takes full levels only)
+/// are taken. A level of [`LevelKind::Other`] is taken only when PGBH_ALLOW_LEVELS names it.
+pub fn decide_level(level: &str, kind: LevelKind, allowed: Option<&str>, how_to_fix: &str) -> Result<Take> {
+    let named = |list: &str| list.split(',').any(|l| l.trim().eq_ignore_ascii_case(level));
+    match (kind, allowed) {
+        (LevelKind::Full, _) => Ok(Take::Full),
+        (LevelKind::Incremental, None) => Ok(Take::NeedsInventory { level: level.to_string() }),
+        (_, Some(list)) if named(list) => Ok(Take::NeedsInventory { level: level.to_string() }),
+        (LevelKind::Incremental, Some(list)) => Err(Error::usage(format!(
+            "job level {} refused: PGBH_ALLOW_LEVELS={} does not name it. {}, or add {} to PGBH_ALLOW_LEVELS in the environment file",
+            level, list, how_to_fix, level
+        ))),
+        (LevelKind::Other, _) => Err(Error::usage(format!(
+            "job level {} refused: this adapter does not know what a {} copy holds, so it cannot say that restore-prep's proof covers it. {}, or name it in PGBH_ALLOW_LEVELS in the environment file if a {} copy holds every file changed since the level it builds on (pre then requires an inventory)",
+            level, level, how_to_fix, level
+        ))),
     }
-    let allowed = setting("PGBH_ALLOW_LEVELS").unwrap_or_default();
-    if allowed.split(',').any(|l| l.trim().eq_ignore_ascii_case(level)) {
-        eprintln!(
-            "pg-backup-hooks: warning: level {} is allowed by PGBH_ALLOW_LEVELS: the copy is restorable only if the program copies every changed file and drops deleted ones",
-            level
-        );
-        return Ok(());
-    }
-    Err(Error::usage(format!(
-        "job level {} refused: a file-level {} copy of a running data directory is restorable only if every file changed since the last copy is copied again (PostgreSQL rewrites files in place; the program judges by mtimes) and deleted files are dropped, which cannot be checked from here. {}, or set PGBH_ALLOW_LEVELS={} in the environment file if you have made sure of both",
-        level, level, how_to_fix, level
-    )))
 }
 
 /// One line in the job log, naming the product.
@@ -224,6 +246,9 @@ pub struct Ctx {
     pub product: &'static str,
     run: RunDir,
     progress_to_stdout: bool,
+    /// The non-full level this job was taken at, with what to do instead: pre then requires
+    /// an inventory.
+    non_full: std::cell::RefCell<Option<(String, String)>>,
 }
 
 impl Ctx {
@@ -240,8 +265,37 @@ impl Ctx {
         &self.run
     }
 
+    /// Takes the job's level or refuses it ([`decide_level`] with PGBH_ALLOW_LEVELS); a
+    /// non-full level makes the next [`Ctx::pre`] require an inventory.
+    pub fn take_level(&self, level: &str, kind: LevelKind, how_to_fix: &str) -> Result<()> {
+        let allowed = setting("PGBH_ALLOW_LEVELS");
+        match decide_level(level, kind, allowed.as_deref(), how_to_fix)? {
+            Take::Full => *self.non_full.borrow_mut() = None,
+            Take::NeedsInventory { level } => {
+                self.say(&format!(
+                    "job level {}: pre records an inventory of every node and requires it (--require-inventory), so that restore-prep can prove the restored chain",
+                    level
+                ));
+                *self.non_full.borrow_mut() = Some((level, how_to_fix.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// pre; at a non-full level with --require-inventory, and a failure says why it matters.
     pub fn pre(&self, id: &str) -> i32 {
-        self.command("pre", &["--backup-id", id])
+        let non_full = self.non_full.borrow().clone();
+        let Some((level, how_to_fix)) = non_full else {
+            return self.command("pre", &["--backup-id", id]);
+        };
+        let rc = self.command("pre", &["--backup-id", id, "--require-inventory"]);
+        if rc != exit::OK {
+            self.say(&format!(
+                "job level {} refused: the copy of a non-full level can only be restored if restore-prep can prove it against the inventory pre records. If pre's line above says a node has no inventory source, run the hooks on the database host (the data directory is then read from the file system) or grant the SQL functions docs/security.md lists; or: {}",
+                level, how_to_fix
+            ));
+        }
+        rc
     }
 
     pub fn post(&self, id: &str) -> i32 {
@@ -315,6 +369,49 @@ impl Ctx {
             state::forget_id(self.run_dir(), key);
         }
         rc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decide_level, LevelKind, Take};
+
+    fn needs(level: &str) -> Take {
+        Take::NeedsInventory { level: level.to_string() }
+    }
+
+    #[test]
+    fn full_levels_are_taken_as_always_whatever_pgbh_allow_levels_says() {
+        for allowed in [None, Some("Incremental"), Some("Full"), Some("1")] {
+            assert_eq!(decide_level("Full", LevelKind::Full, allowed, "fix").unwrap(), Take::Full);
+        }
+    }
+
+    #[test]
+    fn incrementals_need_an_inventory_and_pgbh_allow_levels_restricts_them() {
+        assert_eq!(decide_level("Incremental", LevelKind::Incremental, None, "fix").unwrap(), needs("Incremental"));
+        let only_inc = Some("incremental, 1");
+        assert_eq!(decide_level("Incremental", LevelKind::Incremental, only_inc, "fix").unwrap(), needs("Incremental"));
+        assert_eq!(decide_level("1", LevelKind::Incremental, only_inc, "fix").unwrap(), needs("1"));
+        let e = decide_level("Differential", LevelKind::Incremental, only_inc, "Set Level = Full").unwrap_err();
+        assert!(
+            e.msg.contains("PGBH_ALLOW_LEVELS=incremental, 1 does not name it") && e.msg.contains("Set Level = Full"),
+            "{}",
+            e.msg
+        );
+        assert!(decide_level("Incremental", LevelKind::Incremental, Some("Full"), "fix").is_err());
+    }
+
+    #[test]
+    fn unknown_levels_are_taken_only_when_named_and_then_need_an_inventory() {
+        let e = decide_level("VirtualFull", LevelKind::Other, None, "Set Level = Full").unwrap_err();
+        assert!(
+            e.msg.contains("does not know what a VirtualFull copy holds") && e.msg.contains("PGBH_ALLOW_LEVELS"),
+            "{}",
+            e.msg
+        );
+        assert!(decide_level("4", LevelKind::Other, Some("2"), "fix").is_err());
+        assert_eq!(decide_level("4", LevelKind::Other, Some("2,4"), "fix").unwrap(), needs("4"));
     }
 }
 

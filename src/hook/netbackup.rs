@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_level, setting, state, Ctx, Product};
+use super::{setting, state, Ctx, LevelKind, Product};
 use crate::error::{exit, Error, Result};
 use crate::ids;
 
@@ -89,23 +89,31 @@ fn run(ctx: &Ctx, event: &str, args: &[String]) -> Result<i32> {
     let _lock = state::lock(ctx.run_dir(), &key)?;
     match event {
         Event::Start => {
-            check_schedule_type(&args[3])?;
+            let kind = schedule_kind(&args[3])?;
+            ctx.take_level(&args[3], kind, "Use a FULL schedule for this policy")?;
             start(ctx, &job, &key, &args[1], stream)
         }
         Event::End => end(ctx, &job, &key, stream, &args[4]),
     }
 }
 
-/// FULL and UBAK (user backup) copy everything; INCR and CINC are incrementals; UARC
-/// (user archive) deletes the files after the copy and is never allowed on a data directory.
-fn check_schedule_type(t: &str) -> Result<()> {
-    if t.eq_ignore_ascii_case("UARC") {
+/// FULL and UBAK (user backup) copy everything; INCR (differential incremental) and CINC
+/// (cumulative incremental) copy what changed; UARC (user archive) deletes the files after
+/// the copy and is never allowed on a data directory.
+fn schedule_kind(t: &str) -> Result<LevelKind> {
+    let is = |names: &[&str]| names.iter().any(|n| t.eq_ignore_ascii_case(n));
+    if is(&["UARC"]) {
         return Err(Error::usage(
             "schedule type UARC (user archive) removes the files it copied: never use it on a data directory",
         ));
     }
-    let full = t.eq_ignore_ascii_case("FULL") || t.eq_ignore_ascii_case("UBAK");
-    check_level(t, full, "Use a FULL schedule for this policy")
+    Ok(if is(&["FULL", "UBAK"]) {
+        LevelKind::Full
+    } else if is(&["INCR", "CINC"]) {
+        LevelKind::Incremental
+    } else {
+        LevelKind::Other
+    })
 }
 
 fn start(ctx: &Ctx, job: &str, key: &str, policy: &str, stream: u32) -> Result<i32> {
@@ -202,4 +210,22 @@ fn end(ctx: &Ctx, job: &str, key: &str, stream: u32, status: &str) -> Result<i32
     ctx.say(&format!("discarding backup {} ({})", s.id, s.failed.join(", ")));
     ctx.abort(&s.id);
     Ok(exit::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule_kind;
+    use crate::hook::LevelKind;
+
+    #[test]
+    fn schedule_types_full_incremental_archive_and_unknown() {
+        for t in ["FULL", "full", "UBAK"] {
+            assert_eq!(schedule_kind(t).unwrap(), LevelKind::Full, "{}", t);
+        }
+        for t in ["INCR", "CINC", "cinc"] {
+            assert_eq!(schedule_kind(t).unwrap(), LevelKind::Incremental, "{}", t);
+        }
+        assert_eq!(schedule_kind("SYNTH").unwrap(), LevelKind::Other);
+        assert!(schedule_kind("UARC").unwrap_err().msg.contains("never use it on a data directory"));
+    }
 }
