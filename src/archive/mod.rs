@@ -6,5 +6,6 @@
 //! - [`scan`]: what a directory holds: segments per timeline, history files, gaps, how far it
 //!   reaches from a backup's start.
 
+pub mod catalog;
 pub mod file;
 pub mod scan;
