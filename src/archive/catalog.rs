@@ -120,7 +120,7 @@ pub struct ArchiveDir {
 }
 
 impl ArchiveDir {
-    fn read(dir: &Path) -> Result<ArchiveDir> {
+    pub fn read(dir: &Path) -> Result<ArchiveDir> {
         let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
         let names = rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
         let names: Vec<String> = names;
@@ -128,7 +128,7 @@ impl ArchiveDir {
         Ok(ArchiveDir { dir: dir.to_path_buf(), names, set, scans: Vec::new() })
     }
 
-    fn scan(&mut self, seg_size: u64) -> Result<&Scan> {
+    pub fn scan(&mut self, seg_size: u64) -> Result<&Scan> {
         if let Some(i) = self.scans.iter().position(|s| s.seg_size() == seg_size) {
             return Ok(&self.scans[i]);
         }

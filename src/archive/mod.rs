@@ -7,5 +7,6 @@
 //!   reaches from a backup's start.
 
 pub mod catalog;
+pub mod expire;
 pub mod file;
 pub mod scan;
