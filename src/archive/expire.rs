@@ -111,7 +111,7 @@ fn kept_indexes(entries: &[Entry], p: Policy) -> Vec<usize> {
     }
     if let Some(d) = p.keep_days {
         let limit = p.now.saturating_sub(i64::try_from(d.saturating_mul(86_400)).unwrap_or(i64::MAX));
-        keep.extend(complete.iter().filter(|&&i| entries[i].sort_key >= limit));
+        keep.extend(complete.iter().filter(|&&i| entries[i].sort_key > limit));
     }
     let Some(&oldest) = keep.iter().max() else { return Vec::new() };
     (0..=oldest).collect()
@@ -263,4 +263,193 @@ fn remove_sidecar(path: &Path) -> Result<()> {
     fsutil::remove_at(&mut d, OsStr::new(&hidden))
         .map_err(|e| err!("cannot remove {}: {}", parent.join(&hidden).display(), e))?;
     fsutil::fsync_dir_fd(&d).map_err(|e| err!("cannot fsync {}: {}", parent.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::catalog::{NodeArchive, NodeRow};
+    use crate::archive::scan::segment_name;
+
+    const SEG: u64 = 16 << 20;
+
+    /// A backup started in segment `segno` of `tli`, `age_days` ago.
+    fn backup(id: &str, tli: u32, segno: u64, age_days: i64, dir: &Path) -> Entry {
+        let label = format!("{}.00000028.backup", segment_name(tli, segno, SEG));
+        Entry {
+            backup_id: id.into(),
+            status: Status::Complete,
+            started_at: None,
+            stopped_at: None,
+            sidecar_present: true,
+            sidecar_dirs: vec![PathBuf::from("/s")],
+            label_in_archive: Some(true),
+            restorable: Some(true),
+            nodes: vec![NodeRow {
+                name: Some("n".into()),
+                system_identifier: None,
+                timeline: tli,
+                start_lsn: Lsn(segno * SEG + 0x28),
+                stop_lsn: Lsn(segno * SEG + 0x100),
+                from_standby: false,
+                backup_history_file: Some(label),
+                label_archive_dir: Some(dir.into()),
+                archive: Some(NodeArchive {
+                    dir: Some(dir.into()),
+                    restorable: true,
+                    first_missing: None,
+                    window: None,
+                }),
+                seg_size: SEG,
+            }],
+            sort_key: 1_000_000_000 - age_days * 86_400,
+        }
+    }
+
+    /// Six backups, three on timeline 1 (segments 1..=10) and three on timeline 2 (which
+    /// branched from 1 in segment 10; its segments 10..=20), newest first; and the archive.
+    fn six(dir: &Path, extra: &[&str]) -> (Vec<Entry>, ArchiveDir) {
+        let mut entries = vec![
+            backup("b6", 2, 18, 0, dir),
+            backup("b5", 2, 15, 1, dir),
+            backup("b4", 2, 12, 2, dir),
+            backup("b3", 1, 8, 3, dir),
+            backup("b2", 1, 5, 4, dir),
+            backup("b1", 1, 2, 5, dir),
+        ];
+        entries[0].sidecar_dirs.push(PathBuf::from("/t"));
+        let mut names: Vec<String> = (1..=10).map(|s| segment_name(1, s, SEG)).collect();
+        names.extend((10..=20).map(|s| segment_name(2, s, SEG)));
+        names.extend(entries.iter().map(|e| e.nodes[0].backup_history_file.clone().unwrap_or_default()));
+        names.push("00000002.history".into());
+        names.push(format!("{}.partial", segment_name(1, 10, SEG)));
+        names.push(".wal-archive.tmp.123".into());
+        names.extend(extra.iter().map(|s| s.to_string()));
+        let a = ArchiveDir { dir: dir.into(), set: names.iter().cloned().collect(), names, scans: Vec::new() };
+        (entries, a)
+    }
+
+    fn history_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("00000002.history"), "1\t0/A000000\tno recovery target specified\n").unwrap();
+        d
+    }
+
+    fn policy(days: Option<u64>, n: Option<usize>) -> Policy {
+        Policy { keep_days: days, keep_backups: n, now: 1_000_000_000 }
+    }
+
+    #[test]
+    fn keep_three_of_six_over_two_timelines_removes_only_what_the_oldest_kept_does_not_need() {
+        let d = history_dir();
+        let (entries, a) = six(d.path(), &[]);
+        let p = plan(&entries, &mut [a], policy(None, Some(3))).unwrap();
+        assert_eq!(p.refused, None);
+        assert_eq!(p.kept, ["b6", "b5", "b4"]);
+        assert_eq!(p.expired, ["b3", "b2", "b1"]);
+        let mut want: Vec<String> = (1..=10).map(|s| segment_name(1, s, SEG)).collect();
+        want.extend((10..12).map(|s| segment_name(2, s, SEG)));
+        want.push(format!("{}.partial", segment_name(1, 10, SEG)));
+        want.extend(entries[3..].iter().map(|e| e.nodes[0].backup_history_file.clone().unwrap()));
+        want.sort();
+        assert_eq!(p.archives[0].remove, want);
+        assert!(!p.archives[0].remove.iter().any(|n| n.ends_with(".history") || n.starts_with('.')));
+        let ids: Vec<_> = p.sidecars.iter().map(|s| s.display().to_string()).collect();
+        assert_eq!(ids, ["/s/b3", "/s/b2", "/s/b1"]);
+    }
+
+    #[test]
+    fn keep_days_keeps_the_timeline_one_backup_and_everything_its_descendants_need() {
+        let d = history_dir();
+        let (entries, a) = six(d.path(), &[]);
+        // b3 is 3 days old: kept with 4 days; it is on timeline 1 at segment 8.
+        let p = plan(&entries, &mut [a], policy(Some(4), Some(1))).unwrap();
+        assert_eq!(p.kept, ["b6", "b5", "b4", "b3"]);
+        let r = &p.archives[0].remove;
+        assert!(r.contains(&segment_name(1, 7, SEG)));
+        assert!(!r.contains(&segment_name(1, 8, SEG)) && !r.contains(&segment_name(1, 10, SEG)));
+        assert!(!r.contains(&segment_name(2, 10, SEG)));
+        assert!(!r.iter().any(|n| n.ends_with(".partial")));
+    }
+
+    #[test]
+    fn a_gap_that_breaks_the_newest_backup_removes_nothing() {
+        let d = history_dir();
+        let (mut entries, a) = six(d.path(), &[]);
+        entries[0].restorable = Some(false);
+        let p = plan(&entries, &mut [a], policy(None, Some(3))).unwrap();
+        assert!(p.refused.as_deref().unwrap().contains("cannot be restored"), "{:?}", p.refused);
+        assert!(p.archives.is_empty() && p.sidecars.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_file_in_the_archive_removes_nothing() {
+        let d = history_dir();
+        let (entries, a) = six(d.path(), &["notes.txt"]);
+        let p = plan(&entries, &mut [a], policy(None, Some(3))).unwrap();
+        assert!(p.refused.as_deref().unwrap().contains("not a plain WAL archive (notes.txt"), "{:?}", p.refused);
+        assert!(p.archives.is_empty() && p.sidecars.is_empty());
+    }
+
+    #[test]
+    fn no_complete_backup_left_removes_nothing() {
+        let d = history_dir();
+        let (mut entries, a) = six(d.path(), &[]);
+        for e in entries.iter_mut() {
+            e.status = Status::ArchivePending;
+        }
+        let p = plan(&entries, &mut [a], policy(Some(1), None)).unwrap();
+        assert!(p.refused.as_deref().unwrap().contains("no complete backup"));
+    }
+
+    #[test]
+    fn removal_unlinks_listed_names_only_and_never_follows_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), "x").unwrap();
+        std::fs::write(d.path().join("a"), "x").unwrap();
+        std::fs::write(d.path().join("new"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), d.path().join("link")).unwrap();
+        remove_names(d.path(), &["a".into(), "link".into(), "gone".into()]).unwrap();
+        assert!(!d.path().join("a").exists() && d.path().join("new").exists());
+        assert!(std::fs::symlink_metadata(d.path().join("link")).is_err());
+        assert!(outside.path().join("victim").exists());
+        // a sidecar dir that is a link: renamed away and unlinked, its target untouched
+        let s = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("b1")).unwrap();
+        std::fs::write(outside.path().join("b1/manifest.json"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("b1"), s.path().join("b1")).unwrap();
+        remove_sidecar(&s.path().join("b1")).unwrap();
+        assert!(outside.path().join("b1/manifest.json").exists());
+        assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_second_run_cannot_take_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let l = lock(d.path()).unwrap();
+        assert!(lock(d.path()).unwrap_err().msg.contains("another expire"));
+        drop(l);
+        lock(d.path()).unwrap();
+    }
+
+    /// cargo test --release --lib expire_timing -- --ignored --nocapture
+    #[test]
+    #[ignore]
+    fn expire_timing_100k_segments() {
+        let d = history_dir();
+        let (entries, mut a) = six(d.path(), &[]);
+        a.names.extend((21..100_021).map(|s| segment_name(2, s, SEG)));
+        a.names.extend((11..50_000).map(|s| segment_name(1, s + 100_000, SEG)));
+        let t = std::time::Instant::now();
+        let p = plan(&entries, &mut [a], policy(None, Some(3))).unwrap();
+        let el = t.elapsed();
+        eprintln!(
+            "plan over {} names: {:?}, {} to remove",
+            p.archives[0].kept_files + p.archives[0].remove.len(),
+            el,
+            p.archives[0].remove.len()
+        );
+        assert!(el < std::time::Duration::from_secs(2));
+    }
 }
