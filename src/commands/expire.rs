@@ -51,3 +51,28 @@ fn print_text(p: &expire::Plan, dry_run: bool) {
         println!("{} sidecar {}", verb, d.display());
     }
 }
+
+/// After a successful store: expire when PGBH_EXPIRE_KEEP_DAYS or PGBH_EXPIRE_KEEP_BACKUPS is
+/// set (archive from PGBH_ARCHIVE_DIR); a failure is reported and never fails the backup.
+pub fn after_post(sidecar_dirs: &[std::path::PathBuf]) {
+    let num = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).map(|v| v.trim().parse::<u64>());
+    let (days, backups) = (num("PGBH_EXPIRE_KEEP_DAYS"), num("PGBH_EXPIRE_KEEP_BACKUPS"));
+    if days.is_none() && backups.is_none() {
+        return;
+    }
+    let (Ok(days), Ok(backups)) = (days.transpose(), backups.transpose()) else {
+        eprintln!("pg-backup-hooks: warning: expire not run: PGBH_EXPIRE_KEEP_DAYS/PGBH_EXPIRE_KEEP_BACKUPS must be whole numbers; the backup itself is stored");
+        return;
+    };
+    let archives: Vec<std::path::PathBuf> =
+        std::env::var_os("PGBH_ARCHIVE_DIR").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+    match expire_now(sidecar_dirs, &archives, days, backups.map(|b| b as usize), false) {
+        Ok(p) => match p.refused {
+            Some(why) => {
+                eprintln!("pg-backup-hooks: warning: expire removed nothing: {}; the backup itself is stored", why)
+            }
+            None => print_text(&p, false),
+        },
+        Err(e) => eprintln!("pg-backup-hooks: warning: expire failed: {}; the backup itself is stored", e.msg),
+    }
+}

@@ -117,6 +117,7 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     run.set_marker(id, &Marker::Done(format!("stored in {}", dirs.join(", "))))?;
     release_helper(run, id);
     println!("backup {} is complete and restorable", id);
+    crate::commands::expire::after_post(&backup.sidecar_dirs);
     Ok(exit::OK)
 }
 
