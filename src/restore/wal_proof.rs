@@ -286,6 +286,17 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_whose_wal_expire_removed_is_refused_as_expired() {
+        let d = tempfile::tempdir().unwrap();
+        fixture::archive(d.path(), SYSID, &[12, 13, 14]);
+        let e = prove("b", &node(START, STOP), &Archive::Dir(d.path())).unwrap_err();
+        assert!(e.msg.contains("backup b has expired") && e.msg.contains("restore a newer backup"), "{}", e.msg);
+        fixture::archive(d.path(), SYSID, &[9]);
+        let e = prove("b", &node(START, STOP), &Archive::Dir(d.path())).unwrap_err();
+        assert!(!e.msg.contains("expired") && e.msg.contains("lacks segment 00000001000000000000000A"), "{}", e.msg);
+    }
+
+    #[test]
     fn each_fault_is_refused_naming_the_node_and_the_file() {
         let d = tempfile::tempdir().unwrap();
         let n = node(START, STOP);
