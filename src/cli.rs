@@ -45,6 +45,8 @@ pub enum Command {
     ExcludeList(ExcludeListArgs),
     /// The backups that can be restored, newest first, from sidecar directories and WAL archives.
     List(ListArgs),
+    /// Remove the archived WAL and sidecar directories that no kept backup needs (docs/expire.md).
+    Expire(ExpireArgs),
     /// After the backup program restored a data directory: check it against the sidecar and prepare recovery (before the first start).
     RestorePrep(RestorePrepArgs),
     /// restore_command for a plain archive directory: copy one archived WAL file into place.
@@ -351,6 +353,28 @@ pub struct ListArgs {
     /// A plain WAL archive directory: its backup history files, and whether each backup's WAL is there and how far it reaches (repeatable)
     #[arg(long, value_name = "DIR")]
     pub archive_dir: Vec<PathBuf>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExpireArgs {
+    /// A sidecar directory post writes into (repeatable, or several separated by ':')
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// A plain WAL archive directory, one per node (repeatable, or several separated by ':')
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR", value_delimiter = ':')]
+    pub archive_dir: Vec<PathBuf>,
+    /// Keep every complete backup started less than N days ago: the backup program's retention period
+    #[arg(long, env = "PGBH_EXPIRE_KEEP_DAYS", value_name = "N")]
+    pub keep_days: Option<u64>,
+    /// Keep the newest N complete backups
+    #[arg(long, env = "PGBH_EXPIRE_KEEP_BACKUPS", value_name = "N")]
+    pub keep_backups: Option<usize>,
+    /// Print what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,

@@ -25,6 +25,7 @@ fn main() {
         cli::Command::Verify(a) => commands::verify::run(a),
         cli::Command::ExcludeList(a) => commands::exclude_list::run(a),
         cli::Command::List(a) => commands::list::run(a),
+        cli::Command::Expire(a) => commands::expire::run(a),
         cli::Command::RestorePrep(a) => commands::restore_prep::run(a),
         cli::Command::WalRestore(a) => commands::wal_restore::run(a),
         cli::Command::WalArchive(a) => commands::wal_archive::run(a),

@@ -6,6 +6,8 @@
 //! - [`scan`]: what a directory holds: segments per timeline, history files, gaps, how far it
 //!   reaches from a backup's start.
 
+pub mod catalog;
+pub mod expire;
 pub mod file;
 pub mod scan;
 pub mod segment;

@@ -2,6 +2,7 @@
 
 pub mod abort;
 pub mod exclude_list;
+pub mod expire;
 pub mod gen;
 pub mod hook;
 pub mod list;

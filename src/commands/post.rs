@@ -179,6 +179,7 @@ fn store(run: &RunDir, id: &str, backup: &BackupStatus, archived: bool, message:
     run.remove_inventory_dir(id);
     release_helper(run, id);
     println!("backup {} is complete and restorable", id);
+    crate::commands::expire::after_post(&backup.sidecar_dirs);
     Ok(exit::OK)
 }
 

@@ -76,6 +76,12 @@ pub fn prove(backup_id: &str, node: &NodeEntry, archive: &Archive) -> Result<Pro
 /// `--archive-dir`: the segments, their headers, the history file, then the reach.
 fn prove_dir(n: &Needed, s: &Scan) -> Result<Proof> {
     if let Some(missing) = s.first_missing(n.timeline, n.start, n.stop) {
+        if expired(s, missing) {
+            return Err(err!(
+                "node {}: backup {} has expired: the {} holds no segment as old as its start {} (its oldest are newer: expire removed what only older backups needed); restore a newer backup (pg-backup-hooks list --archive-dir shows which are restorable)",
+                n.node.name, n.backup_id, archive_what(s), n.node.start_wal_file
+            ));
+        }
         return Err(missing_segment(n, &archive_what(s), &s.segment_name(n.timeline, missing)));
     }
     for segno in n.start..=n.stop {
@@ -192,6 +198,13 @@ fn check_head(n: &Needed, what: &str, name: &str, addr: u64, head: Option<Vec<u8
     Ok(())
 }
 
+/// The archive holds segments, every one newer than `missing` on every timeline: the older
+/// ones were removed (by expire or by hand), not lost in a gap.
+fn expired(s: &Scan, missing: u64) -> bool {
+    let firsts: Vec<u64> = s.timelines().filter_map(|t| s.segments(t).first().map(|x| x.segno)).collect();
+    !firsts.is_empty() && firsts.iter().all(|&f| f > missing)
+}
+
 /// The refusal for the first segment of the backup the archive lacks.
 fn missing_segment(n: &Needed, what: &str, name: &str) -> crate::error::Error {
     let range = format!(
@@ -270,6 +283,17 @@ mod tests {
         assert_eq!(r.end_lsn.to_string(), "0/D000000");
         assert!(p.lines[0].starts_with("the archive holds all 3 segment(s) of the backup"), "{:?}", p.lines);
         assert!(p.lines.last().unwrap().contains("00000001000000000000000C"), "{:?}", p.lines);
+    }
+
+    #[test]
+    fn a_backup_whose_wal_expire_removed_is_refused_as_expired() {
+        let d = tempfile::tempdir().unwrap();
+        fixture::archive(d.path(), SYSID, &[12, 13, 14]);
+        let e = prove("b", &node(START, STOP), &Archive::Dir(d.path())).unwrap_err();
+        assert!(e.msg.contains("backup b has expired") && e.msg.contains("restore a newer backup"), "{}", e.msg);
+        fixture::archive(d.path(), SYSID, &[9]);
+        let e = prove("b", &node(START, STOP), &Archive::Dir(d.path())).unwrap_err();
+        assert!(!e.msg.contains("expired") && e.msg.contains("lacks segment 00000001000000000000000A"), "{}", e.msg);
     }
 
     #[test]
