@@ -177,4 +177,12 @@ fn a_newer_clusters_table_left_in_the_directory_is_moved_aside_and_the_restore_i
     start_and_wait_promoted(&pg);
     assert_eq!(pg.query_scalar("select count(*) from old"), "100");
     assert_eq!(pg.query_scalar("select count(*) from pg_class where relname = 'newer'"), "0");
+    // restore-check shows what restore-prep proved of the files and what it moved aside.
+    let report = t.restore_check_proves("over-1", &t.sidecar, &pg);
+    let want = "files: the copy's files were verified against the inventory; ";
+    assert!(
+        report.contains(want) && report.contains(&format!("stale path(s) moved to {}/over-1", stale_root)),
+        "{}",
+        report
+    );
 }

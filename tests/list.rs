@@ -65,6 +65,10 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
     assert!(lost["stopped_at"].as_str().is_some_and(|s| !s.is_empty()), "{lost:#}");
     assert_eq!(lost["nodes"][0]["name"], "default", "named as its cluster is in another sidecar: {lost:#}");
     assert_eq!(lost["restorable"], true, "{lost:#}");
+    // Whether restore-prep can verify a restored copy's files: the sidecar's inventory.
+    assert_eq!(full["nodes"][0]["inventory_source"], "local", "{full:#}");
+    assert_eq!(lost["nodes"][0]["inventory_source"], serde_json::Value::Null, "{lost:#}");
+    assert_eq!(lost["nodes"][0]["inventory_note"], "the archive holds no inventory", "{lost:#}");
     // Sidecar and history file times are printed alike: RFC 3339 in UTC, whole seconds.
     for e in [full, lost] {
         for k in ["started_at", "stopped_at"] {
@@ -90,6 +94,7 @@ fn lists_complete_lost_sidecar_and_archive_pending_backups_newest_first() {
     assert!(side_only.iter().all(|e| e["label_in_archive"].is_null() && e["restorable"].is_null()), "nobody looked");
     let text = t.run(&["list", "--sidecar-dir", &side]).ok().stdout;
     assert!(text.contains("label in archive: not checked (no --archive-dir)") && !text.contains(": no "), "{text}");
+    assert!(text.contains("    files: inventory (local): restore-prep verifies a restored copy"), "{text}");
     let arch_only = list_json(&t, &["--archive-dir", &arch]);
     assert_eq!(arch_only.iter().map(|e| e["backup_id"].as_str().unwrap_or("?")).collect::<Vec<_>>(), ["lost", "full"]);
 

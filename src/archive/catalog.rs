@@ -62,6 +62,10 @@ pub struct NodeRow {
     pub label_archive_dir: Option<PathBuf>,
     /// What the archive holds for it (None without --archive-dir).
     pub archive: Option<NodeArchive>,
+    /// Where its inventory was read from: restore-prep can verify a copy's files (None: it
+    /// cannot; `inventory_note` says why).
+    pub inventory_source: Option<crate::inventory::Source>,
+    pub inventory_note: Option<String>,
     #[serde(skip)]
     pub seg_size: u64,
 }
@@ -284,6 +288,11 @@ fn merge_manifest(entries: &mut Vec<Entry>, dir: &Path, m: Manifest) {
             backup_history_file: n.backup_history_file.clone(),
             label_archive_dir: None,
             archive: None,
+            inventory_source: n.inventory_source,
+            inventory_note: match (&n.inventory_source, &n.inventory_note) {
+                (None, None) => Some("no inventory was recorded (a sidecar of an older build)".into()),
+                (_, note) => note.clone(),
+            },
             seg_size: n.wal_segment_size,
         })
         .collect();
@@ -395,6 +404,8 @@ fn node_row(a: &Archived, sysid: Option<String>) -> NodeRow {
         backup_history_file: Some(a.history.name.clone()),
         label_archive_dir: Some(a.dir.clone()),
         archive: None,
+        inventory_source: None,
+        inventory_note: Some("the archive holds no inventory".into()),
         seg_size: a.seg_size,
     }
 }

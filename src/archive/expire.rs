@@ -300,6 +300,8 @@ mod tests {
                     first_missing: None,
                     window: None,
                 }),
+                inventory_source: None,
+                inventory_note: None,
                 seg_size: SEG,
             }],
             sort_key: 1_000_000_000 - age_days * 86_400,

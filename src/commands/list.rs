@@ -59,6 +59,13 @@ fn print_node(n: &NodeRow) {
         n.timeline,
         if n.from_standby { ", from a standby (no history file)" } else { "" }
     );
+    match (&n.inventory_source, &n.inventory_note) {
+        (Some(src), _) => println!("    files: inventory ({}): restore-prep verifies a restored copy", src),
+        (None, note) => println!(
+            "    files: not verifiable, restore-prep can only say so{}",
+            note.as_deref().map(|w| format!(" ({})", w)).unwrap_or_default()
+        ),
+    }
     let Some(a) = &n.archive else { return };
     let Some(dir) = &a.dir else {
         println!("    archive: no listed archive directory holds its start segment: not restorable from them");

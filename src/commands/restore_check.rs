@@ -13,6 +13,7 @@ use crate::ids;
 use crate::pg::wal::Lsn;
 use crate::pg::{api, conninfo::ConnInfo, tls};
 use crate::restore::outcome::{self, Observed, Verdict};
+use crate::restore::record;
 use crate::restore::recovery::{self, Target};
 use crate::sidecar::{self, Manifest, NodeEntry};
 
@@ -24,6 +25,8 @@ struct NodeReport {
     asked: Option<String>,
     proven: bool,
     lines: Vec<String>,
+    /// What restore-prep's record says of the copy's files (see restore::record).
+    restore_prep: Option<String>,
     observed: Option<Observed>,
 }
 
@@ -137,12 +140,18 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
         asked: a.target.clone(),
         proven: false,
         lines: Vec::new(),
+        restore_prep: None,
         observed: None,
     };
-    let observed = wait_ended(&node.name, info, deadline, a.timeout)
-        .and_then(|(mut c, v)| outcome::observe(&mut c, v).map_err(|e| e.within("reading the recovery state")));
+    let observed = wait_ended(&node.name, info, deadline, a.timeout).and_then(|(mut c, v)| {
+        let o = outcome::observe(&mut c, v).map_err(|e| e.within("reading the recovery state"))?;
+        Ok((o, restore_prep_line(&mut c, &m.backup_id)))
+    });
     let o = match observed {
-        Ok(o) => o,
+        Ok((o, prep)) => {
+            r.restore_prep = Some(prep);
+            o
+        }
         Err(e) => {
             r.lines.push(e.msg);
             return r;
@@ -159,6 +168,19 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
     }
     r.observed = Some(o);
     r
+}
+
+/// restore-prep's record of the copy's files, as one line (never a failure of the check).
+fn restore_prep_line(c: &mut postgres::Client, id: &str) -> String {
+    match record::read(c) {
+        Ok(Some(r)) if r.backup_id == id => r.summary(),
+        Ok(Some(r)) => format!(
+            "restore-prep's record names backup {}, not {}: this copy was prepared for another backup",
+            r.backup_id, id
+        ),
+        Ok(None) => format!("no restore-prep record ({}): the copy's files are not known to be verified", record::FILE),
+        Err(e) => e.msg,
+    }
 }
 
 pub fn run(a: RestoreCheckArgs) -> Result<i32> {
@@ -222,6 +244,9 @@ fn print_text(reports: &[NodeReport], unchecked: &[&str]) {
         println!("node {}: {} ({})", r.name, verdict, target);
         for l in &r.lines {
             println!("  {}: {}", if r.proven { "ok" } else { "problem" }, l);
+        }
+        if let Some(p) = &r.restore_prep {
+            println!("  files: {}", p);
         }
     }
     for n in unchecked {

@@ -102,8 +102,17 @@ pub struct Inventory {
 
 /// Files a copy of a running cluster holds or leaves out that an inventory never requires
 /// nor calls stale, because restore-prep itself writes or removes them.
-pub const RESTORE_CONTROL_FILES: &[&str] =
-    &["recovery.signal", "standby.signal", "recovery.conf", "backup_label.old", "tablespace_map.old"];
+pub const RESTORE_CONTROL_FILES: &[&str] = &[
+    "recovery.signal",
+    "standby.signal",
+    "recovery.conf",
+    "backup_label.old",
+    "tablespace_map.old",
+    RESTORE_RECORD_FILE,
+];
+
+/// restore-prep's record for restore-check (src/restore/record.rs).
+pub const RESTORE_RECORD_FILE: &str = "pg-backup-hooks-restore.json";
 
 /// Does `path` belong in an inventory: a file or directory a copy must or may hold? The
 /// exclude rules' complement: a `Contents` directory itself is listed, what it holds is not;

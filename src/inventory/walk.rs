@@ -9,10 +9,11 @@
 //! opened as named (the user or the server named it). Files that vanish while the listing
 //! runs (a running server drops and recycles files) are simply not listed.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -27,6 +28,14 @@ const OPEN: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_CLO
 
 /// Every path below `root` that belongs in an inventory ([`listed`]), unsorted.
 pub fn walk(root: &Path) -> Result<Vec<Entry>> {
+    walk_mapped(root, &BTreeMap::new())
+}
+
+/// [`walk`], with the tablespaces of `mapped` (oid -> directory) listed from where they will
+/// be, not from where the copy's `pg_tblspc/<oid>` link points: a restored copy whose
+/// tablespace goes to a new path (restore-prep's --tablespace-map) still has the original
+/// server's link, which on the same host leads into production's tablespace.
+pub fn walk_mapped(root: &Path, mapped: &BTreeMap<String, PathBuf>) -> Result<Vec<Entry>> {
     let top = Dir::open(root, OPEN, Mode::empty()).map_err(|e| err!("cannot open {}: {}", root.display(), e))?;
     let mut out = Vec::new();
     let mut stack: Vec<(Dir, String)> = vec![(top, String::new())];
@@ -40,7 +49,11 @@ pub fn walk(root: &Path) -> Result<Vec<Entry>> {
             if !listed(&rel) {
                 continue;
             }
-            if let Some(sub) = visit(&dir, &name, &rel, root, &mut out)? {
+            let sub = match rel.strip_prefix("pg_tblspc/").and_then(|oid| mapped.get(oid)) {
+                Some(to) => Some(open_mapped(&rel, to, &mut out)?),
+                None => visit(&dir, &name, &rel, root, &mut out)?,
+            };
+            if let Some(sub) = sub {
                 stack.push((sub, format!("{}/", rel)));
             }
         }
@@ -84,6 +97,15 @@ fn follow_tablespace(dir: &Dir, name: &OsStr, rel: &str, root: &Path, out: &mut 
     }
     out.push(entry(rel, Kind::Dir, &st));
     open_below(dir, name, OPEN, rel, root)
+}
+
+/// A mapped tablespace: its directory, opened as named (the sidecar or the user named it).
+fn open_mapped(rel: &str, to: &Path, out: &mut Vec<Entry>) -> Result<Dir> {
+    let d = Dir::open(to, OPEN, Mode::empty())
+        .map_err(|e| err!("cannot open tablespace {} at {}: {}", rel, to.display(), e))?;
+    let st = nix::sys::stat::fstat(d.as_raw_fd()).map_err(|e| err!("cannot stat {}: {}", to.display(), e))?;
+    out.push(entry(rel, Kind::Dir, &st));
+    Ok(d)
 }
 
 fn open_below(dir: &Dir, name: &OsStr, flags: OFlag, rel: &str, root: &Path) -> Result<Option<Dir>> {
@@ -169,6 +191,27 @@ mod tests {
         let rel = got.iter().find(|e| e.path == "base/5/1259").unwrap();
         assert_eq!(rel.size, 8192);
         assert!(rel.mtime > 1_600_000_000);
+    }
+
+    #[test]
+    fn a_mapped_tablespace_is_listed_from_its_new_place_not_through_the_copys_link() {
+        let t = tempfile::tempdir().unwrap();
+        let pg = t.path().join("pgdata");
+        let production = t.path().join("prod_ts");
+        let moved = t.path().join("moved_ts");
+        fs::create_dir_all(pg.join("pg_tblspc")).unwrap();
+        fs::create_dir_all(production.join("PG_15_1/5")).unwrap();
+        fs::create_dir_all(moved.join("PG_15_1/5")).unwrap();
+        fs::write(production.join("PG_15_1/5/1"), "production").unwrap();
+        fs::write(moved.join("PG_15_1/5/2"), "restored").unwrap();
+        symlink(&production, pg.join("pg_tblspc/16385")).unwrap();
+        let map: BTreeMap<String, PathBuf> = [("16385".to_string(), moved.clone())].into_iter().collect();
+        let k = kinds(&walk_mapped(&pg, &map).unwrap());
+        assert!(k.contains_key("pg_tblspc/16385/PG_15_1/5/2"), "{:?}", k);
+        assert!(!k.contains_key("pg_tblspc/16385/PG_15_1/5/1"), "production's tablespace was listed: {:?}", k);
+        assert_eq!(k.get("pg_tblspc/16385"), Some(&Kind::Dir));
+        // Not mapped: the link is followed as the server follows it.
+        assert!(kinds(&walk(&pg).unwrap()).contains_key("pg_tblspc/16385/PG_15_1/5/1"));
     }
 
     #[test]

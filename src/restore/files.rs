@@ -7,6 +7,7 @@
 //! parent's descriptor (only `pg_tblspc/<oid>` is followed, as the server follows it), and
 //! each path is moved with renameat2(RENAME_NOREPLACE), then both directories are fsynced.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +38,10 @@ pub struct Proof {
     /// Stale paths relative to the data directory, moved (or in a dry run: to move) to `stale_dir`.
     pub stale: Vec<PathBuf>,
     pub stale_dir: PathBuf,
+    /// The tablespaces by oid, where they will be (--tablespace-map applied): stale paths in
+    /// them are moved from there, never through the copy's original link.
+    #[serde(skip)]
+    pub tablespaces: BTreeMap<String, PathBuf>,
 }
 
 /// `<pgdata>.pgbh-stale`.
@@ -48,7 +53,14 @@ pub fn stale_root(pgdata: &Path) -> PathBuf {
 
 /// Prove the copy in `pgdata` against the node's inventories in `sidecar_dir` (checksums
 /// were checked by restore::checks). Refuses missing or older files unless `accept`.
-pub fn prove(pgdata: &Path, sidecar_dir: &Path, id: &str, node: &NodeEntry, accept: bool) -> Result<Proof> {
+pub fn prove(
+    pgdata: &Path,
+    sidecar_dir: &Path,
+    id: &str,
+    node: &NodeEntry,
+    accept: bool,
+    tablespaces: &BTreeMap<String, PathBuf>,
+) -> Result<Proof> {
     let stale_dir = stale_root(pgdata).join(id);
     if node.inventory_source.is_none() {
         let why = node.inventory_note.clone().unwrap_or_else(|| {
@@ -58,7 +70,7 @@ pub fn prove(pgdata: &Path, sidecar_dir: &Path, id: &str, node: &NodeEntry, acce
         return Ok(Proof { line, stale_dir, ..Proof::default() });
     }
     let (start, stop) = read_inventories(sidecar_dir, id, &node.name)?;
-    let copy = inventory::walk::walk(pgdata)?;
+    let copy = inventory::walk::walk_mapped(pgdata, tablespaces)?;
     let v = compare::compare(&start, &stop, &copy);
     let accepted = findings(&v, &start, node, pgdata, id, accept)?;
     let stale: Vec<PathBuf> = v.stale.iter().map(|s| PathBuf::from(&s.path)).collect();
@@ -76,7 +88,7 @@ pub fn prove(pgdata: &Path, sidecar_dir: &Path, id: &str, node: &NodeEntry, acce
             format!(", {} stale path(s) to move to {}", stale.len(), stale_dir.display())
         }
     );
-    Ok(Proof { verified: accepted.is_none(), line, accepted, stale, stale_dir })
+    Ok(Proof { verified: accepted.is_none(), line, accepted, stale, stale_dir, tablespaces: tablespaces.clone() })
 }
 
 /// The two inventories of the node in the sidecar.
@@ -181,7 +193,7 @@ const DIR: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_CLOE
 pub fn move_stale(pgdata: &Path, proof: &Proof) -> Result<Vec<PathBuf>> {
     let mut moved = Vec::new();
     for rel in &proof.stale {
-        move_one(pgdata, &proof.stale_dir, rel).map_err(|e| {
+        move_one(pgdata, &proof.stale_dir, rel, &proof.tablespaces).map_err(|e| {
             err!("cannot move stale {} to {}: {}", pgdata.join(rel).display(), proof.stale_dir.join(rel).display(), e)
         })?;
         moved.push(rel.clone());
@@ -189,10 +201,15 @@ pub fn move_stale(pgdata: &Path, proof: &Proof) -> Result<Vec<PathBuf>> {
     Ok(moved)
 }
 
-fn move_one(pgdata: &Path, stale_dir: &Path, rel: &Path) -> std::result::Result<(), String> {
+fn move_one(
+    pgdata: &Path,
+    stale_dir: &Path,
+    rel: &Path,
+    tablespaces: &BTreeMap<String, PathBuf>,
+) -> std::result::Result<(), String> {
     let name = rel.file_name().ok_or("no file name")?;
     let parent = rel.parent().unwrap_or(Path::new(""));
-    let from = open_in_copy(pgdata, parent).map_err(|e| e.to_string())?;
+    let from = open_in_copy(pgdata, parent, tablespaces).map_err(|e| e.to_string())?;
     let root =
         fsutil::open_dir_below(stale_dir.parent().unwrap_or(stale_dir), Path::new("")).map_err(|e| e.to_string())?;
     let id = stale_dir.file_name().ok_or("no backup id")?;
@@ -213,10 +230,22 @@ fn move_one(pgdata: &Path, stale_dir: &Path, rel: &Path) -> std::result::Result<
     fsutil::fsync_dir_fd(&to).and_then(|_| fsutil::fsync_dir_fd(&from)).map_err(|e| e.to_string())
 }
 
-/// Open `rel` in the copy: O_NOFOLLOW throughout except at `pg_tblspc/<oid>`.
-fn open_in_copy(pgdata: &Path, rel: &Path) -> nix::Result<Dir> {
-    let mut cur = Dir::open(pgdata, DIR, Mode::empty())?;
+/// Open `rel` in the copy: O_NOFOLLOW throughout except at `pg_tblspc/<oid>`, which is a
+/// mapped tablespace's directory where there is one, else the link the server follows.
+fn open_in_copy(pgdata: &Path, rel: &Path, tablespaces: &BTreeMap<String, PathBuf>) -> nix::Result<Dir> {
     let comps: Vec<&OsStr> = rel.iter().collect();
+    let mapped = match comps.as_slice() {
+        [t, oid, ..] if *t == "pg_tblspc" => oid.to_str().and_then(|o| tablespaces.get(o)),
+        _ => None,
+    };
+    if let Some(dir) = mapped {
+        let mut cur = Dir::open(dir, DIR, Mode::empty())?;
+        for c in &comps[2..] {
+            cur = Dir::openat(Some(cur.as_raw_fd()), *c, DIR.union(OFlag::O_NOFOLLOW), Mode::empty())?;
+        }
+        return Ok(cur);
+    }
+    let mut cur = Dir::open(pgdata, DIR, Mode::empty())?;
     for (i, c) in comps.iter().enumerate() {
         let follow = i == 1 && comps[0] == "pg_tblspc";
         let flags = if follow { DIR } else { DIR.union(OFlag::O_NOFOLLOW) };

@@ -25,6 +25,7 @@ pub mod links;
 pub mod next_steps;
 pub mod outcome;
 pub mod privs;
+pub mod record;
 pub mod recovery;
 pub mod wal_proof;
 
@@ -119,9 +120,6 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     let c = run_checks(o, rebuilt.as_ref())?;
     let mut warnings = c.warnings.clone();
     let mut passed = check_lines(&c, rebuilt.as_ref());
-    let copy_proof = files::prove(&o.pgdata, &c.sidecar_dir, &o.backup_id, &c.node, o.accept_unverified_files)?;
-    passed.push(copy_proof.line.clone());
-    warnings.extend(copy_proof.accepted.clone());
     label_source_checks(o, rebuilt.as_ref(), &c, &mut passed, &mut warnings)?;
     let target = choose_target(o, &c, &mut warnings)?;
     let restore_command = restore_command(o, &c)?;
@@ -129,6 +127,12 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     warn_archive_into_source(o, &mut warnings)?;
     let (map_text, map) = install::remap(&c.spcmap_text, c.major, &o.tablespace_map)?;
     let (tablespaces, wal) = check_links(o, &map, &mut warnings)?;
+    // The copy's files against the inventory, its tablespaces where they will be.
+    let mapped = map.iter().map(|t| (t.oid.clone(), PathBuf::from(&t.path))).collect();
+    let copy_proof =
+        files::prove(&o.pgdata, &c.sidecar_dir, &o.backup_id, &c.node, o.accept_unverified_files, &mapped)?;
+    passed.push(copy_proof.line.clone());
+    warnings.extend(copy_proof.accepted.clone());
     passed.extend(wal.note.iter().cloned());
     if !map.is_empty() {
         passed.push(format!(
@@ -142,7 +146,8 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     removes.extend(rec.removes.iter().cloned());
     passed.extend(standby_end_check(&c));
     let map_text = (!map.is_empty()).then_some(map_text);
-    let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes)?;
+    let record = record::Record::new(&o.backup_id, &c.node.name, &copy_proof).write(&pgdata)?;
+    let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes, record)?;
     let roots: Vec<PathBuf> =
         [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();
     let next = next_steps::plan(&next_steps::Request {
@@ -321,6 +326,7 @@ fn files_to_write(
     rebuilt: Option<&from_archive::Rebuilt>,
     map_text: Option<String>,
     recovery: Vec<FileWrite>,
+    record: FileWrite,
 ) -> Result<Vec<FileWrite>> {
     let mut files = Vec::new();
     if let Some(text) = map_text {
@@ -341,6 +347,7 @@ fn files_to_write(
     let raise = c.node.from_standby.then_some((c.node.stop_lsn, c.node.timeline));
     files.push(install::control_write(&o.pgdata, raise)?);
     files.extend(recovery);
+    files.push(record);
     if let Some(r) = rebuilt {
         let from = format!("rebuilt from backup history file {}", r.history);
         files.iter_mut().for_each(|f| f.what = f.what.replace("from the sidecar", &from));
@@ -541,15 +548,21 @@ mod tests {
             "major",
             "system",
             "the",
-            "files",
             "restore_command",
             "the",
+            "files",
         ];
         assert_eq!(firsts, want);
-        assert!(plan.checks[7].starts_with("files not verified: "), "{}", plan.checks[7]);
+        assert!(plan.checks[9].starts_with("files not verified: "), "{}", plan.checks[9]);
         let written: Vec<PathBuf> =
             plan.writes.iter().map(|w| w.path.strip_prefix(copy.pgdata()).unwrap().into()).collect();
-        let names = ["backup_label", "global/pg_control", "postgresql.auto.conf", "recovery.signal"];
+        let names = [
+            "backup_label",
+            "global/pg_control",
+            "postgresql.auto.conf",
+            "recovery.signal",
+            "pg-backup-hooks-restore.json",
+        ];
         assert_eq!(written, names.iter().map(PathBuf::from).collect::<Vec<_>>());
         assert_eq!(plan.target_action, TargetAction::Promote);
     }

@@ -63,9 +63,15 @@ impl Record {
 
     /// The record as a file restore-prep writes (0600, the data directory's owner).
     pub fn write(&self, pgdata: &Path) -> Result<FileWrite> {
-        let mut data = serde_json::to_vec_pretty(self).map_err(|e| err!("cannot encode restore-prep's record: {}", e))?;
+        let mut data =
+            serde_json::to_vec_pretty(self).map_err(|e| err!("cannot encode restore-prep's record: {}", e))?;
         data.push(b'\n');
-        Ok(FileWrite { path: pgdata.join(FILE), data, what: "restore-prep's record for restore-check".into(), keep: None })
+        Ok(FileWrite {
+            path: pgdata.join(FILE),
+            data,
+            what: "restore-prep's record for restore-check".into(),
+            keep: None,
+        })
     }
 }
 
@@ -86,8 +92,16 @@ mod tests {
 
     #[test]
     fn the_summary_says_what_was_verified_and_moved() {
-        let mut p = Proof { verified: true, line: "files verified".into(), stale_dir: PathBuf::from("/d.pgbh-stale/ID"), ..Proof::default() };
-        assert_eq!(Record::new("ID", "a", &p).summary(), "the copy's files were verified against the inventory; no stale path moved");
+        let mut p = Proof {
+            verified: true,
+            line: "files verified".into(),
+            stale_dir: PathBuf::from("/d.pgbh-stale/ID"),
+            ..Proof::default()
+        };
+        assert_eq!(
+            Record::new("ID", "a", &p).summary(),
+            "the copy's files were verified against the inventory; no stale path moved"
+        );
         p.stale = vec![PathBuf::from("base/5/1"), PathBuf::from("base/5/2")];
         assert_eq!(
             Record::new("ID", "a", &p).summary(),

@@ -77,8 +77,8 @@ impl Tool {
 
     /// The last step of every restore: `restore-check` proves that the restored single-node
     /// cluster `pg` (started) ended recovery where backup `id` says; the node's name is read
-    /// from the sidecar's manifest.
-    pub fn restore_check_proves(&self, id: &str, sidecar: &Path, pg: &super::Cluster) {
+    /// from the sidecar's manifest. Returns restore-check's report.
+    pub fn restore_check_proves(&self, id: &str, sidecar: &Path, pg: &super::Cluster) -> String {
         let manifest = std::fs::read(sidecar.join(id).join("manifest.json")).expect("reading the manifest");
         let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("parsing the manifest");
         let node = manifest["nodes"][0]["name"].as_str().expect("the manifest names its node").to_string();
@@ -91,6 +91,7 @@ impl Tool {
             check.stdout,
             check.stderr
         );
+        check.stdout
     }
 
     /// A run dir (0700, ours) and a sidecar dir inside `dir`.
