@@ -649,24 +649,7 @@ fn amanda_level_0_plus_level_1_restores_and_level_1_over_an_older_level_0_is_ref
     amanda.fetch_level("incr", &date_c, 1, &pg.datadir);
     common::chown_to_server_user(&pg.datadir);
     let before = crate::label_archive::tree(&pg.datadir);
-    let (sidecar, pgdata, archive) = (
-        amanda.hook_sidecar.display().to_string(),
-        pg.datadir.display().to_string(),
-        pg.archive_dir.display().to_string(),
-    );
-    let r = t.run(&[
-        "restore-prep",
-        "--backup-id",
-        &id_c,
-        "--sidecar-dir",
-        &sidecar,
-        "--pgdata",
-        &pgdata,
-        "--archive-dir",
-        &archive,
-        "--archive-mode",
-        "off",
-    ]);
+    let r = t.restore_prep(&id_c, &amanda.hook_sidecar, &pg);
     assert_eq!(r.code, 1, "level 1 over an older level 0 must be refused:\n{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.stderr.trim().lines().count(), 1, "one line:\n{}", r.stderr);
     assert!(r.stderr.contains("missing") || r.stderr.contains("older"), "{}", r.stderr);

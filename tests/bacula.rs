@@ -901,21 +901,7 @@ fn stale_dir(pg: &Cluster) -> PathBuf {
 
 /// restore-prep of backup `id` over the copy in place (archiving off).
 fn prep(t: &Tool, id: &str, pg: &Cluster) -> common::tool::Ran {
-    let (sidecar, pgdata, archive) =
-        (t.sidecar.display().to_string(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
-    t.run(&[
-        "restore-prep",
-        "--backup-id",
-        id,
-        "--sidecar-dir",
-        &sidecar,
-        "--pgdata",
-        &pgdata,
-        "--archive-dir",
-        &archive,
-        "--archive-mode",
-        "off",
-    ])
+    t.restore_prep(id, &t.sidecar, pg)
 }
 
 /// The restored chain recovers to the end of the archive with every committed transaction

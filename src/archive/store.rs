@@ -246,7 +246,8 @@ fn same_content(mut a: impl Read, mut b: impl Read) -> io::Result<bool> {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Fill `buf` from a stream until it is full or the stream ends; the bytes read.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

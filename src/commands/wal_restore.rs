@@ -7,7 +7,7 @@
 //! of taking the failure for the end of the archive and promoting too early.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::archive::file::{self, Compression};
@@ -139,7 +139,7 @@ fn copy_checked(file: File, c: Compression, stored: &Path, f: &str, sysid: Optio
         let mut buf = vec![0u8; 1 << 20];
         let mut check: Option<PageCheck> = None;
         loop {
-            let n = read_at_most_stream(&mut r, &mut buf).map_err(|e| damaged(e.to_string()))?;
+            let n = crate::archive::store::read_full(&mut r, &mut buf).map_err(|e| damaged(e.to_string()))?;
             if n == 0 {
                 break;
             }
@@ -161,18 +161,6 @@ fn copy_checked(file: File, c: Compression, stored: &Path, f: &str, sysid: Optio
             (None, false) => Ok(()),
         }
     })
-}
-
-/// Fill `buf` from a stream until it is full or the stream ends.
-fn read_at_most_stream(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 pub fn run(a: WalRestoreArgs) -> Result<i32> {

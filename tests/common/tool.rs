@@ -56,9 +56,17 @@ impl Tool {
     /// off (a test restore), run as root over the server user's tree; it must succeed.
     pub fn restore_prep_ok(&self, id: &str, sidecar: &Path, pg: &super::Cluster) {
         super::chown_to_server_user(&pg.datadir);
+        let prep = self.restore_prep(id, sidecar, pg);
+        assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
+        super::chown_to_server_user(&pg.datadir);
+    }
+
+    /// restore-prep of backup `id` over the copy `pg` in place, from its plain archive, with
+    /// archiving off; whatever it does (for refusals).
+    pub fn restore_prep(&self, id: &str, sidecar: &Path, pg: &super::Cluster) -> Ran {
         let (sidecar, pgdata, archive) =
             (sidecar.display().to_string(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
-        let prep = self.run(&[
+        self.run(&[
             "restore-prep",
             "--backup-id",
             id,
@@ -70,9 +78,7 @@ impl Tool {
             &archive,
             "--archive-mode",
             "off",
-        ]);
-        assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
-        super::chown_to_server_user(&pg.datadir);
+        ])
     }
 
     /// The last step of every restore: `restore-check` proves that the restored single-node
