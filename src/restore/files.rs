@@ -104,6 +104,16 @@ fn read_inventories(sidecar_dir: &Path, id: &str, node: &str) -> Result<(Invento
 }
 
 /// Refuse missing or older files in one line, or with `accept` return the warning.
+/// What stands in the copy where a file should be, when something does (lstat: no link followed).
+fn in_copy_as(pgdata: &Path, rel: &str) -> &'static str {
+    match std::fs::symlink_metadata(pgdata.join(rel)) {
+        Ok(m) if m.file_type().is_symlink() => " (a symbolic link in the copy, not a file)",
+        Ok(m) if m.is_dir() => " (a directory in the copy, not a file)",
+        Ok(m) if !m.is_file() => " (not a regular file in the copy)",
+        _ => "",
+    }
+}
+
 fn findings(
     v: &compare::Verdict,
     start: &Inventory,
@@ -117,8 +127,12 @@ fn findings(
     }
     let mut parts = Vec::new();
     if !v.missing.is_empty() {
-        let first: Vec<String> =
-            v.missing.iter().take(FIRST).map(|p| inventory::describe(p, &start.databases)).collect();
+        let first: Vec<String> = v
+            .missing
+            .iter()
+            .take(FIRST)
+            .map(|p| format!("{}{}", inventory::describe(p, &start.databases), in_copy_as(pgdata, p)))
+            .collect();
         parts.push(format!("{} file(s) missing from the copy: {}", v.missing.len(), first.join(", ")));
     }
     if !v.older.is_empty() {
