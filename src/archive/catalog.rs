@@ -126,8 +126,11 @@ pub struct ArchiveDir {
 impl ArchiveDir {
     pub fn read(dir: &Path) -> Result<ArchiveDir> {
         let rd = std::fs::read_dir(dir).map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
-        let names = rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
-        let names: Vec<String> = names;
+        let mut names = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| err!("cannot list archive directory {}: {}", dir.display(), e))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
         let set = names.iter().cloned().collect();
         Ok(ArchiveDir { dir: dir.to_path_buf(), names, set, scans: Vec::new() })
     }
@@ -140,8 +143,9 @@ impl ArchiveDir {
         for p in &s.problems {
             eprintln!("pg-backup-hooks: warning: {}", p);
         }
+        let i = self.scans.len();
         self.scans.push(s);
-        Ok(self.scans.last().expect("just pushed"))
+        Ok(&self.scans[i])
     }
 }
 
