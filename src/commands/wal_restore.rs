@@ -55,17 +55,7 @@ fn check_sysid(name: &str, h: &LongHeader, sysid: Option<u64>) -> Result<()> {
 /// Anything else (a path, `..`, another shape) is refused, so wal-restore can only ever
 /// hand out WAL files from the archive directory itself.
 pub fn is_wal_request(f: &str) -> bool {
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
-    if let Some(tli) = f.strip_suffix(".history") {
-        return hex(tli, 8);
-    }
-    if let Some(seg) = f.strip_suffix(".partial") {
-        return hex(seg, 24);
-    }
-    if let Some(rest) = f.strip_suffix(".backup") {
-        return rest.split_once('.').is_some_and(|(seg, off)| hex(seg, 24) && hex(off, 8));
-    }
-    hex(f, 24)
+    file::kind_of(f).is_some()
 }
 
 /// Open the archived file of `f` in whatever form it is stored (NAME, NAME.zst, NAME.lz4),
