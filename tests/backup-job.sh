@@ -56,8 +56,9 @@ cat >> "$work/data/postgresql.conf" <<CONF
 listen_addresses = ''
 unix_socket_directories = '$work/sock'
 archive_mode = on
-archive_command = 'test ! -f $work/archive/%f && cp %p $work/archive/%f'
+archive_command = '$tool wal-archive --archive-dir $work/archive %p %f'
 CONF
+say "archive_command: pg-backup-hooks wal-archive (durable, never overwrites: docs/archive.md)"
 as_server "$pgbin/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
 psql_ -c "create table orders(id serial primary key, note text, at timestamptz default now())"
 say "server $("$pgbin/postgres" --version)"
@@ -114,6 +115,7 @@ seg=$(psql_ -c "select pg_walfile_name(pg_switch_wal())")
 for _ in $(seq 1 300); do [ -f "$work/archive/$seg" ] && break; sleep 0.1; done
 [ -f "$work/archive/$seg" ] || { echo "segment $seg never reached the archive"; exit 1; }
 say "$committed rows committed in all; WAL switched and archived up to $seg"
+"$tool" list --sidecar-dir "$work/sidecar" --archive-dir "$work/archive" | sed 's/^/   /'
 
 step "6. disaster: the server stops and its data directory is lost"
 as_server "$pgbin/pg_ctl" -D "$work/data" -m fast stop >/dev/null
