@@ -24,6 +24,7 @@ mod copy_proof;
 mod core;
 mod distributed;
 mod exclude;
+mod expire;
 mod faults;
 mod harness;
 mod hooks;

@@ -3,47 +3,16 @@
 //! a minute of pgbench, and the order of the durability calls seen with strace.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::roundtrip::{install_bin, restore_copy, run_exe, start_and_wait_promoted, tar_create};
+use crate::common::roundtrip::{
+    archiving, install_archiver, restore_copy, run_exe, start_and_wait_promoted, switch_and_wait_archived, tar_create,
+};
 use crate::common::standby::{pgbench_init, tpcb_sums, CLIENT_BINDIR};
 use crate::common::tool::Tool;
-use crate::common::{wait_until, Cluster, ClusterOpts, TestDir};
-
-/// The lean archive_command program, copied where the server user can run it.
-fn install_archiver(dir: &TestDir) -> PathBuf {
-    install_bin(dir);
-    let to = dir.path().join("bin/pg-backup-hooks-wal-archive");
-    fs::copy(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-archive"), &to).expect("copying wal-archive");
-    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
-    to
-}
-
-/// A cluster named `name` whose archive_command is wal-archive into `archive` (made here, the
-/// server's) with `compress`.
-fn archiving(dir: &TestDir, name: &str, archive: &Path, compress: Option<&str>) -> Cluster {
-    let exe = install_archiver(dir);
-    if !archive.exists() {
-        fs::create_dir(archive).expect("mkdir archive");
-        crate::common::chown_to_server_user(archive);
-    }
-    let c = compress.map(|c| format!(" --compress {}", c)).unwrap_or_default();
-    let cmd = format!("{} --archive-dir {}{} %p %f", exe.display(), archive.display(), c);
-    Cluster::with_opts(dir.path(), name, ClusterOpts { archive_command: Some(cmd), ..ClusterOpts::default() })
-}
-
-/// pg_switch_wal() and wait until the archiver reports that segment archived; its name.
-fn switch_and_wait_archived(pg: &Cluster) -> String {
-    pg.execute("create table if not exists tick (x int); insert into tick values (1)");
-    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
-    wait_until(Duration::from_secs(60), &format!("{} archived", seg), || {
-        pg.query_scalar("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg
-    });
-    seg
-}
+use crate::common::{wait_until, TestDir};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> =

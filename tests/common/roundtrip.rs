@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{bin, wait_until, Cluster, TestDir};
+use super::{bin, wait_until, Cluster, ClusterOpts, TestDir};
 
 /// Our binary, copied into the test directory so that the server user (which runs
 /// restore_command) can execute it.
@@ -174,4 +174,36 @@ pub fn run_exe(exe: &Path, args: &[&str]) -> Output {
         out.status
     );
     out
+}
+
+/// The lean archive_command program, copied where the server user can run it.
+pub fn install_archiver(dir: &TestDir) -> PathBuf {
+    install_bin(dir);
+    let to = dir.path().join("bin/pg-backup-hooks-wal-archive");
+    fs::copy(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-archive"), &to).expect("copying wal-archive");
+    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
+    to
+}
+
+/// A cluster named `name` whose archive_command is wal-archive into `archive` (made here, the
+/// server's) with `compress`.
+pub fn archiving(dir: &TestDir, name: &str, archive: &Path, compress: Option<&str>) -> Cluster {
+    let exe = install_archiver(dir);
+    if !archive.exists() {
+        fs::create_dir(archive).expect("mkdir archive");
+        crate::common::chown_to_server_user(archive);
+    }
+    let c = compress.map(|c| format!(" --compress {}", c)).unwrap_or_default();
+    let cmd = format!("{} --archive-dir {}{} %p %f", exe.display(), archive.display(), c);
+    Cluster::with_opts(dir.path(), name, ClusterOpts { archive_command: Some(cmd), ..ClusterOpts::default() })
+}
+
+/// pg_switch_wal() and wait until the archiver reports that segment archived; its name.
+pub fn switch_and_wait_archived(pg: &Cluster) -> String {
+    pg.execute("create table if not exists tick (x int); insert into tick values (1)");
+    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
+    wait_until(Duration::from_secs(60), &format!("{} archived", seg), || {
+        pg.query_scalar("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg
+    });
+    seg
 }
