@@ -119,6 +119,19 @@ fn write_via_temp(dest: &Path, fill: impl FnOnce(&mut File) -> std::result::Resu
     Ok(())
 }
 
+/// A plain segment: every page header checked by positioned reads, then the copy left to the
+/// kernel (io::copy between files is copy_file_range), as cp's is.
+fn copy_plain_segment(mut file: File, stored: &Path, f: &str, sysid: Option<u64>, dest: &Path) -> Result<()> {
+    let damaged = |e: String| loud(format!("archived file {} cannot be used: {}", stored.display(), e));
+    let len = file.metadata().map_err(|e| loud(format!("cannot stat {}: {}", stored.display(), e)))?.len();
+    let mut head = vec![0u8; 8192];
+    let n = read_at_most(&file, &mut head).map_err(|e| damaged(e.to_string()))?;
+    let mut pc = PageCheck::new(f, &head[..n]).map_err(|e| damaged(e.msg))?;
+    check_sysid(f, &pc.header(), sysid)?;
+    pc.check_file(&file, len).map_err(|e| damaged(e.msg))?;
+    copy(&mut file, dest)
+}
+
 /// Decompress (and, for a segment, check every page header of) `file` into `dest`. The
 /// format's checksum is checked at the end of the stream: a damaged file never reaches `dest`.
 fn copy_checked(file: File, c: Compression, stored: &Path, f: &str, sysid: Option<u64>, dest: &Path) -> Result<()> {
@@ -172,7 +185,11 @@ pub fn run(a: WalRestoreArgs) -> Result<i32> {
         return Ok(exit::FAILURE);
     };
     let src = a.archive_dir.join(stored);
-    if c != Compression::None || is_segment_name(f) {
+    if c == Compression::None && is_segment_name(f) {
+        copy_plain_segment(file, &src, f, a.system_identifier, &a.dest)?;
+        return Ok(0);
+    }
+    if c != Compression::None {
         copy_checked(file, c, &src, f, a.system_identifier, &a.dest)?;
         return Ok(0);
     }
@@ -270,6 +287,28 @@ mod tests {
         assert_eq!(names(&pgwal), vec!["RECOVERYXLOG"], "no temporary file left");
         let e = run(args(&arch, "../etc/passwd", &dest)).unwrap_err();
         assert_eq!(e.code, exit::USAGE);
+    }
+
+    #[test]
+    fn a_plain_segment_with_a_damaged_page_header_or_cut_short_aborts_and_leaves_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (arch, pgwal) = (d.path().join("arch"), d.path().join("pg_wal"));
+        fs::create_dir_all(&arch).unwrap();
+        fs::create_dir_all(&pgwal).unwrap();
+        let dest = pgwal.join("RECOVERYXLOG");
+        let mut bad = segment("000000010000000000000003", 7);
+        bad[5 * 1024 + 9] ^= 0x40; // the page address of page 5
+        fs::write(arch.join("000000010000000000000003"), &bad).unwrap();
+        let e = run(args(&arch, "000000010000000000000003", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::ABORT_RECOVERY);
+        assert!(e.msg.contains("offset 5120") && e.msg.contains("damaged"), "{}", e.msg);
+        let mut short = segment("000000010000000000000004", 7);
+        short.truncate(4096);
+        fs::write(arch.join("000000010000000000000004"), &short).unwrap();
+        let e = run(args(&arch, "000000010000000000000004", &dest)).unwrap_err();
+        assert_eq!(e.code, exit::ABORT_RECOVERY);
+        assert!(e.msg.contains("truncated"), "{}", e.msg);
+        assert!(names(&pgwal).is_empty(), "nothing written: {:?}", names(&pgwal));
     }
 
     #[test]
