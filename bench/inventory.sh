@@ -96,6 +96,8 @@ PY
     per100k=$(awk -v s="$((start + stop))" -v e="$entries" 'BEGIN {printf "%.2f", s / 1048576 / e * 100000}')
     added=$(awk -v a="$w" -v b="$wo" 'BEGIN {printf "%.0f", (a-b)*1000}')
     rows+=("| $n | $entries | $(ms "$wo") ms | $(ms "$w") ms | $added ms | $((start / 1024)) KiB + $((stop / 1024)) KiB | $per100k MiB |")
+    echo "helper's own timings of the last run:" >&2
+    grep -h "inventory:" "$work/run/$last_id.log" >&2 || true
     rm -rf "${work:?}/sidecar/"ib-*
 done
 

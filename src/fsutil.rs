@@ -135,6 +135,20 @@ pub fn dir_names(dir: &mut Dir) -> nix::Result<Vec<OsString>> {
     Ok(out)
 }
 
+/// The names in `dir` (but `.` and `..`) with the type readdir reports (None when the file
+/// system does not say: the caller must stat).
+pub fn dir_entries(dir: &mut Dir) -> nix::Result<Vec<(OsString, Option<nix::dir::Type>)>> {
+    let mut out = Vec::new();
+    for e in dir.iter() {
+        let e = e?;
+        let b = e.file_name().to_bytes();
+        if b != b"." && b != b".." {
+            out.push((OsString::from_vec(b.to_vec()), e.file_type()));
+        }
+    }
+    Ok(out)
+}
+
 /// fsync an open directory.
 pub fn fsync_dir_fd(dir: &Dir) -> nix::Result<()> {
     nix::unistd::fsync(dir.as_raw_fd())

@@ -153,7 +153,10 @@ impl Node {
             return Ok(()); // no start inventory: a stop inventory proves nothing alone
         }
         let t0 = Instant::now();
-        let Some(inv) = source::take(&self.inventory_source, &self.client)? else { return Ok(()) };
+        // At stop, names and kinds are all the proof needs (missing, stale): no stat per file.
+        let Some(inv) = source::take(&self.inventory_source, &self.client, when == Moment::Stop)? else {
+            return Ok(());
+        };
         let data = inv.encode()?;
         crate::fsutil::write_atomic(&run.inventory_file(id, &self.name, when.as_str()), &data, 0o600, None)?;
         let file = InventoryFile {

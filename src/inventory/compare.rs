@@ -126,7 +126,13 @@ mod tests {
         Entry { path: path.into(), kind: Kind::Link, size: 0, mtime: 1 }
     }
     fn inv(entries: Vec<Entry>) -> Inventory {
-        let mut i = Inventory { source: Source::Local, taken_at: String::new(), databases: BTreeMap::new(), entries };
+        let mut i = Inventory {
+            source: Source::Local,
+            taken_at: String::new(),
+            databases: BTreeMap::new(),
+            entries,
+            names_only: false,
+        };
         i.normalize();
         i
     }

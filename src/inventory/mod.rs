@@ -98,6 +98,9 @@ pub struct Inventory {
     pub databases: BTreeMap<u32, String>,
     /// Sorted by path, no duplicates.
     pub entries: Vec<Entry>,
+    /// Names and kinds only, sizes and mtimes 0 (a local stop inventory: missing and stale
+    /// need nothing more); stored as `detail=names` in the header.
+    pub names_only: bool,
 }
 
 /// Files a copy of a running cluster holds or leaves out that an inventory never requires
@@ -118,24 +121,28 @@ pub const RESTORE_RECORD_FILE: &str = "pg-backup-hooks-restore.json";
 /// exclude rules' complement: a `Contents` directory itself is listed, what it holds is not;
 /// the restore control files are not listed either.
 pub fn listed(path: &str) -> bool {
-    let comps: Vec<&str> = path.split('/').collect();
-    if comps.len() == 1 && RESTORE_CONTROL_FILES.contains(&comps[0]) {
+    // Called for every entry of every listing: no allocation.
+    let (first, nested) = match path.split_once('/') {
+        Some((f, _)) => (f, true),
+        None => (path, false),
+    };
+    if !nested && RESTORE_CONTROL_FILES.contains(&first) {
         return false;
     }
     for r in RULES {
         match *r {
             Rule::Contents(d) => {
-                if comps.len() > 1 && comps[0] == d {
+                if nested && first == d {
                     return false;
                 }
             }
             Rule::TopFile(f) => {
-                if comps.len() == 1 && comps[0] == f {
+                if !nested && first == f {
                     return false;
                 }
             }
             Rule::AnyDepth(p) => {
-                if comps.iter().any(|c| glob(p, c)) {
+                if path.split('/').any(|c| glob(p, c)) {
                     return false;
                 }
             }
@@ -148,11 +155,12 @@ pub fn listed(path: &str) -> bool {
 fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
+        // One star (every rule today): a prefix and a suffix that do not overlap.
+        Some((pre, rest)) if !rest.contains('*') => {
+            name.len() >= pre.len() + rest.len() && name.starts_with(pre) && name.ends_with(rest)
+        }
         Some((pre, rest)) => {
             let Some(tail) = name.strip_prefix(pre) else { return false };
-            if rest.is_empty() {
-                return true;
-            }
             (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
         }
     }
@@ -284,11 +292,12 @@ impl Inventory {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut text = String::with_capacity(self.entries.len() * 40 + 256);
         text.push_str(&format!(
-            "{} {} source={} taken_at={}\n",
+            "{} {} source={} taken_at={}{}\n",
             MAGIC,
             FORMAT_VERSION,
             self.source,
-            escape(&self.taken_at)
+            escape(&self.taken_at),
+            if self.names_only { " detail=names" } else { "" }
         ));
         for (oid, name) in &self.databases {
             text.push_str(&format!("db {} {}\n", oid, escape(name)));
@@ -305,8 +314,8 @@ impl Inventory {
             zstd::stream::decode_all(data).context(|| format!("{}: not a compressed inventory (damaged?)", what))?;
         let text = String::from_utf8(raw).map_err(|_| err!("{}: the inventory is not UTF-8 text (damaged?)", what))?;
         let mut lines = text.lines();
-        let (source, taken_at) = parse_header(lines.next().unwrap_or(""), what)?;
-        let mut inv = Inventory { source, taken_at, databases: BTreeMap::new(), entries: Vec::new() };
+        let (source, taken_at, names_only) = parse_header(lines.next().unwrap_or(""), what)?;
+        let mut inv = Inventory { source, taken_at, databases: BTreeMap::new(), entries: Vec::new(), names_only };
         for (i, line) in lines.enumerate() {
             let bad = || err!("{}: inventory line {} is not readable: {:?}", what, i + 2, line);
             if let Some(rest) = line.strip_prefix("db ") {
@@ -326,7 +335,7 @@ impl Inventory {
     }
 }
 
-fn parse_header(line: &str, what: &str) -> Result<(Source, String)> {
+fn parse_header(line: &str, what: &str) -> Result<(Source, String, bool)> {
     let rest = line.strip_prefix(MAGIC).ok_or_else(|| err!("{}: not a pg-backup-hooks inventory", what))?;
     let mut f = rest.split_whitespace();
     let version: u32 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -340,16 +349,18 @@ fn parse_header(line: &str, what: &str) -> Result<(Source, String)> {
     }
     let mut source = None;
     let mut taken_at = String::new();
+    let mut names_only = false;
     for kv in f {
         match kv.split_once('=') {
             Some(("source", "local")) => source = Some(Source::Local),
             Some(("source", "sql")) => source = Some(Source::Sql),
             Some(("taken_at", t)) => taken_at = unescape(t).unwrap_or_default(),
+            Some(("detail", "names")) => names_only = true,
             _ => {}
         }
     }
     let source = source.ok_or_else(|| err!("{}: the inventory does not say where it was read from", what))?;
-    Ok((source, taken_at))
+    Ok((source, taken_at, names_only))
 }
 
 #[cfg(test)]
@@ -373,10 +384,13 @@ mod tests {
                 e("pg_tblspc/16385", Kind::Dir, 0, 3),
                 e("conf.link", Kind::Link, 0, 4),
             ],
+            names_only: false,
         };
         inv.normalize();
         let data = inv.encode().unwrap();
         assert_eq!(Inventory::decode(&data, "x").unwrap(), inv);
+        inv.names_only = true;
+        assert_eq!(Inventory::decode(&inv.encode().unwrap(), "x").unwrap(), inv, "detail=names reads back");
         assert!(inv.get("base/16384/16397").is_some());
         assert!(inv.get("base/16384").is_none());
     }

@@ -82,19 +82,21 @@ fn local_dir(facts: &ServerFacts) -> std::result::Result<PathBuf, String> {
 
 /// Take an inventory from `chosen` now; the session gives the database names (and, for
 /// `sql`, the listing). It is locked only while it is used: a local walk leaves it free for
-/// the restore point and the archive wait. None for [`Chosen::None`].
-pub fn take(chosen: &Chosen, client: &Mutex<Client>) -> Result<Option<Inventory>> {
+/// the restore point and the archive wait. `names_only`: a local listing without sizes and mtimes
+/// (the stop inventory). None for [`Chosen::None`].
+pub fn take(chosen: &Chosen, client: &Mutex<Client>, names_only: bool) -> Result<Option<Inventory>> {
     let session = || client.lock().unwrap_or_else(|p| p.into_inner());
     let source = match chosen.source() {
         Some(s) => s,
         None => return Ok(None),
     };
     let taken_at = chrono::Utc::now().to_rfc3339();
-    let entries = match chosen {
-        Chosen::Local(dir) => walk::walk(dir)?,
-        _ => sql::list(&mut session())?,
+    let (entries, names_only) = match chosen {
+        Chosen::Local(dir) if names_only => (walk::walk_names(dir)?, true),
+        Chosen::Local(dir) => (walk::walk(dir)?, false),
+        _ => (sql::list(&mut session())?, false),
     };
-    let mut inv = Inventory { source, taken_at, databases: databases(&mut session()), entries };
+    let mut inv = Inventory { source, taken_at, databases: databases(&mut session()), entries, names_only };
     inv.normalize();
     Ok(Some(inv))
 }

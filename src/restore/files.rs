@@ -345,6 +345,7 @@ mod bench {
             taken_at: String::new(),
             databases: Default::default(),
             entries: std::mem::take(&mut entries),
+            names_only: false,
         };
         inv.normalize();
         let stop = inv.clone();
