@@ -40,6 +40,7 @@ mod standby;
 mod tls;
 mod versions;
 mod wal_archive;
+mod check;
 
 /// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
 /// out of the list above would silently never run.
