@@ -414,9 +414,7 @@ fn duration(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{:?} is not a duration: give seconds or a number with s, m, h, d or w (26h, 7d)", s))?;
-    n.checked_mul(mult)
-        .filter(|v| *v <= MAX_SECS)
-        .ok_or_else(|| format!("{:?} is longer than {} seconds", s, MAX_SECS))
+    n.checked_mul(mult).filter(|v| *v <= MAX_SECS).ok_or_else(|| format!("{:?} is longer than {} seconds", s, MAX_SECS))
 }
 
 #[derive(Args, Debug)]

@@ -57,7 +57,8 @@ fn check_json(t: &Tool, args: &[&str]) -> (i32, serde_json::Value) {
     let mut a = vec!["--format", "json"];
     a.extend_from_slice(args);
     let r = check(t, &a);
-    let v = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", r.stdout, r.stderr));
+    let v =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", r.stdout, r.stderr));
     (r.code, v)
 }
 
@@ -341,7 +342,8 @@ fn a_node_that_is_down_is_critical_and_named_and_the_others_are_still_checked() 
     n2.stop("fast");
     let (a1, a2) = (format!("n1={}", n1.archive_dir.display()), format!("n2={}", n2.archive_dir.display()));
     let (c1, c2) = (format!("n1={}", n1.conninfo()), format!("n2={}", n2.conninfo()));
-    let args = ["--node", c1.as_str(), "--node", c2.as_str(), "--archive-dir", a1.as_str(), "--archive-dir", a2.as_str()];
+    let args =
+        ["--node", c1.as_str(), "--node", c2.as_str(), "--archive-dir", a1.as_str(), "--archive-dir", a2.as_str()];
     let (code, report) = check_json(&t, &args);
     assert_eq!(code, 2, "{report:#}");
     let (status, msg) = finding(&report, "n2", "connect");

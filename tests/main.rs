@@ -19,6 +19,7 @@ mod amanda;
 mod archive_proof;
 mod bacula;
 mod borgmatic;
+mod check;
 mod cli_docs;
 mod copy_proof;
 mod core;
@@ -40,7 +41,6 @@ mod standby;
 mod tls;
 mod versions;
 mod wal_archive;
-mod check;
 
 /// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
 /// out of the list above would silently never run.

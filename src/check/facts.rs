@@ -29,6 +29,14 @@ use crate::sidecar::{self, Status as SidecarStatus};
 /// The session name check's connections show in pg_stat_activity.
 const APPLICATION_NAME: &str = "pg-backup-hooks check";
 
+/// connect_timeout when neither the conninfo nor PGCONNECT_TIMEOUT sets one: a monitoring
+/// check must answer within its runner's timeout (Nagios: 10 s by default), and an
+/// unreachable node is a finding, not a wait.
+const CONNECT_TIMEOUT: &str = "5";
+
+/// How long one statement of check may run.
+const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '5s'";
+
 /// Everything gathered: per node, plus what belongs to no node given.
 pub struct Gathered {
     pub nodes: Vec<NodeFacts>,
@@ -173,7 +181,10 @@ fn resolve_nodes(cfg: &Config) -> Vec<(NodeFacts, Option<ConnInfo>)> {
         let mut f = NodeFacts { name: name.to_string(), ..NodeFacts::default() };
         match ConnInfo::parse(ci) {
             Ok(ci) => {
-                let ci = ci.with_env_defaults();
+                let mut ci = ci.with_env_defaults();
+                if ci.get("connect_timeout").is_none_or(str::is_empty) {
+                    ci.set("connect_timeout", CONNECT_TIMEOUT);
+                }
                 f.conninfo = ci.redacted();
                 (f, Some(ci))
             }
@@ -226,6 +237,7 @@ fn ask_servers(nodes: &mut [(NodeFacts, Option<ConnInfo>)]) {
 fn server_side(ci: &ConnInfo) -> Result<ServerSide> {
     let mut c = crate::pg::tls::connect(ci, APPLICATION_NAME)?;
     let where_ = |e: crate::error::Error| e.within(ci.endpoint());
+    c.batch_execute(STATEMENT_TIMEOUT).map_err(|e| err!("{}: {}", ci.endpoint(), crate::error::pg_error(&e)))?;
     let v = api::server_version_num(&mut c).map_err(where_)?;
     let f = api::server_facts(&mut c, v).map_err(where_)?;
     let archiver = api::archiver_stats(&mut c).map_err(where_)?;
@@ -446,7 +458,9 @@ fn backup_facts(
     if let Some(dir) = n.archive_dir.clone() {
         b.archive = Some(match cat.archives.iter_mut().find(|a| a.dir == dir) {
             Some(a) => archive_facts(a, &row, heads),
-            None => ArchiveFacts { dir, errors: vec!["the archive directory was not listed".into()], ..Default::default() },
+            None => {
+                ArchiveFacts { dir, errors: vec!["the archive directory was not listed".into()], ..Default::default() }
+            }
         });
     }
     n.backup = Some(b);
@@ -517,7 +531,15 @@ fn archive_facts(a: &mut ArchiveDir, row: &NodeRow, heads: &mut HeadCache) -> Ar
 
 /// Read the header of every segment from the backup's start to the end of the run (on the
 /// timelines between), until one names another cluster.
-fn check_heads(f: &mut ArchiveFacts, s: &Scan, tli: u32, start: u64, r: &scan::Reach, want: u64, heads: &mut HeadCache) {
+fn check_heads(
+    f: &mut ArchiveFacts,
+    s: &Scan,
+    tli: u32,
+    start: u64,
+    r: &scan::Reach,
+    want: u64,
+    heads: &mut HeadCache,
+) {
     for t in tli..=r.timeline {
         let v = s.segments(t);
         let from = v.partition_point(|x| x.segno < start);

@@ -17,14 +17,7 @@ pub fn judge(g: Gathered, t: &Thresholds) -> Report {
     let mut other: Vec<Finding> = g.other_held.iter().map(|h| held_finding(h, t)).collect();
     other.extend(g.other_errors.into_iter().map(|m| finding("helper", Status::Unknown, m)));
     let status = nodes.iter().map(|n| n.status).chain(other.iter().map(|f| f.status)).max().unwrap_or(Status::Ok);
-    Report {
-        status,
-        checked_at: String::new(),
-        duration_seconds: 0.0,
-        thresholds: t.clone(),
-        nodes,
-        other,
-    }
+    Report { status, checked_at: String::new(), duration_seconds: 0.0, thresholds: t.clone(), nodes, other }
 }
 
 /// The worst status among findings (OK when there are none).
@@ -144,14 +137,21 @@ fn age(b: &BackupFacts, t: &Thresholds) -> Finding {
         Some(max) if age > max as i64 => finding(
             "backup_age",
             Status::Critical,
-            format!("newest complete backup {} is {} old, more than --max-age {}", b.backup_id, human(age), human(max as i64)),
+            format!(
+                "newest complete backup {} is {} old, more than --max-age {}",
+                b.backup_id,
+                human(age),
+                human(max as i64)
+            ),
         ),
         Some(max) => finding(
             "backup_age",
             Status::Ok,
             format!("newest complete backup is {} old (--max-age {})", human(age), human(max as i64)),
         ),
-        None => finding("backup_age", Status::Ok, format!("newest complete backup is {} old (no --max-age)", human(age))),
+        None => {
+            finding("backup_age", Status::Ok, format!("newest complete backup is {} old (no --max-age)", human(age)))
+        }
     }
 }
 
@@ -270,7 +270,10 @@ fn archive_settings(s: &ServerSide, n: &NodeFacts) -> Finding {
         }
     }
     let note = match (s.archive_dir_writable, &s.archive_dir_note) {
-        (Some(true), _) => format!("; {} is writable by the server's user", s.archive_command_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
+        (Some(true), _) => format!(
+            "; {} is writable by the server's user",
+            s.archive_command_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+        ),
         (_, Some(n)) => format!("; directory not checked: {}", n),
         _ => String::new(),
     };

@@ -37,11 +37,14 @@ fn summary(r: &Report) -> String {
         .nodes
         .iter()
         .flat_map(|n| {
-            n.findings.iter().filter(|f| f.status != Status::Ok).map(move |f| (f.status, format!("{}: {}", n.name, f.message)))
+            n.findings
+                .iter()
+                .filter(|f| f.status != Status::Ok)
+                .map(move |f| (f.status, format!("{}: {}", n.name, f.message)))
         })
         .chain(r.other.iter().filter(|f| f.status != Status::Ok).map(|f| (f.status, f.message.clone())))
         .collect();
-    bad.sort_by(|a, b| b.0.cmp(&a.0));
+    bad.sort_by_key(|b| std::cmp::Reverse(b.0));
     if bad.is_empty() {
         let names: Vec<&str> = r.nodes.iter().map(|n| n.name.as_str()).collect();
         return format!("{} node(s) restorable now ({})", names.len(), names.join(", "));
@@ -74,7 +77,13 @@ pub fn nagios(r: &Report) -> String {
                 ));
             }
             if let Some(l) = s.lag_seconds {
-                perf.push(format!("{}={:.0}s;{};{};0;", label("archive_lag"), l, r.thresholds.lag_warn, r.thresholds.lag_crit));
+                perf.push(format!(
+                    "{}={:.0}s;{};{};0;",
+                    label("archive_lag"),
+                    l,
+                    r.thresholds.lag_warn,
+                    r.thresholds.lag_crit
+                ));
             }
             perf.push(format!("{}={}c;;;0;", label("archive_failed_count"), s.archiver.failed_count));
         }
@@ -110,22 +119,36 @@ fn escape(v: &str) -> String {
 /// The text exposition format: one gauge per fact, labelled by node (and backup id).
 pub fn prometheus(r: &Report) -> String {
     let b = |x: bool| if x { 1.0 } else { 0.0 };
-    let mut status = Gauge::new("pgbh_check_status", "Status of each check of a node: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
-    let mut node_status = Gauge::new("pgbh_node_status", "Worst status of a node: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
+    let mut status =
+        Gauge::new("pgbh_check_status", "Status of each check of a node: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
+    let mut node_status =
+        Gauge::new("pgbh_node_status", "Worst status of a node: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
     let mut up = Gauge::new("pgbh_node_up", "1 when check could connect to the node and read its facts");
     let mut age = Gauge::new("pgbh_backup_age_seconds", "Seconds since the newest complete backup of the node stopped");
-    let mut sidecar = Gauge::new("pgbh_backup_sidecar_valid", "1 when the sidecar of the newest complete backup verifies");
+    let mut sidecar =
+        Gauge::new("pgbh_backup_sidecar_valid", "1 when the sidecar of the newest complete backup verifies");
     let mut restorable = Gauge::new(
         "pgbh_backup_archive_complete",
         "1 when the archive holds every segment from the newest complete backup's start to its newest segment, each of this cluster",
     );
-    let mut checked = Gauge::new("pgbh_archive_segments_checked", "Segment headers read from the backup's start to the archive's newest segment");
-    let mut failing = Gauge::new("pgbh_archiver_failing", "1 when pg_stat_archiver's last failure is newer than its last success");
+    let mut checked = Gauge::new(
+        "pgbh_archive_segments_checked",
+        "Segment headers read from the backup's start to the archive's newest segment",
+    );
+    let mut failing =
+        Gauge::new("pgbh_archiver_failing", "1 when pg_stat_archiver's last failure is newer than its last success");
     let mut failed = Gauge::new("pgbh_archiver_failed_count", "pg_stat_archiver.failed_count");
     let mut lag_segs = Gauge::new("pgbh_archive_lag_segments", "Finished WAL segments not archived yet");
-    let mut lag_secs = Gauge::new("pgbh_archive_lag_seconds", "Seconds since the last successful archiving while segments wait (0 when none wait)");
-    let mut settings = Gauge::new("pgbh_archive_settings_valid", "1 when archive_mode and archive_command are set and wal-archive's directory is writable by the server");
-    let mut held = Gauge::new("pgbh_backup_held_seconds", "Seconds a helper has held a backup open (pre without post yet)");
+    let mut lag_secs = Gauge::new(
+        "pgbh_archive_lag_seconds",
+        "Seconds since the last successful archiving while segments wait (0 when none wait)",
+    );
+    let mut settings = Gauge::new(
+        "pgbh_archive_settings_valid",
+        "1 when archive_mode and archive_command are set and wal-archive's directory is writable by the server",
+    );
+    let mut held =
+        Gauge::new("pgbh_backup_held_seconds", "Seconds a helper has held a backup open (pre without post yet)");
     for n in &r.nodes {
         let node = || vec![("node", n.name.clone())];
         for f in &n.findings {
@@ -141,7 +164,10 @@ pub fn prometheus(r: &Report) -> String {
             }
             sidecar.add(nb(), b(bk.sidecar_problems.is_empty()));
             if let Some(a) = &bk.archive {
-                let ok = a.errors.is_empty() && a.marker_problem.is_none() && a.first_missing.is_none() && a.foreign_segment.is_none();
+                let ok = a.errors.is_empty()
+                    && a.marker_problem.is_none()
+                    && a.first_missing.is_none()
+                    && a.foreign_segment.is_none();
                 restorable.add(nb(), b(ok));
                 checked.add(nb(), a.segments_checked as f64);
             }
@@ -162,7 +188,10 @@ pub fn prometheus(r: &Report) -> String {
             held.add(vec![("node", n.name.clone()), ("backup_id", h.backup_id.clone())], h.held_seconds as f64);
         }
     }
-    let mut overall = Gauge::new("pgbh_check_overall_status", "Worst status of the whole check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
+    let mut overall = Gauge::new(
+        "pgbh_check_overall_status",
+        "Worst status of the whole check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+    );
     overall.add(Vec::new(), f64::from(r.status.code()));
     let mut duration = Gauge::new("pgbh_check_duration_seconds", "How long the check took");
     duration.add(Vec::new(), r.duration_seconds);
@@ -170,8 +199,22 @@ pub fn prometheus(r: &Report) -> String {
     when.add(Vec::new(), crate::archive::catalog::epoch(&r.checked_at).unwrap_or(0) as f64);
     let mut out = String::new();
     for g in [
-        overall, node_status, status, up, age, sidecar, restorable, checked, failing, failed, lag_segs, lag_secs, settings,
-        held, duration, when,
+        overall,
+        node_status,
+        status,
+        up,
+        age,
+        sidecar,
+        restorable,
+        checked,
+        failing,
+        failed,
+        lag_segs,
+        lag_secs,
+        settings,
+        held,
+        duration,
+        when,
     ] {
         let _ = writeln!(out, "# HELP {} {}", g.name, g.help);
         let _ = writeln!(out, "# TYPE {} gauge", g.name);
