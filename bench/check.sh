@@ -28,7 +28,7 @@ work=$(mktemp -d /tmp/pgbh-checkbench.XXXXXX)
 chmod 755 "$work"
 mkdir "$work/data"; chown postgres "$work/data"; chmod 700 "$work/data"
 cleanup() { runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
-[ -n "${KEEP:-}" ] && echo "keeping $work" >&2 || trap cleanup EXIT
+if [ -n "${KEEP:-}" ]; then echo "keeping $work" >&2; else trap cleanup EXIT; fi
 mkdir -p "$work/archive" "$work/bin" "$work/sidecar" "$work/run" "$work/sock"
 chmod 700 "$work/sidecar" "$work/run"
 cp "$here/target/release/pg-backup-hooks-wal-archive" "$work/bin/"
@@ -50,8 +50,9 @@ for i in $(seq 1 "$NODES"); do node_args+=(--node "n$i=$ci"); done
 "$bin" pre --backup-id bench --sidecar-dir "$work/sidecar" --run-dir "$work/run" --fast "${node_args[@]}" >/dev/null
 "$bin" post --backup-id bench --run-dir "$work/run" >/dev/null
 sysid=$($psql -h "$work/sock" -p "$port" -U postgres -Atc "select system_identifier from pg_control_system()" postgres)
-have=$(ls "$work/archive" | grep -cE '^[0-9A-F]{24}$')
-newest=$(ls "$work/archive" | grep -E '^[0-9A-F]{24}$' | sort | tail -1)
+segments() { find "$work/archive" -maxdepth 1 -type f -printf '%f\n' | grep -E '^[0-9A-F]{24}$'; }
+have=$(segments | wc -l)
+newest=$(segments | sort | tail -1)
 /usr/bin/python3 - "$work/archive" "$sysid" "$newest" "$((SEGMENTS - have))" <<'PY'
 import os, struct, sys
 d, sysid, newest, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -66,7 +67,7 @@ for i in range(1, n + 1):
         f.write(head)
 PY
 chown -R postgres "$work/archive"
-total=$(ls "$work/archive" | grep -cE '^[0-9A-F]{24}$')
+total=$(segments | wc -l)
 archive_args=(--archive-dir "$work/archive")
 if [ -n "${SEPARATE:-}" ]; then
     archive_args=()
@@ -108,7 +109,7 @@ line=$(cat "$work/out")
 case "$line" in "PGBH CHECK OK - "*) ;; "PGBH CHECK WARNING - "*) [ -n "${SEPARATE:-}" ] || { echo "$line" >&2; exit 1; } ;;
     *) echo "check did not say OK: $line" >&2; exit 1 ;; esac
 declare -A t
-for r in $(seq 1 "$ROUNDS"); do
+for _ in $(seq 1 "$ROUNDS"); do
     s=$(now); run_check; e=$(now); t[check]="${t[check]:-} $(( (e - s) / 1000 ))"
     s=$(now); "$work/by-psql.sh"; e=$(now); t[psql]="${t[psql]:-} $(( (e - s) / 1000 ))"
 done
