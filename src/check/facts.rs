@@ -645,5 +645,21 @@ mod tests {
         assert!(note.unwrap().contains("not on this machine"));
         let (ok, _) = writable_by_server(&t.path().join("nope"), data.to_str());
         assert_eq!(ok, None);
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // A server user that is not root: the archive directory's owner and mode decide.
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&data, Some(54321), Some(54321)).unwrap();
+        std::fs::set_permissions(&arch, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (ok, note) = writable_by_server(&arch, data.to_str());
+        assert_eq!(ok, Some(false));
+        assert!(note.unwrap().contains("not writable by the server's user (uid 54321"));
+        std::os::unix::fs::chown(&arch, None, Some(54321)).unwrap();
+        std::fs::set_permissions(&arch, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(writable_by_server(&arch, data.to_str()).0, Some(true), "group-writable for its group");
+        std::os::unix::fs::chown(&arch, Some(54321), Some(0)).unwrap();
+        std::fs::set_permissions(&arch, std::fs::Permissions::from_mode(0o500)).unwrap();
+        assert_eq!(writable_by_server(&arch, data.to_str()).0, Some(false), "its own, but read-only");
     }
 }

@@ -112,21 +112,21 @@ fn backup_found(n: &NodeFacts, b: &BackupFacts) -> Finding {
             );
         }
     }
-    let pending = if n.newer_pending.is_empty() {
-        String::new()
-    } else {
-        format!("; newer, archive-pending: {}", n.newer_pending.join(", "))
-    };
-    finding(
-        "backup",
-        Status::Ok,
-        format!(
-            "newest complete backup {} stopped {}{}",
-            b.backup_id,
-            b.stopped_at.as_deref().unwrap_or("at an unknown time"),
-            pending
-        ),
-    )
+    let stopped = b.stopped_at.as_deref().unwrap_or("at an unknown time");
+    if !n.newer_pending.is_empty() {
+        // post exited 3 for these: NOT restorable until archiving catches up and post runs again.
+        return finding(
+            "backup",
+            Status::Warning,
+            format!(
+                "newer backup(s) {} are archive-pending (not restorable yet: run post again once archiving works); newest complete backup {} stopped {}",
+                n.newer_pending.join(", "),
+                b.backup_id,
+                stopped
+            ),
+        );
+    }
+    finding("backup", Status::Ok, format!("newest complete backup {} stopped {}", b.backup_id, stopped))
 }
 
 fn age(b: &BackupFacts, t: &Thresholds) -> Finding {
@@ -219,7 +219,12 @@ fn archiver(s: &ServerSide) -> Finding {
 
 fn archive_lag(s: &ServerSide, t: &Thresholds) -> Finding {
     let Some(segs) = s.lag_segments else {
-        return finding("archive_lag", Status::Ok, "not measured (a standby has no current WAL position to compare)");
+        let why = if s.in_recovery {
+            "a standby has no current WAL position to compare"
+        } else {
+            "the last archived file is not a segment (a timeline history file after a promotion)"
+        };
+        return finding("archive_lag", Status::Ok, format!("not measured: {}", why));
     };
     let secs = s.lag_seconds.unwrap_or(0.0);
     let status = if segs >= t.lag_segments_crit || (segs > 0 && secs >= t.lag_crit as f64) {
@@ -283,12 +288,19 @@ fn archive_settings(s: &ServerSide, n: &NodeFacts) -> Finding {
 fn held_finding(h: &Held, t: &Thresholds) -> Finding {
     let status = if h.held_seconds >= t.held_crit as i64 {
         Status::Critical
-    } else if h.held_seconds >= t.held_warn as i64 {
+    } else if h.held_seconds >= t.held_warn as i64 || matches!(h.phase.as_str(), "failed" | "aborted") {
         Status::Warning
     } else {
         Status::Ok
     };
-    let what = if status == Status::Ok { "in progress" } else { "held open (did its post never come?)" };
+    let what = match h.phase.as_str() {
+        "failed" => {
+            "was lost (a session ended or a standby was promoted): its copy cannot be restored, and its helper waits"
+        }
+        "aborted" => "was aborted and its helper waits",
+        _ if status == Status::Ok => "in progress",
+        _ => "held open (did its post never come?)",
+    };
     finding(
         "helper",
         status,
@@ -346,6 +358,10 @@ mod tests {
         assert_eq!(held_finding(&h(59), &t()).status, Status::Ok);
         assert_eq!(held_finding(&h(60), &t()).status, Status::Warning);
         assert_eq!(held_finding(&h(500), &t()).status, Status::Critical);
+        let lost = Held { phase: "failed".into(), ..h(1) };
+        let f = held_finding(&lost, &t());
+        assert_eq!(f.status, Status::Warning);
+        assert!(f.message.contains("cannot be restored"), "{}", f.message);
     }
 
     #[test]
