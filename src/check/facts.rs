@@ -129,6 +129,12 @@ pub struct ArchiveFacts {
     pub marker_problem: Option<String>,
     /// What could not be read.
     pub errors: Vec<String>,
+    /// The cluster the segments must belong to (the backup's system identifier).
+    #[serde(skip)]
+    pub want: Option<u64>,
+    /// The segments whose headers are still to be read, in order.
+    #[serde(skip)]
+    pub to_check: Vec<String>,
 }
 
 /// A backup a helper holds open.
@@ -158,11 +164,11 @@ pub fn gather(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> Gathered {
     let mut out: Vec<NodeFacts> = nodes.into_iter().map(|(n, _)| n).collect();
     match catalog::discover(&cfg.sidecar_dirs, &dirs) {
         Ok(mut cat) => {
-            let mut heads = HeadCache::default();
             for n in out.iter_mut() {
                 n.archive_dir = archive_dir_for(cfg, n);
-                backup_facts(n, &mut cat, &cfg.archive_dirs, &mut heads, now);
+                backup_facts(n, &mut cat, &cfg.archive_dirs, now);
             }
+            check_heads(&mut out);
         }
         Err(e) => {
             for n in out.iter_mut() {
@@ -396,31 +402,8 @@ fn archive_dir_for(cfg: &Config, n: &NodeFacts) -> Option<PathBuf> {
     n.server.as_ref().and_then(|s| s.archive_command_dir.clone()).filter(|d| d.is_dir())
 }
 
-/// Segment headers already read: (directory, stored name) → system identifier.
-#[derive(Default)]
-struct HeadCache(HashMap<(PathBuf, String), Option<u64>>);
-
-impl HeadCache {
-    fn sysid(&mut self, dir: &Path, stored: &str) -> Result<Option<u64>> {
-        let key = (dir.to_path_buf(), stored.to_string());
-        if let Some(v) = self.0.get(&key) {
-            return Ok(*v);
-        }
-        let head = file::read_head(dir, stored, scan::HEAD_BYTES)?;
-        let v = head.as_deref().and_then(scan::parse_head).map(|h| h.system_identifier);
-        self.0.insert(key, v);
-        Ok(v)
-    }
-}
-
 /// The node's newest complete backup in the sidecars, its sidecar verified, its archive judged.
-fn backup_facts(
-    n: &mut NodeFacts,
-    cat: &mut Catalog,
-    plain_dirs: &[PathBuf],
-    heads: &mut HeadCache,
-    now: chrono::DateTime<chrono::Utc>,
-) {
+fn backup_facts(n: &mut NodeFacts, cat: &mut Catalog, plain_dirs: &[PathBuf], now: chrono::DateTime<chrono::Utc>) {
     let name = n.name.clone();
     let has_node = |e: &Entry| e.sidecar_present && e.nodes.iter().any(|r| r.name.as_deref() == Some(name.as_str()));
     let Some(i) = cat.entries.iter().position(|e| has_node(e) && e.status == SidecarStatus::Complete) else {
@@ -457,7 +440,7 @@ fn backup_facts(
     }
     if let Some(dir) = n.archive_dir.clone() {
         b.archive = Some(match cat.archives.iter_mut().find(|a| a.dir == dir) {
-            Some(a) => archive_facts(a, &row, heads),
+            Some(a) => archive_facts(a, &row),
             None => {
                 ArchiveFacts { dir, errors: vec!["the archive directory was not listed".into()], ..Default::default() }
             }
@@ -486,7 +469,7 @@ fn sidecar_problems(dirs: &[PathBuf], id: &str, node: &str) -> Vec<String> {
 
 /// The archive from the backup's start: the first gap up to the newest segment, the header
 /// of every segment of the run, the marker.
-fn archive_facts(a: &mut ArchiveDir, row: &NodeRow, heads: &mut HeadCache) -> ArchiveFacts {
+fn archive_facts(a: &mut ArchiveDir, row: &NodeRow) -> ArchiveFacts {
     let mut f = ArchiveFacts { dir: a.dir.clone(), ..ArchiveFacts::default() };
     let want: Option<u64> = row.system_identifier.as_deref().and_then(|s| s.parse().ok());
     match store::read_marker(&a.dir) {
@@ -523,46 +506,70 @@ fn archive_facts(a: &mut ArchiveDir, row: &NodeRow, heads: &mut HeadCache) -> Ar
     if newest > r.segno {
         f.first_missing = Some(s.segment_name(r.timeline, r.segno + 1));
     }
-    if let Some(want) = want {
-        check_heads(&mut f, s, tli, start, &r, want, heads);
-    }
+    f.want = want;
+    f.to_check = run_segments(s, tli, start, &r);
     f
 }
 
-/// Read the header of every segment from the backup's start to the end of the run (on the
-/// timelines between), until one names another cluster.
-fn check_heads(
-    f: &mut ArchiveFacts,
-    s: &Scan,
-    tli: u32,
-    start: u64,
-    r: &scan::Reach,
-    want: u64,
-    heads: &mut HeadCache,
-) {
+/// The stored names of every segment from the backup's start to the end of the run (on the
+/// timelines between), in order.
+fn run_segments(s: &Scan, tli: u32, start: u64, r: &scan::Reach) -> Vec<String> {
+    let mut out = Vec::new();
     for t in tli..=r.timeline {
         let v = s.segments(t);
         let from = v.partition_point(|x| x.segno < start);
         for x in v[from..].iter().take_while(|x| x.segno <= r.segno) {
-            let stored = file::stored_name(&s.segment_name(t, x.segno), x.compression);
-            f.segments_checked += 1;
-            match heads.sysid(s.dir(), &stored) {
-                Ok(Some(id)) if id == want => {}
-                Ok(Some(id)) => {
-                    f.foreign_segment = Some(format!("{} has system identifier {}", stored, id));
-                    return;
-                }
-                Ok(None) => {
-                    f.foreign_segment = Some(format!("{} has no valid WAL segment header", stored));
-                    return;
-                }
-                Err(e) => {
-                    f.errors.push(e.msg);
-                    return;
-                }
-            }
+            out.push(file::stored_name(&s.segment_name(t, x.segno), x.compression));
         }
     }
+    out
+}
+
+/// A segment header's system identifier (None: no valid long header), or why it could not
+/// be read.
+type HeadResult = std::result::Result<Option<u64>, String>;
+
+/// Read every header the nodes' archives need, each (directory, file) once, in parallel,
+/// then judge each node's run in order up to the first segment of another cluster.
+fn check_heads(nodes: &mut [NodeFacts]) {
+    let archives = || nodes.iter().filter_map(|n| n.backup.as_ref()?.archive.as_ref());
+    let mut wanted: Vec<(PathBuf, String)> =
+        archives().flat_map(|a| a.to_check.iter().map(|n| (a.dir.clone(), n.clone()))).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let heads = read_heads(&wanted);
+    for a in nodes.iter_mut().filter_map(|n| n.backup.as_mut()?.archive.as_mut()) {
+        let Some(want) = a.want else { continue };
+        for stored in std::mem::take(&mut a.to_check) {
+            a.segments_checked += 1;
+            match heads.get(&(a.dir.clone(), stored.clone())) {
+                Some(Ok(Some(id))) if *id == want => continue,
+                Some(Ok(Some(id))) => a.foreign_segment = Some(format!("{} has system identifier {}", stored, id)),
+                Some(Ok(None)) => a.foreign_segment = Some(format!("{} has no valid WAL segment header", stored)),
+                Some(Err(e)) => a.errors.push(e.clone()),
+                None => a.errors.push(format!("{}: not read", stored)),
+            }
+            break;
+        }
+    }
+}
+
+/// The headers of `files`, read by a few threads (reading 40 bytes of many files is bound by
+/// system calls, which run in parallel).
+fn read_heads(files: &[(PathBuf, String)]) -> HashMap<(PathBuf, String), HeadResult> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let chunk = files.len().div_ceil(threads).max(1);
+    let read = |(dir, stored): &(PathBuf, String)| -> HeadResult {
+        let head = file::read_head(dir, stored, scan::HEAD_BYTES).map_err(|e| e.msg)?;
+        Ok(head.as_deref().and_then(scan::parse_head).map(|h| h.system_identifier))
+    };
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(|f| (f.clone(), read(f))).collect::<Vec<_>>()))
+            .collect();
+        jobs.into_iter().flat_map(|j| j.join().unwrap_or_default()).collect()
+    })
 }
 
 /// The backups helpers hold, each given to the checked nodes it names; the rest, and what
