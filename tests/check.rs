@@ -404,3 +404,63 @@ fn citus_discovery_with_a_worker_down_names_the_worker_group() {
     assert_eq!(code, 2, "{report:#}");
     assert_eq!(finding(&report, "coordinator", "connect").0, "CRITICAL", "{report:#}");
 }
+
+#[test]
+fn a_segment_of_another_cluster_in_the_run_is_critical() {
+    let dir = TestDir::new();
+    let (pg, archive) = archiving(&dir, "pg");
+    let other = Cluster::new(dir.path(), "other");
+    let t = Tool::new(&dir);
+    backup(&t, "b1", &[("pg", pg.conninfo())]);
+    let segs: Vec<String> = (0..2).map(|_| switch_archived(&pg)).collect();
+    // The other cluster's segment put in under this one's name (a copy from the wrong host).
+    let theirs = crate::common::roundtrip::switch_and_wait(&other);
+    fs::remove_file(archive.join(&segs[0])).expect("removing");
+    fs::copy(other.archive_dir.join(&theirs), archive.join(&segs[0])).expect("copying");
+    let node = format!("pg={}", pg.conninfo());
+    let arch = archive.display().to_string();
+    let (code, report) = check_json(&t, &["--node", &node, "--archive-dir", &arch]);
+    assert_eq!(code, 2, "{report:#}");
+    let (status, msg) = finding(&report, "pg", "archive");
+    assert_eq!(status, "CRITICAL");
+    let their_sysid = other.query_scalar("select system_identifier from pg_control_system()");
+    assert!(msg.contains(&format!("segment {} has system identifier {}", segs[0], their_sysid)), "{msg}");
+}
+
+#[test]
+fn an_archive_directory_the_server_cannot_write_and_a_newer_archive_pending_backup_are_reported() {
+    let dir = TestDir::new();
+    let (pg, archive) = archiving(&dir, "pg");
+    let t = Tool::new(&dir);
+    let nodes = [("pg", pg.conninfo())];
+    backup(&t, "b1", &nodes);
+    std::thread::sleep(Duration::from_millis(1100));
+    // wal-archive can no longer write: post cannot finish, the sidecar is archive-pending.
+    fs::set_permissions(&archive, fs::Permissions::from_mode(0o555)).expect("chmod");
+    t.pre("b2", &nodes, &[]).ok();
+    t.with_run("post", "b2", &["--archive-timeout", "2"]).fails(3, "NOT restorable yet");
+    let node = format!("pg={}", pg.conninfo());
+    let arch = archive.display().to_string();
+    let (code, report) = check_json(&t, &["--node", &node, "--archive-dir", &arch]);
+    assert_eq!(code, 2, "{report:#}");
+    let (status, msg) = finding(&report, "pg", "archive_settings");
+    assert_eq!(status, "CRITICAL", "{report:#}");
+    assert!(msg.contains("wal-archive cannot write") && msg.contains("not writable by the server's user"), "{msg}");
+    let (status, msg) = finding(&report, "pg", "backup");
+    assert_eq!(status, "WARNING", "{report:#}");
+    assert!(msg.contains("b2 are archive-pending") && msg.contains("newest complete backup b1"), "{msg}");
+    assert_eq!(finding(&report, "pg", "archiver").0, "CRITICAL", "{report:#}");
+    fs::set_permissions(&archive, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn nagios_says_unknown_when_it_cannot_check_at_all() {
+    let dir = TestDir::new();
+    let t = Tool::new(&dir);
+    let r = check(&t, &["--format", "nagios", "--node", "no-equals-sign"]);
+    assert_eq!(r.code, 3, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stdout.starts_with("PGBH CHECK UNKNOWN - a --node value has no \"=\""), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 1);
+    // The other formats: a usage error as every command gives one.
+    check(&t, &["--node", "no-equals-sign"]).fails(2, "a --node value has no \"=\"");
+}
