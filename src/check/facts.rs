@@ -207,10 +207,9 @@ fn resolve_nodes(cfg: &Config) -> Vec<(NodeFacts, Option<ConnInfo>)> {
     if !cfg.discover_citus {
         return nodes;
     }
-    let Some((mut coord, Some(ci))) = nodes.into_iter().next() else {
-        return vec![(NodeFacts { name: discovery::COORDINATOR.into(), ..NodeFacts::default() }, None)];
-    };
+    let Some((mut coord, ci)) = nodes.into_iter().next() else { return Vec::new() };
     coord.name = discovery::COORDINATOR.into();
+    let Some(ci) = ci else { return vec![(coord, None)] };
     match discovery::citus(&ci, discovery::Role::Primary) {
         Ok(found) => found.into_iter().map(|(name, ci)| parsed(&name, &ci.to_secret_string())).collect(),
         Err(e) => {
