@@ -57,6 +57,8 @@ pub enum Command {
     Hook(HookArgs),
     /// After the first start of restored nodes: wait until recovery ended and prove it ended where the backup says.
     RestoreCheck(RestoreCheckArgs),
+    /// Monitoring: whether every node can be restored now (backup age, sidecar, archive gaps, archiving, held backups), for Nagios/Icinga, Prometheus and cron (docs/check.md).
+    Check(CheckArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -397,9 +399,93 @@ pub struct HookArgs {
     pub args: Vec<String>,
 }
 
+/// Parser for a duration: seconds, or a number with s, m, h, d or w (`90m`, `26h`, `7d`).
+fn duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        Some((i, 'w')) => (&s[..i], 7 * 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a duration: give seconds or a number with s, m, h, d or w (26h, 7d)", s))?;
+    n.checked_mul(mult).filter(|v| *v <= MAX_SECS).ok_or_else(|| format!("{:?} is longer than {} seconds", s, MAX_SECS))
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status, in every format (the Nagios plugin convention): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Durations are seconds or a number with s, m, h, d or w. See docs/check.md."
+)]
+pub struct CheckArgs {
+    /// A node to check, as NAME=CONNINFO (the names pre was given); repeatable. Without it, one node "default" connects like psql
+    #[arg(
+        long = "node",
+        env = "PGBH_NODES",
+        value_name = "NAME=CONNINFO",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub nodes: Vec<String>,
+    /// Find the nodes as pre does: `citus` reads pg_dist_node on the coordinator (its --node) and checks `coordinator` plus `group-<groupid>` for each worker group's primary
+    #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
+    pub discover: Option<String>,
+    /// A sidecar directory post writes into (repeatable, or several separated by ':')
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// The WAL archive directory wal-archive writes: DIR for every node, or NODE=DIR for one node (repeatable, or several separated by ':')
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "[NODE=]DIR", value_delimiter = ':')]
+    pub archive_dir: Vec<String>,
+    /// CRITICAL when the newest complete backup of a node stopped longer ago than this (the backup schedule plus some slack, e.g. 26h); without it the age is reported, not judged
+    #[arg(long, env = "PGBH_CHECK_MAX_AGE", value_name = "DURATION", value_parser = duration)]
+    pub max_age: Option<u64>,
+    /// WARNING when this many finished WAL segments wait to be archived
+    #[arg(long, env = "PGBH_CHECK_LAG_SEGMENTS_WARN", value_name = "N", default_value_t = 16)]
+    pub lag_segments_warn: u64,
+    /// CRITICAL when this many finished WAL segments wait to be archived
+    #[arg(long, env = "PGBH_CHECK_LAG_SEGMENTS_CRIT", value_name = "N", default_value_t = 128)]
+    pub lag_segments_crit: u64,
+    /// WARNING when segments wait and the last successful archiving is older than this
+    #[arg(long, env = "PGBH_CHECK_LAG_WARN", value_name = "DURATION", value_parser = duration, default_value = "15m")]
+    pub lag_warn: u64,
+    /// CRITICAL when segments wait and the last successful archiving is older than this
+    #[arg(long, env = "PGBH_CHECK_LAG_CRIT", value_name = "DURATION", value_parser = duration, default_value = "1h")]
+    pub lag_crit: u64,
+    /// WARNING when a helper has held a backup open this long (a post that never came)
+    #[arg(long, env = "PGBH_CHECK_HELD_WARN", value_name = "DURATION", value_parser = duration, default_value = "6h")]
+    pub held_warn: u64,
+    /// CRITICAL when a helper has held a backup open this long
+    #[arg(long, env = "PGBH_CHECK_HELD_CRIT", value_name = "DURATION", value_parser = duration, default_value = "20h")]
+    pub held_crit: u64,
+    /// Output format: text for people, json, nagios (one status line with perfdata), prometheus (text exposition format, for node_exporter's textfile collector)
+    #[arg(long, env = "PGBH_CHECK_FORMAT", value_enum, default_value = "text")]
+    pub format: crate::check::Format,
+    /// Write the output to FILE atomically (for the textfile collector) instead of stdout
+    #[arg(long, env = "PGBH_CHECK_OUTPUT", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunDirArg,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(duration("90"), Ok(90));
+        assert_eq!(duration("90s"), Ok(90));
+        assert_eq!(duration("15m"), Ok(900));
+        assert_eq!(duration("26h"), Ok(26 * 3600));
+        assert_eq!(duration("7d"), Ok(7 * 86400));
+        assert_eq!(duration("2w"), Ok(14 * 86400));
+        assert!(duration("").is_err() && duration("h").is_err() && duration("1y").is_err() && duration("-1h").is_err());
+        assert!(duration("99999999999w").is_err());
+    }
 
     /// PGBH_FAST=1 from an environment file (also yes/on/true, and 0/no/off/false); the
     /// flag itself still works. The only test that sets PGBH_FAST.

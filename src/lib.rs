@@ -6,6 +6,7 @@
 pub mod error;
 
 pub mod archive;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod docgen;

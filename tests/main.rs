@@ -19,6 +19,7 @@ mod amanda;
 mod archive_proof;
 mod bacula;
 mod borgmatic;
+mod check;
 mod cli_docs;
 mod copy_proof;
 mod core;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each is thin and leaves the work to the library modules.
 
 pub mod abort;
+pub mod check;
 pub mod exclude_list;
 pub mod expire;
 pub mod gen;

@@ -231,6 +231,27 @@ pub fn switch_wal(c: &mut Client) -> Result<Lsn> {
     q1(c, "SELECT pg_switch_wal()::text")?.get::<_, String>(0).parse()
 }
 
+/// The WAL segment being written (None on a standby, where pg_walfile_name() fails) and the
+/// seconds since pg_stat_archiver's last success (None: nothing archived yet). pg_monitor
+/// is enough.
+pub fn archive_position(c: &mut Client) -> Result<(Option<String>, Option<f64>)> {
+    let row = q1(
+        c,
+        "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+                (SELECT extract(epoch FROM now() - last_archived_time)::float8 FROM pg_stat_archiver)",
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The setting's word, as `current_setting('archive_mode')` shows it.
+pub fn archive_mode_word(m: ArchiveMode) -> &'static str {
+    match m {
+        ArchiveMode::Off => "off",
+        ArchiveMode::On => "on",
+        ArchiveMode::Always => "always",
+    }
+}
+
 /// 10 and 11 have no pg_ls_archive_statusdir(): look at the status files with pg_stat_file()
 /// (superuser on 10; superuser or GRANT EXECUTE on 11). None when we may not.
 /// pg_stat_archiver alone cannot tell on these versions: the archiver can copy the stop

@@ -1,0 +1,81 @@
+//! `check`: whether every node can be restored now, for Nagios/Icinga, Prometheus and cron;
+//! the work is in src/check/.
+
+use std::path::PathBuf;
+
+use crate::check::{self, Config, Format, Thresholds};
+use crate::cli::CheckArgs;
+use crate::commands::pre::parse_node;
+use crate::error::{Error, Result};
+
+pub fn run(a: CheckArgs) -> Result<i32> {
+    let format = a.format;
+    match check(a) {
+        Ok(code) => Ok(code),
+        // A Nagios plugin that cannot run says UNKNOWN on its one line, exit 3.
+        Err(e) if format == Format::Nagios => {
+            println!("PGBH CHECK UNKNOWN - {}", e.msg.replace('|', "/"));
+            Ok(check::Status::Unknown.code())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn check(a: CheckArgs) -> Result<i32> {
+    let cfg = config(&a)?;
+    let report = check::run(&cfg);
+    let out = check::render::render(&report, a.format)?;
+    match &a.output {
+        Some(path) => crate::fsutil::write_atomic(path, out.as_bytes(), 0o644, None)?,
+        None => print!("{}", out),
+    }
+    Ok(report.status.code())
+}
+
+/// The flags as check's configuration: nodes parsed as pre parses them, `--archive-dir`
+/// split into DIR and NODE=DIR.
+fn config(a: &CheckArgs) -> Result<Config> {
+    let mut nodes: Vec<(String, String)> = Vec::new();
+    for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
+        let n = parse_node(spec.trim())?;
+        if nodes.iter().any(|(name, _)| *name == n.0) {
+            return Err(Error::usage(format!("--node {} is given twice", n.0)));
+        }
+        nodes.push(n);
+    }
+    if a.discover.is_some() && nodes.len() > 1 {
+        return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
+    }
+    let (mut archive_dirs, mut archive_of) = (Vec::new(), Vec::new());
+    for d in a.archive_dir.iter().filter(|d| !d.trim().is_empty()) {
+        match d.split_once('=') {
+            Some((node, dir)) if is_node_name(node) => archive_of.push((node.to_string(), PathBuf::from(dir))),
+            _ => archive_dirs.push(PathBuf::from(d)),
+        }
+    }
+    Ok(Config {
+        nodes,
+        discover_citus: a.discover.is_some(),
+        sidecar_dirs: a.sidecar_dir.clone(),
+        archive_dirs,
+        archive_of,
+        run_dir: a.run.run_dir.clone(),
+        thresholds: Thresholds {
+            max_age: a.max_age,
+            lag_segments_warn: a.lag_segments_warn,
+            lag_segments_crit: a.lag_segments_crit,
+            lag_warn: a.lag_warn,
+            lag_crit: a.lag_crit,
+            held_warn: a.held_warn,
+            held_crit: a.held_crit,
+        },
+    })
+}
+
+/// A node name as pre accepts it (so `NODE=DIR` is told from a directory with `=` in it).
+fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
