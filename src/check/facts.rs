@@ -15,7 +15,6 @@ use crate::archive::catalog::{self, ArchiveDir, Catalog, Entry, NodeRow};
 use crate::archive::file;
 use crate::archive::scan::{self, Scan};
 use crate::archive::store;
-use crate::check::Config;
 use crate::error::Result;
 use crate::helper::client;
 use crate::pg::api::{self, ArchiverStats};
@@ -25,6 +24,20 @@ use crate::pg::wal::Lsn;
 use crate::protocol::{Reply, Request};
 use crate::rundir::{self, RunDir};
 use crate::sidecar::{self, Status as SidecarStatus};
+
+/// What to check: the nodes (already parsed, conninfo with secrets), where their backups and
+/// WAL are, and the run directory of their helpers (the thresholds are the judge's).
+pub struct Config {
+    pub nodes: Vec<(String, String)>,
+    pub discover_citus: bool,
+    pub sidecar_dirs: Vec<PathBuf>,
+    /// `--archive-dir DIR`: for every node.
+    pub archive_dirs: Vec<PathBuf>,
+    /// `--archive-dir NODE=DIR`.
+    pub archive_of: Vec<(String, PathBuf)>,
+    /// None: the default run directory, when it exists.
+    pub run_dir: Option<PathBuf>,
+}
 
 /// The session name check's connections show in pg_stat_activity.
 const APPLICATION_NAME: &str = "pg-backup-hooks check";

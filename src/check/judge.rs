@@ -1,8 +1,85 @@
 //! The facts judged: one finding per check and node, each OK, WARNING, CRITICAL or UNKNOWN
 //! (docs/check.md says what each means). Pure: no server, no file.
 
+use serde::Serialize;
+
 use crate::check::facts::{ArchiveFacts, BackupFacts, Gathered, Held, NodeFacts, ServerSide};
-use crate::check::{Finding, NodeReport, Report, Status, Thresholds};
+
+/// How a finding, a node and the whole check end; the order is severity (worst last, but
+/// UNKNOWN below CRITICAL as Nagios ranks it: a known failure beats an unknown one).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Ok,
+    Warning,
+    Unknown,
+    Critical,
+}
+
+impl Status {
+    /// The word Nagios and the text output print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Unknown => "UNKNOWN",
+            Status::Critical => "CRITICAL",
+        }
+    }
+
+    /// The plugin exit code (and the Prometheus value): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub fn code(self) -> i32 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+}
+
+/// The limits the facts are judged against, in seconds or segments.
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    pub max_age: Option<u64>,
+    pub lag_segments_warn: u64,
+    pub lag_segments_crit: u64,
+    pub lag_warn: u64,
+    pub lag_crit: u64,
+    pub held_warn: u64,
+    pub held_crit: u64,
+}
+
+/// One thing judged about a node.
+#[derive(Serialize, Debug, Clone)]
+pub struct Finding {
+    /// What was checked: connect, backup, backup_age, sidecar, archive, archiver, archive_lag,
+    /// archive_settings, helper.
+    pub check: &'static str,
+    pub status: Status,
+    pub message: String,
+}
+
+/// A node's findings and the facts behind them.
+#[derive(Serialize, Debug)]
+pub struct NodeReport {
+    pub name: String,
+    pub status: Status,
+    pub findings: Vec<Finding>,
+    pub facts: NodeFacts,
+}
+
+/// The whole check: the worst status first, then each node; `other` holds findings that
+/// belong to no node given (a helper holding another cluster's backup, an unreadable run dir).
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub status: Status,
+    pub checked_at: String,
+    pub duration_seconds: f64,
+    pub thresholds: Thresholds,
+    pub nodes: Vec<NodeReport>,
+    pub other: Vec<Finding>,
+}
 
 /// Every node's findings, the other findings, and the worst status of all.
 pub fn judge(g: Gathered, t: &Thresholds) -> Report {

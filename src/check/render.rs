@@ -3,8 +3,17 @@
 
 use std::fmt::Write as _;
 
-use crate::check::{Format, Report, Status};
+use crate::check::judge::{Report, Status};
 use crate::error::Result;
+
+/// The output formats of `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Nagios,
+    Prometheus,
+}
 
 /// The report in `format`, ending with a newline.
 pub fn render(r: &Report, format: Format) -> Result<String> {

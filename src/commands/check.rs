@@ -23,7 +23,7 @@ pub fn run(a: CheckArgs) -> Result<i32> {
 
 fn check(a: CheckArgs) -> Result<i32> {
     let cfg = config(&a)?;
-    let report = check::run(&cfg);
+    let report = check::run(&cfg, &thresholds(&a));
     let out = check::render::render(&report, a.format)?;
     match &a.output {
         Some(path) => crate::fsutil::write_atomic(path, out.as_bytes(), 0o644, None)?,
@@ -60,16 +60,19 @@ fn config(a: &CheckArgs) -> Result<Config> {
         archive_dirs,
         archive_of,
         run_dir: a.run.run_dir.clone(),
-        thresholds: Thresholds {
-            max_age: a.max_age,
-            lag_segments_warn: a.lag_segments_warn,
-            lag_segments_crit: a.lag_segments_crit,
-            lag_warn: a.lag_warn,
-            lag_crit: a.lag_crit,
-            held_warn: a.held_warn,
-            held_crit: a.held_crit,
-        },
     })
+}
+
+fn thresholds(a: &CheckArgs) -> Thresholds {
+    Thresholds {
+        max_age: a.max_age,
+        lag_segments_warn: a.lag_segments_warn,
+        lag_segments_crit: a.lag_segments_crit,
+        lag_warn: a.lag_warn,
+        lag_crit: a.lag_crit,
+        held_warn: a.held_warn,
+        held_crit: a.held_crit,
+    }
 }
 
 /// A node name as pre accepts it (so `NODE=DIR` is told from a directory with `=` in it).
