@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run tests/versions.rs, tests/label_archive.rs, tests/standby.rs and tests/restore_check.rs (their
-# modules in the integration-test crate) against every supported PostgreSQL major (10 to 18).
+# modules in the integration-test crate), and the SQL inventory with the documented grants from
+# tests/inventory.rs, against every supported PostgreSQL major (10 to 18).
 #
 #   scripts/test-matrix.sh [MAJOR...]        (default: 10 11 12 13 14 15 16 17 18)
 #
@@ -10,8 +11,8 @@
 # Each version's output is kept in ${PGBH_MATRIX_LOGS:-$CARGO_TARGET_DIR or target}/matrix/<major>.log.
 set -uo pipefail
 
-# The integration tests are one binary: select those four modules by their path prefix.
-filters=(versions:: label_archive:: standby:: restore_check::)
+# The integration tests are one binary: select those modules (and the one test) by their path prefix.
+filters=(versions:: label_archive:: standby:: restore_check:: inventory::a_remote_inventory_over_sql)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)

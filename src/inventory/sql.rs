@@ -39,16 +39,26 @@ WITH RECURSIVE t(path, isdir, size, mtime, depth) AS (
 SELECT path, isdir, size, mtime FROM t";
 
 /// May this session list the data directory: EXECUTE on both functions (a superuser has it)?
-/// Err says what is missing, for pre's message.
+/// Before 11 the functions check for a superuser themselves, whatever was granted. Err says
+/// what is missing, for pre's message.
 pub fn check_allowed(c: &mut Client) -> std::result::Result<(), String> {
     let row = c
         .query_one(
             "SELECT has_function_privilege('pg_catalog.pg_ls_dir(text, boolean, boolean)', 'EXECUTE'),
-                    has_function_privilege('pg_catalog.pg_stat_file(text)', 'EXECUTE'), current_user::text",
+                    has_function_privilege('pg_catalog.pg_stat_file(text)', 'EXECUTE'), current_user::text,
+                    current_setting('server_version_num')::int,
+                    coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false)",
             &[],
         )
         .map_err(|e| format!("cannot check the session's privileges: {}", pg_error(&e)))?;
     let (ls, stat, user): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
+    let (version, superuser): (i32, bool) = (row.get(3), row.get(4));
+    if version < 110000 && !superuser {
+        return Err(format!(
+            "role {} may not list the data directory over SQL: before PostgreSQL 11 pg_ls_dir and pg_stat_file are for superusers only, whatever is granted",
+            user
+        ));
+    }
     let missing: Vec<&str> = [(ls, "pg_ls_dir(text, boolean, boolean)"), (stat, "pg_stat_file(text)")]
         .into_iter()
         .filter(|(ok, _)| !ok)
