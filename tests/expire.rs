@@ -345,3 +345,80 @@ fn post_expires_after_storing_when_keep_backups_is_set_and_a_refusing_or_misconf
     assert!(r.stderr.contains("warning: expire not run") && r.stderr.contains("whole numbers"), "{}", r.stderr);
     assert!(t.backup_dir("b5").join("manifest.json").exists() && t.backup_dir("b3").exists());
 }
+
+#[test]
+fn two_nodes_each_with_its_archive_are_expired_together_and_their_kept_backup_restores_on_both() {
+    let dir = TestDir::new();
+    let t = Tool::new(&dir);
+    let (arch_a, arch_b) = (dir.path().join("archive-a"), dir.path().join("archive-b"));
+    let mut a = archiving(&dir, "a", &arch_a, None);
+    let mut b = archiving(&dir, "b", &arch_b, Some("lz4"));
+    a.archive_dir = arch_a.clone();
+    b.archive_dir = arch_b.clone();
+    let nodes = [("a", a.conninfo()), ("b", b.conninfo())];
+    let mut tars = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        t.pre(id, &nodes, &[]).ok();
+        let (ta, tb) = (dir.path().join(format!("{id}-a.tar")), dir.path().join(format!("{id}-b.tar")));
+        tar_create(&a.datadir, &ta);
+        tar_create(&b.datadir, &tb);
+        t.post(id).ok();
+        switch_and_wait_archived(&a);
+        switch_and_wait_archived(&b);
+        tars.push((ta, tb));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let (side, aa, ab) = (t.sidecar.display().to_string(), arch_a.display().to_string(), arch_b.display().to_string());
+    let r = t.run(&[
+        "expire",
+        "--sidecar-dir",
+        &side,
+        "--archive-dir",
+        &aa,
+        "--archive-dir",
+        &ab,
+        "--keep-backups",
+        "1",
+        "--json",
+    ]);
+    let plan = json(&r.ok());
+    assert_eq!(ids(&plan["expired"]), ["n1", "n2"], "{plan:#}");
+    assert_eq!(plan["archives"].as_array().map(Vec::len), Some(2), "both archives are in the plan: {plan:#}");
+    let m = t.manifest("n3");
+    for (i, arch) in [(0, &arch_a), (1, &arch_b)] {
+        let start = m["nodes"][i]["start_wal_file"].as_str().expect("start_wal_file").to_string();
+        let left = names(arch);
+        assert!(
+            left.iter().all(|n| n.len() < 24 || n[..24] >= *start || n.ends_with(".history")),
+            "{arch:?}: {left:?}"
+        );
+        assert!(left.iter().any(|n| n.starts_with(&start)), "{start} kept in {arch:?}: {left:?}");
+    }
+    assert!(!t.backup_dir("n1").exists() && !t.backup_dir("n2").exists() && t.backup_dir("n3").exists());
+    // The kept backup restores on both nodes from their trimmed archives, to its restore point
+    // (the default for several nodes): the two ticks written before it, not the one after.
+    for (pg, tar, node) in [(&a, &tars[2].0, "a"), (&b, &tars[2].1, "b")] {
+        restore_copy(pg, tar);
+        crate::common::chown_to_server_user(&pg.datadir);
+        let (s, d, ar) = (side.clone(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
+        t.run(&[
+            "restore-prep",
+            "--backup-id",
+            "n3",
+            "--sidecar-dir",
+            &s,
+            "--pgdata",
+            &d,
+            "--node",
+            node,
+            "--archive-dir",
+            &ar,
+            "--archive-mode",
+            "off",
+        ])
+        .ok();
+        crate::common::chown_to_server_user(&pg.datadir);
+        start_and_wait_promoted(pg);
+        assert_eq!(pg.query_scalar("select count(*) from tick"), "2", "node {node} at n3's restore point");
+    }
+}
