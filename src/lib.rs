@@ -16,6 +16,7 @@ pub mod helper;
 pub mod hook;
 pub mod ids;
 pub mod inventory;
+pub mod nodes;
 pub mod pg;
 pub mod protocol;
 pub mod restore;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use crate::check::{self, Config, Format, Thresholds};
 use crate::cli::CheckArgs;
-use crate::commands::pre::parse_node;
 use crate::error::{Error, Result};
 
 pub fn run(a: CheckArgs) -> Result<i32> {
@@ -35,21 +34,16 @@ fn check(a: CheckArgs) -> Result<i32> {
 /// The flags as check's configuration: nodes parsed as pre parses them, `--archive-dir`
 /// split into DIR and NODE=DIR.
 fn config(a: &CheckArgs) -> Result<Config> {
-    let mut nodes: Vec<(String, String)> = Vec::new();
-    for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
-        let n = parse_node(spec.trim())?;
-        if nodes.iter().any(|(name, _)| *name == n.0) {
-            return Err(Error::usage(format!("--node {} is given twice", n.0)));
-        }
-        nodes.push(n);
-    }
+    let nodes = crate::nodes::parse_all(&a.nodes)?;
     if a.discover.is_some() && nodes.len() > 1 {
         return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
     }
     let (mut archive_dirs, mut archive_of) = (Vec::new(), Vec::new());
     for d in a.archive_dir.iter().filter(|d| !d.trim().is_empty()) {
         match d.split_once('=') {
-            Some((node, dir)) if is_node_name(node) => archive_of.push((node.to_string(), PathBuf::from(dir))),
+            Some((node, dir)) if crate::nodes::valid_name(node) => {
+                archive_of.push((node.to_string(), PathBuf::from(dir)))
+            }
             _ => archive_dirs.push(PathBuf::from(d)),
         }
     }
@@ -73,12 +67,4 @@ fn thresholds(a: &CheckArgs) -> Thresholds {
         held_warn: a.held_warn,
         held_crit: a.held_crit,
     }
-}
-
-/// A node name as pre accepts it (so `NODE=DIR` is told from a directory with `=` in it).
-fn is_node_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
 }

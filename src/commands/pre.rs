@@ -7,33 +7,11 @@ use crate::error::{Error, Result};
 use crate::helper::spawn::{self, Next};
 use crate::helper::HelperConfig;
 use crate::ids;
-use crate::pg::conninfo::{redact_text, ConnInfo};
+use crate::pg::conninfo::ConnInfo;
 use crate::pg::discovery;
 use crate::protocol::StartEvent;
 use crate::rundir::{self, RunDir};
 use crate::sidecar;
-
-/// Split `NAME=CONNINFO`; the name becomes a directory in the sidecar. Messages never quote
-/// the connection string itself, and what they quote has its passwords redacted.
-pub fn parse_node(spec: &str) -> Result<(String, String)> {
-    let (name, conninfo) = spec.split_once('=').ok_or_else(|| {
-        Error::usage(
-            "a --node value has no \"=\": expected NAME=CONNINFO, e.g. --node worker1='host=10.0.0.2 port=5432' (a URI needs a name too: --node main=postgresql://...)",
-        )
-    })?;
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if !ok {
-        return Err(Error::usage(format!(
-            "--node name {:?}: use 1-63 characters from A-Z a-z 0-9 _ - . starting with a letter or digit",
-            redact_text(name)
-        )));
-    }
-    ConnInfo::parse(conninfo).map_err(|e| Error::usage(format!("--node {}: {}", name, redact_text(&e.msg))))?;
-    Ok((name.to_string(), conninfo.to_string()))
-}
 
 /// Checks that need no server and no file: they fail before anything starts.
 fn check_before_start(a: &PreArgs) -> Result<()> {
@@ -46,7 +24,7 @@ fn check_before_start(a: &PreArgs) -> Result<()> {
 fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = Vec::new();
     for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
-        let (name, ci) = parse_node(spec.trim())?;
+        let (name, ci) = crate::nodes::parse(spec.trim())?;
         if !nodes.iter().any(|(n, _)| *n == name) {
             return Err(Error::usage(format!(
                 "--node-primary {}: no --node {} in this backup (nodes: {})",
@@ -91,14 +69,7 @@ pub fn run(a: PreArgs) -> Result<i32> {
 /// The backup's nodes: each `--node` once, or what `--discover citus` finds, or `default`
 /// (libpq's environment and defaults) when none is given.
 fn nodes(a: &PreArgs) -> Result<Vec<(String, String)>> {
-    let mut nodes: Vec<(String, String)> = Vec::new();
-    for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
-        let n = parse_node(spec.trim())?;
-        if nodes.iter().any(|(name, _)| *name == n.0) {
-            return Err(Error::usage(format!("--node {} is given twice", n.0)));
-        }
-        nodes.push(n);
-    }
+    let mut nodes = crate::nodes::parse_all(&a.nodes)?;
     if a.discover.is_some() {
         nodes = discover(a, &nodes)?;
     }

@@ -56,7 +56,7 @@ fn select_nodes(m: &Manifest, specs: &[String]) -> Result<Vec<(NodeEntry, ConnIn
     }
     let mut out: Vec<(NodeEntry, ConnInfo)> = Vec::new();
     for spec in specs {
-        let (name, ci) = crate::commands::pre::parse_node(spec.trim())?;
+        let (name, ci) = crate::nodes::parse(spec.trim())?;
         let node = m.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
             Error::usage(format!("backup {} has no node {:?}; its nodes are: {}", m.backup_id, name, names()))
         })?;
