@@ -10,34 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::roundtrip::install_bin;
+use crate::common::roundtrip;
 use crate::common::tool::{Ran, Tool};
-use crate::common::{fake_citus_catalog, wait_until, Cluster, ClusterOpts, TestDir};
+use crate::common::{fake_citus_catalog, wait_until, Cluster, TestDir};
 
 /// A cluster whose archive_command is wal-archive into `<dir>/<name>-archive`.
 fn archiving(dir: &TestDir, name: &str) -> (Cluster, PathBuf) {
-    install_bin(dir);
-    let exe = dir.path().join("bin/pg-backup-hooks-wal-archive");
-    if !exe.exists() {
-        fs::copy(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-archive"), &exe).expect("copying wal-archive");
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
     let archive = dir.path().join(format!("{}-archive", name));
-    fs::create_dir(&archive).expect("mkdir archive");
-    crate::common::chown_to_server_user(&archive);
-    let cmd = format!("{} --archive-dir {} %p %f", exe.display(), archive.display());
-    let pg = Cluster::with_opts(dir.path(), name, ClusterOpts { archive_command: Some(cmd), ..ClusterOpts::default() });
-    (pg, archive)
-}
-
-/// Write a little, switch WAL and wait until the archiver reports that segment archived.
-fn switch_archived(pg: &Cluster) -> String {
-    pg.execute("create table if not exists tick (x int); insert into tick values (1)");
-    let seg = pg.query_scalar("select pg_walfile_name(pg_switch_wal())");
-    wait_until(Duration::from_secs(60), &format!("{} archived", seg), || {
-        pg.query_scalar("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg
-    });
-    seg
+    (roundtrip::archiving(dir, name, &archive, None), archive)
 }
 
 /// `check` with the tool's sidecar and run directories and `args`.
@@ -146,7 +126,7 @@ fn a_healthy_cluster_is_ok_in_every_format_for_a_pg_monitor_role() {
     let (pg, archive) = archiving(&dir, "pg");
     let t = Tool::new(&dir);
     backup(&t, "b1", &[("pg", pg.conninfo())]);
-    switch_archived(&pg);
+    roundtrip::switch_and_wait_archived(&pg);
     // check needs no superuser: pg_monitor is enough (docs/security.md).
     pg.execute("create role mon login; grant pg_monitor to mon");
     let node = format!("pg=host=127.0.0.1 port={} user=mon dbname=postgres", pg.port);
@@ -239,7 +219,7 @@ fn a_segment_deleted_from_the_middle_of_the_archive_is_critical_and_named() {
     let t = Tool::new(&dir);
     backup(&t, "b1", &[("pg", pg.conninfo())]);
     let stop_seg = t.manifest("b1")["nodes"][0]["stop_wal_file"].as_str().expect("stop_wal_file").to_string();
-    let segs: Vec<String> = (0..3).map(|_| switch_archived(&pg)).collect();
+    let segs: Vec<String> = (0..3).map(|_| roundtrip::switch_and_wait_archived(&pg)).collect();
     let victim = segs[1].clone();
     assert!(victim > stop_seg && victim < segs[2]);
     let node = format!("pg={}", pg.conninfo());
@@ -412,7 +392,7 @@ fn a_segment_of_another_cluster_in_the_run_is_critical() {
     let other = Cluster::new(dir.path(), "other");
     let t = Tool::new(&dir);
     backup(&t, "b1", &[("pg", pg.conninfo())]);
-    let segs: Vec<String> = (0..2).map(|_| switch_archived(&pg)).collect();
+    let segs: Vec<String> = (0..2).map(|_| roundtrip::switch_and_wait_archived(&pg)).collect();
     // The other cluster's segment put in under this one's name (a copy from the wrong host).
     let theirs = crate::common::roundtrip::switch_and_wait(&other);
     fs::remove_file(archive.join(&segs[0])).expect("removing");

@@ -22,7 +22,11 @@ pub fn install_bin(dir: &TestDir) -> PathBuf {
     let exe = bindir.join("pg-backup-hooks");
     // With restore_command's own program beside it, as the package installs them: restore-prep
     // then writes pg-backup-hooks-wal-restore into restore_command.
+    // Once per test directory: a server may be running the copy already (Text file busy).
     for (from, to) in [(bin(), exe.clone()), (wal_restore_bin(), bindir.join("pg-backup-hooks-wal-restore"))] {
+        if to.exists() {
+            continue;
+        }
         fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {}", from.display(), e));
         fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod exe");
     }
@@ -180,8 +184,11 @@ pub fn run_exe(exe: &Path, args: &[&str]) -> Output {
 pub fn install_archiver(dir: &TestDir) -> PathBuf {
     install_bin(dir);
     let to = dir.path().join("bin/pg-backup-hooks-wal-archive");
-    fs::copy(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-archive"), &to).expect("copying wal-archive");
-    fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Once per test directory: a server of an earlier cluster may be running it right now.
+    if !to.exists() {
+        fs::copy(env!("CARGO_BIN_EXE_pg-backup-hooks-wal-archive"), &to).expect("copying wal-archive");
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     to
 }
 
