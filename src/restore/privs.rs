@@ -2,8 +2,9 @@
 //!
 //! Run as root, restore-prep makes its changes (removals and writes in the data directory,
 //! the WAL directory and the tablespaces) with the file-system identity of the data
-//! directory's owner: `setfsuid`/`setfsgid` for this thread and the owner's group as the
-//! only supplementary group. The kernel then checks every open, create, rename and unlink
+//! directory's owner: `setfsuid`/`setfsgid` for this thread, and as supplementary groups the
+//! groups the owner's account is in (its primary group among them: a file restore-prep keeps
+//! may belong to that group while the data directory belongs to another). The kernel then checks every open, create, rename and unlink
 //! as if the owner made it (a non-zero fsuid also drops root's file-system capabilities),
 //! so a link the owner planted can never make root write or delete where the owner could
 //! not. Everything is restored when the closure returns.
@@ -35,9 +36,14 @@ pub fn as_owner<T>(owner: (u32, u32), f: impl FnOnce() -> Result<T>) -> Result<T
     if !geteuid().is_root() || owner.0 == 0 {
         return f();
     }
+    // setfsuid/setfsgid are this thread's, but the supplementary groups are the whole
+    // process's (glibc applies setgroups to every thread): one owner at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (uid, gid) = (Uid::from_raw(owner.0), Gid::from_raw(owner.1));
     let groups = getgroups().map_err(|e| err!("cannot read this process's groups: {}", e))?;
-    setgroups(&[gid]).map_err(|e| err!("cannot take the data directory owner's group {}: {}", gid, e))?;
+    setgroups(&owner_groups(uid, gid))
+        .map_err(|e| err!("cannot take the data directory owner's groups (gid {}): {}", gid, e))?;
     let _restore = Restore { gid: setfsgid(gid), uid: setfsuid(uid), groups };
     // setfsuid/setfsgid report the previous value: asking again confirms the switch.
     if setfsuid(uid) != uid || setfsgid(gid) != gid {
@@ -48,6 +54,20 @@ pub fn as_owner<T>(owner: (u32, u32), f: impl FnOnce() -> Result<T>) -> Result<T
         ));
     }
     f()
+}
+
+/// `gid` and the groups of `uid`'s account (its primary group and those it is a member of, as
+/// a login would have them); `gid` alone for a uid without an account.
+fn owner_groups(uid: Uid, gid: Gid) -> Vec<Gid> {
+    let mut groups = vec![gid];
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
+        if let Ok(name) = std::ffi::CString::new(user.name) {
+            if let Ok(list) = nix::unistd::getgrouplist(&name, user.gid) {
+                groups.extend(list.into_iter().filter(|g| *g != gid));
+            }
+        }
+    }
+    groups
 }
 
 /// Where `owner` (uid, gid) is stopped from using `path` with `need` (read, execute...): the
@@ -104,6 +124,26 @@ mod tests {
 
     fn io(e: std::io::Error) -> crate::error::Error {
         crate::error::Error::new(e.to_string())
+    }
+
+    #[test]
+    fn a_file_kept_in_the_owners_primary_group_is_written_when_the_directory_has_another_group() {
+        if !geteuid().is_root() {
+            return;
+        }
+        // The data directory nobody:root (group 0), a file in it nobody:nogroup (nobody's
+        // primary group): keeping the file's group needs the owner's own groups.
+        let d = tempfile::tempdir().unwrap();
+        let pg = d.path().join("pgdata");
+        fs::create_dir(&pg).unwrap();
+        std::os::unix::fs::chown(&pg, Some(65534), Some(0)).unwrap();
+        fs::set_permissions(&pg, fs::Permissions::from_mode(0o700)).unwrap();
+        as_owner((65534, 0), || crate::fsutil::write_atomic(&pg.join("f"), b"x", 0o600, Some((65534, 65534)))).unwrap();
+        let m = fs::metadata(pg.join("f")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+        // A group the owner is not in stays refused.
+        let e = as_owner((65534, 0), || crate::fsutil::write_atomic(&pg.join("g"), b"x", 0o600, Some((65534, 4))));
+        assert!(e.is_err_and(|e| e.msg.contains("cannot give")));
     }
 
     #[test]
