@@ -57,6 +57,8 @@ pub enum Command {
     Hook(HookArgs),
     /// After the first start of restored nodes: wait until recovery ended and prove it ended where the backup says.
     RestoreCheck(RestoreCheckArgs),
+    /// Prove a backup restores, unattended: restore-prep on a scratch copy, a private test server, recovery, restore-check and the checks, stop; a report with every step (docs/restore-test.md).
+    RestoreTest(RestoreTestArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -395,6 +397,47 @@ pub struct HookArgs {
     /// The arguments the product passes, in its own order (job name, level, -attempt N...)
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("wal_source").required(true).args(["archive_dir", "restore_command"])))]
+pub struct RestoreTestArgs {
+    /// The backup whose copy was restored into --pgdata
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// Where post stored the sidecar (several, separated by ':', are tried in order)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// The scratch directory the backup program restored the copy into (never a production data directory)
+    #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Which node of the backup this data directory is (may be omitted for a one-node backup)
+    #[arg(long, env = "PGBH_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// A plain directory of archived WAL; restore_command becomes `pg-backup-hooks wal-restore`
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
+    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD", hide_env_values = true)]
+    pub restore_command: Option<String>,
+    /// Where recovery stops, as restore-prep's --target [default: latest for one node, restore-point for several]
+    #[arg(long, env = "PGBH_TARGET", value_name = "T")]
+    pub target: Option<String>,
+    /// Also run amcheck on every database (pg_amcheck --heapallindexed from 14, else the amcheck functions); the extension is created in the scratch copy only
+    #[arg(long, env = "PGBH_AMCHECK", value_parser = BoolishValueParser::new())]
+    pub amcheck: bool,
+    /// Leave the test server running on its private socket after the checks (the report says how to connect and stop it); pg_checksums is then not run
+    #[arg(long, env = "PGBH_KEEP", value_parser = BoolishValueParser::new())]
+    pub keep: bool,
+    /// How long recovery may take before the test fails
+    #[arg(long, env = "PGBH_RESTORE_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 3600)]
+    pub timeout: u64,
+    /// How long a fast shutdown may take before an immediate one
+    #[arg(long, env = "PGBH_STOP_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 120)]
+    pub stop_timeout: u64,
+    /// Machine-readable output
+    #[arg(long, env = "PGBH_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod pg;
 pub mod protocol;
 pub mod restore;
+pub mod restore_test;
 pub mod rundir;
 pub mod sidecar;
 #[cfg(test)]

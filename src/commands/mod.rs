@@ -14,3 +14,4 @@ pub mod status;
 pub mod verify;
 pub mod wal_archive;
 pub mod wal_restore;
+pub mod restore_test;
