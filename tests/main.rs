@@ -32,6 +32,7 @@ mod label_archive;
 mod list;
 mod restore;
 mod restore_check;
+mod restore_test;
 mod restore_messages;
 mod restore_safety;
 mod security;

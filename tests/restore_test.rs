@@ -1,0 +1,229 @@
+//! restore-test (issue 24) on real servers: a healthy backup of a checksummed cluster passes
+//! (with --amcheck) while the production server keeps running and its archive receives
+//! nothing; a copy with a damaged relation page fails at amcheck and pg_checksums naming the
+//! relation; a copy whose WAL misses a segment fails at replay naming it, its server stopped;
+//! a restore-test stopped by SIGTERM stops its server.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::roundtrip::{install_bin, switch_and_wait, tar_create, tar_extract};
+use crate::common::standby::checksummed_primary;
+use crate::common::tool::Tool;
+use crate::common::{chown_to_server_user, wait_until, Cluster, TestDir};
+
+struct Backup {
+    dir: TestDir,
+    t: Tool,
+    exe: PathBuf,
+    pg: Cluster,
+    tar: PathBuf,
+    /// pg_relation_filepath of table `cold`, written and frozen before the backup started.
+    cold_file: String,
+    start_wal_file: String,
+}
+
+/// A checksummed cluster, a table `cold` frozen and checkpointed before pre (no WAL touches
+/// it during replay), writes and two WAL switches during the backup (it spans >= 3 segments),
+/// a tar copy, post, and the end archived.
+fn backup() -> Backup {
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let pg = checksummed_primary(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    pg.execute(
+        "create table cold (id int primary key, pad text); insert into cold select g, repeat('x', 200) from generate_series(1, 2000) g;
+         vacuum freeze cold; create table hot (id int); checkpoint",
+    );
+    let cold_file = pg.query_scalar("select pg_relation_filepath('cold')");
+    t.pre("rt", &[("default", pg.conninfo())], &[]).ok();
+    pg.execute("insert into hot select generate_series(1, 1000)");
+    pg.query_scalar("select pg_switch_wal()::text");
+    pg.execute("insert into hot select generate_series(1, 1000)");
+    pg.query_scalar("select pg_switch_wal()::text");
+    pg.execute("insert into hot select generate_series(1, 1000)");
+    let tar = dir.path().join("rt.tar");
+    tar_create(&pg.datadir, &tar);
+    t.post("rt").ok();
+    switch_and_wait(&pg);
+    let start_wal_file = t.manifest("rt")["nodes"][0]["start_wal_file"].as_str().expect("start_wal_file").to_string();
+    Backup { dir, t, exe, pg, tar, cold_file, start_wal_file }
+}
+
+impl Backup {
+    /// The copy, extracted into a new scratch directory (as a backup program's restore job
+    /// would); returns its data directory.
+    fn scratch(&self, name: &str) -> PathBuf {
+        let parent = self.dir.mkdir(name);
+        tar_extract(&self.tar, &parent);
+        let data = parent.join(self.pg.datadir.file_name().expect("name"));
+        chown_to_server_user(&parent);
+        data
+    }
+
+    fn cmd(&self, pgdata: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(["restore-test", "--backup-id", "rt", "--sidecar-dir"]).arg(&self.t.sidecar).arg("--pgdata").arg(pgdata);
+        c.args(extra);
+        for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGBH_SIDECAR_DIR", "PGBH_BACKUP_ID"] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    fn run(&self, pgdata: &Path, extra: &[&str]) -> Output {
+        let out = self.cmd(pgdata, extra).output().expect("running restore-test");
+        eprintln!(
+            "$ restore-test {:?}\n{}{}[{}]",
+            extra,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status
+        );
+        out
+    }
+
+    fn archive(&self) -> String {
+        self.pg.archive_dir.display().to_string()
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("--json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn step<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["steps"].as_array().expect("steps").iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name}: {v:#}"))
+}
+
+/// No postmaster runs on `pgdata`: postmaster.pid is gone (or names a dead process).
+fn server_gone(pgdata: &Path) -> bool {
+    match fs::read_to_string(pgdata.join("postmaster.pid")) {
+        Err(_) => true,
+        Ok(t) => {
+            let pid: i32 = t.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+            pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        }
+    }
+}
+
+#[test]
+fn a_healthy_backup_passes_and_production_is_untouched() {
+    let b = backup();
+    let before = b.pg.archived_files();
+    let data = b.scratch("healthy");
+    let out = b.run(&data, &["--archive-dir", &b.archive(), "--amcheck", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["passed"], true, "{v:#}");
+    for s in ["restore-prep", "start", "replay", "restore-check", "relations", "amcheck", "stop", "checksums"] {
+        assert_eq!(step(&v, s)["outcome"], "passed", "{s}: {v:#}");
+    }
+    assert!(step(&v, "checksums")["lines"][0].as_str().unwrap().contains("no bad checksum"), "{v:#}");
+    assert!(v["wal_replayed_bytes"].as_u64().unwrap() > 2 * 16 << 20, "three segments replayed: {v:#}");
+    let pgdb = v["databases"].as_array().unwrap().iter().find(|d| d["name"] == "postgres").expect("postgres db");
+    assert!(pgdb["relations"].as_i64().unwrap() > 100, "{v:#}");
+    assert!(server_gone(&data), "the test server was stopped");
+    let log = fs::read_to_string(v["log_file"].as_str().unwrap()).expect("the server log");
+    assert!(log.contains("archive recovery complete"), "{log}");
+    // Production: still running, its archive received nothing from the test (no new timeline's history).
+    assert!(b.pg.is_running());
+    assert_eq!(b.pg.query_scalar("select count(*) from hot"), "3000");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(b.pg.archived_files(), before, "the production archive got files from the test");
+    // The copy was left in place: data directory, restore-prep's archive_mode = 'off'.
+    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+
+    // The text report, again on a fresh copy, without --amcheck.
+    let data = b.scratch("healthy-text");
+    let out = b.run(&data, &["--archive-dir", &b.archive()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict: PASSED"), "{text}");
+    assert!(text.contains("WAL replayed:"), "{text}");
+}
+
+#[test]
+fn a_damaged_page_fails_at_amcheck_and_pg_checksums_naming_the_relation() {
+    let b = backup();
+    let data = b.scratch("corrupt");
+    let file = data.join(&b.cold_file);
+    let f = fs::OpenOptions::new().read(true).write(true).open(&file).expect("cold's file");
+    let mtime = f.metadata().unwrap().modified().unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, 8100).unwrap();
+    byte[0] ^= 0xFF;
+    f.write_all_at(&byte, 8100).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let out = b.run(&data, &["--archive-dir", &b.archive(), "--amcheck", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(5), "{v:#}");
+    assert_eq!(v["passed"], false);
+    assert_eq!(step(&v, "restore-check")["outcome"], "passed", "{v:#}");
+    for s in ["amcheck", "checksums"] {
+        let st = step(&v, s);
+        assert_eq!(st["outcome"], "failed", "{s}: {v:#}");
+        let lines = st["lines"].to_string();
+        assert!(lines.contains("postgres.public.cold"), "{s} names the relation: {lines}");
+    }
+    assert!(server_gone(&data));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED at amcheck, checksums"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The segment after `name` (no wrap-around in these tests).
+fn next(name: &str) -> String {
+    let lo = u32::from_str_radix(&name[16..], 16).unwrap();
+    format!("{}{:08X}", &name[..16], lo + 1)
+}
+
+#[test]
+fn missing_wal_fails_at_replay_naming_the_segment_and_stops_the_server() {
+    let b = backup();
+    let partial = b.dir.mkdir("partial-archive");
+    for f in b.pg.archived_files() {
+        fs::copy(b.pg.archive_dir.join(&f), partial.join(&f)).unwrap();
+    }
+    let middle = next(&b.start_wal_file);
+    fs::remove_file(partial.join(&middle)).unwrap_or_else(|e| panic!("{middle}: {e}"));
+    chown_to_server_user(&partial);
+    let data = b.scratch("missing");
+    let cmd = format!("cp {}/%f %p", partial.display());
+    let out = b.run(&data, &["--restore-command", &cmd, "--timeout", "120", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(5), "{v:#}");
+    let replay = step(&v, "replay");
+    assert_eq!(replay["outcome"], "failed", "{v:#}");
+    let why = replay["lines"][0].as_str().unwrap();
+    assert!(why.contains(&format!("did not deliver {middle}")), "{why}");
+    assert!(why.contains("exited during recovery"), "{why}");
+    assert!(server_gone(&data));
+    assert!(v["log_problems"].to_string().contains("FATAL"), "{v:#}");
+}
+
+#[test]
+fn sigterm_stops_the_test_server() {
+    let b = backup();
+    let data = b.scratch("sigterm");
+    // Each WAL file takes 3 s to arrive: the test is still replaying when SIGTERM comes.
+    let cmd = format!("sleep 3 && cp {}/%f %p", b.archive());
+    let child = b.cmd(&data, &["--restore-command", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid_file = data.join("postmaster.pid");
+    wait_until(Duration::from_secs(60), "the test server started", || pid_file.exists());
+    std::thread::sleep(Duration::from_secs(1));
+    let server: i32 = fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    let t = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text.contains("interrupted by SIGTERM"), "{text}");
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), None).is_err(), "the server {server} still runs");
+    assert!(server_gone(&data));
+    assert!(t.elapsed() < Duration::from_secs(60), "stopping took {:?}", t.elapsed());
+}
