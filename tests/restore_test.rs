@@ -34,10 +34,10 @@ fn backup() -> Backup {
     let exe = install_bin(&dir);
     let pg = checksummed_primary(dir.path(), "pg");
     let t = Tool::new(&dir);
-    pg.execute(
-        "create table cold (id int primary key, pad text); insert into cold select g, repeat('x', 200) from generate_series(1, 2000) g;
-         vacuum freeze cold; create table hot (id int); checkpoint",
-    );
+    pg.execute("create table cold (id int primary key, pad text); insert into cold select g, repeat('x', 200) from generate_series(1, 2000) g");
+    pg.execute("vacuum freeze cold");
+    pg.execute("create table hot (id int)");
+    pg.execute("checkpoint");
     let cold_file = pg.query_scalar("select pg_relation_filepath('cold')");
     t.pre("rt", &[("default", pg.conninfo())], &[]).ok();
     pg.execute("insert into hot select generate_series(1, 1000)");
@@ -212,10 +212,15 @@ fn sigterm_stops_the_test_server() {
     // Each WAL file takes 3 s to arrive: the test is still replaying when SIGTERM comes.
     let cmd = format!("sleep 3 && cp {}/%f %p", b.archive());
     let child = b.cmd(&data, &["--restore-command", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The copy's postmaster.pid is production's (stale in the copy) until restore-prep removes it.
+    let pid_of = |p: &Path| -> Option<i32> { fs::read_to_string(p).ok()?.lines().next()?.trim().parse().ok() };
+    let production = pid_of(&b.pg.datadir.join("postmaster.pid")).expect("production's pid");
     let pid_file = data.join("postmaster.pid");
-    wait_until(Duration::from_secs(60), "the test server started", || pid_file.exists());
+    wait_until(Duration::from_secs(60), "the test server started", || {
+        pid_of(&pid_file).is_some_and(|p| p != production) && data.join("pg-backup-hooks-restore.log").exists()
+    });
     std::thread::sleep(Duration::from_secs(1));
-    let server: i32 = fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    let server = pid_of(&pid_file).unwrap();
     let t = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -226,4 +231,5 @@ fn sigterm_stops_the_test_server() {
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), None).is_err(), "the server {server} still runs");
     assert!(server_gone(&data));
     assert!(t.elapsed() < Duration::from_secs(60), "stopping took {:?}", t.elapsed());
+    assert!(b.pg.is_running(), "production keeps running");
 }
