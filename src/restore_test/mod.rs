@@ -51,6 +51,8 @@ fn log_problems(log: &Path) -> Vec<String> {
     let v: Vec<String> = text
         .lines()
         .filter(|l| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:"))
+        // Our own connection attempts while the server was starting.
+        .filter(|l| !l.contains("the database system is starting up") && !l.contains("not yet accepting connections"))
         .map(|l| l.trim().to_string())
         .collect();
     v[v.len().saturating_sub(20)..].to_vec()
@@ -158,6 +160,7 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         start: node.start_lsn,
         consistent: node.stop_lsn,
         seg_size: node.wal_segment_size,
+        pgdata: &r.prep.pgdata,
     };
     let (mut c, v, info) = match wait::until_ended(&mut srv, &w) {
         Ok(x) => x,

@@ -22,6 +22,14 @@ pub struct Wait<'a> {
     pub start: Lsn,
     pub consistent: Lsn,
     pub seg_size: u64,
+    /// Its postmaster.pid says when connections are accepted (as pg_ctl -w reads it).
+    pub pgdata: &'a std::path::Path,
+}
+
+/// postmaster.pid's status line (the 8th): "starting", "standby", "ready" or "stopping".
+fn pm_status(pgdata: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    text.lines().nth(7).map(|l| l.trim().to_string())
 }
 
 /// Wait until recovery has ended; the connected client and the server's version number.
@@ -37,6 +45,15 @@ pub fn until_ended(srv: &mut Server, w: &Wait) -> Result<(postgres::Client, i32,
         }
         if let Some(st) = srv.exited() {
             break Err(exit_failure(&srv.log, st, w.seg_size));
+        }
+        let status = pm_status(w.pgdata);
+        if !matches!(status.as_deref(), Some("standby") | Some("ready")) {
+            last_err = format!("the server does not accept connections yet ({})", status.as_deref().unwrap_or("no postmaster.pid"));
+            if started.elapsed() >= w.timeout {
+                break Err(err!("recovery had not ended after {} s (--timeout): {}", w.timeout.as_secs(), last_err));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
         }
         match probe_any(w.infos) {
             Ok((c, v, false, _, info)) => break Ok((c, v, info)),
