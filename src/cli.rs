@@ -423,6 +423,12 @@ pub struct RestoreTestArgs {
     /// Where recovery stops, as restore-prep's --target [default: latest for one node, restore-point for several]
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]
     pub target: Option<String>,
+    /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable. A test restore on the production host needs it for every tablespace
+    #[arg(long, env = "PGBH_TABLESPACE_MAP", value_name = "OLD=NEW", value_delimiter = ';')]
+    pub tablespace_map: Vec<String>,
+    /// Re-point a pg_wal link (e.g. from `initdb -X`) to this new or empty directory
+    #[arg(long, env = "PGBH_WAL_DIR", value_name = "DIR")]
+    pub wal_dir: Option<PathBuf>,
     /// Also run amcheck on every database (pg_amcheck --heapallindexed from 14, else the amcheck functions); the extension is created in the scratch copy only
     #[arg(long, env = "PGBH_AMCHECK", value_parser = BoolishValueParser::new())]
     pub amcheck: bool,

@@ -145,6 +145,27 @@ fn a_healthy_backup_passes_and_production_is_untouched() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("verdict: PASSED"), "{text}");
     assert!(text.contains("WAL replayed:"), "{text}");
+
+    // --keep: the server is left running on its private socket, promoted, with the data; the
+    // report says how to reach and stop it.
+    let data = b.scratch("kept");
+    let out = b.run(&data, &["--archive-dir", &b.archive(), "--keep", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(step(&v, "checksums")["outcome"], "skipped", "{v:#}");
+    let pid = v["kept"]["pid"].as_i64().expect("kept.pid") as i32;
+    assert!(v["kept"]["connect"].as_str().unwrap().starts_with("psql 'host=/"), "{v:#}");
+    let sock = v["socket_dir"].as_str().expect("socket_dir").to_string();
+    let ci = format!("host={} port={} user=postgres dbname=postgres", sock, v["port"]);
+    let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("connecting to the kept server");
+    let row = c.query_one("select pg_is_in_recovery(), (select count(*) from hot), current_setting('listen_addresses'), current_setting('archive_mode')", &[]).unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i64>(1)), (false, 3000));
+    assert_eq!((row.get::<_, String>(2), row.get::<_, String>(3)), (String::new(), "off".to_string()));
+    drop(c);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT).unwrap();
+    wait_until(Duration::from_secs(60), "the kept server stopped", || server_gone(&data));
+    fs::remove_dir_all(&sock).unwrap();
+    assert_eq!(b.pg.archived_files(), before, "the production archive got files from the tests");
 }
 
 #[test]
