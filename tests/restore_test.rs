@@ -68,7 +68,16 @@ impl Backup {
         let mut c = Command::new(&self.exe);
         c.args(["restore-test", "--backup-id", "rt", "--sidecar-dir"]).arg(&self.t.sidecar).arg("--pgdata").arg(pgdata);
         c.args(extra);
-        for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGBH_SIDECAR_DIR", "PGBH_BACKUP_ID"] {
+        for v in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGBH_SIDECAR_DIR",
+            "PGBH_BACKUP_ID",
+        ] {
             c.env_remove(v);
         }
         c
@@ -92,11 +101,17 @@ impl Backup {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("--json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn step<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["steps"].as_array().expect("steps").iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name}: {v:#}"))
+    v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {v:#}"))
 }
 
 /// No postmaster runs on `pgdata`: postmaster.pid is gone (or names a dead process).
@@ -123,7 +138,7 @@ fn a_healthy_backup_passes_and_production_is_untouched() {
         assert_eq!(step(&v, s)["outcome"], "passed", "{s}: {v:#}");
     }
     assert!(step(&v, "checksums")["lines"][0].as_str().unwrap().contains("no bad checksum"), "{v:#}");
-    assert!(v["wal_replayed_bytes"].as_u64().unwrap() > 2 * 16 << 20, "three segments replayed: {v:#}");
+    assert!(v["wal_replayed_bytes"].as_u64().unwrap() > 2 * (16 << 20), "three segments replayed: {v:#}");
     let pgdb = v["databases"].as_array().unwrap().iter().find(|d| d["name"] == "postgres").expect("postgres db");
     assert!(pgdb["relations"].as_i64().unwrap() > 100, "{v:#}");
     assert!(server_gone(&data), "the test server was stopped");
@@ -193,7 +208,11 @@ fn a_damaged_page_fails_at_amcheck_and_pg_checksums_naming_the_relation() {
         assert!(lines.contains("postgres.public.cold"), "{s} names the relation: {lines}");
     }
     assert!(server_gone(&data));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED at amcheck, checksums"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FAILED at amcheck, checksums"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The segment after `name` (no wrap-around in these tests).
@@ -232,7 +251,8 @@ fn sigterm_stops_the_test_server() {
     let data = b.scratch("sigterm");
     // Each WAL file takes 3 s to arrive: the test is still replaying when SIGTERM comes.
     let cmd = format!("sleep 3 && cp {}/%f %p", b.archive());
-    let child = b.cmd(&data, &["--restore-command", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        b.cmd(&data, &["--restore-command", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // The copy's postmaster.pid is production's (stale in the copy) until restore-prep removes it.
     let pid_of = |p: &Path| -> Option<i32> { fs::read_to_string(p).ok()?.lines().next()?.trim().parse().ok() };
     let production = pid_of(&b.pg.datadir.join("postmaster.pid")).expect("production's pid");
@@ -249,7 +269,10 @@ fn sigterm_stops_the_test_server() {
     eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert_ne!(out.status.code(), Some(0));
     assert!(text.contains("interrupted by SIGTERM"), "{text}");
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), None).is_err(), "the server {server} still runs");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), None).is_err(),
+        "the server {server} still runs"
+    );
     assert!(server_gone(&data));
     assert!(t.elapsed() < Duration::from_secs(60), "stopping took {:?}", t.elapsed());
     assert!(b.pg.is_running(), "production keeps running");

@@ -22,7 +22,13 @@ use crate::sidecar::{Manifest, NodeEntry};
 const APP: &str = "pg-backup-hooks restore-test";
 
 /// restore-check's proof of where recovery ended, and restore-prep's record of the files.
-pub fn restore_check(c: &mut Client, v: i32, m: &Manifest, node: &NodeEntry, t: &Target) -> (bool, Vec<String>, Option<Observed>) {
+pub fn restore_check(
+    c: &mut Client,
+    v: i32,
+    m: &Manifest,
+    node: &NodeEntry,
+    t: &Target,
+) -> (bool, Vec<String>, Option<Observed>) {
     let o = match outcome::observe(c, v) {
         Ok(o) => o,
         Err(e) => return (false, vec![format!("reading the recovery state: {}", e.msg)], None),
@@ -65,8 +71,8 @@ fn in_db(info: &ConnInfo, db: &str) -> ConnInfo {
 /// Databases (those that take connections) with their sizes, and every relation's file.
 pub fn inventory(c: &mut Client, info: &ConnInfo) -> Result<Inventory> {
     let q = |e: postgres::Error| err!("{}", pg_error(&e));
-    let mut inv = Inventory::default();
-    inv.data_checksums = c.query_one("SELECT current_setting('data_checksums') = 'on'", &[]).map_err(q)?.get(0);
+    let data_checksums = c.query_one("SELECT current_setting('data_checksums') = 'on'", &[]).map_err(q)?.get(0);
+    let mut inv = Inventory { data_checksums, ..Inventory::default() };
     let dbs = c
         .query("SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datallowconn ORDER BY datname", &[])
         .map_err(q)?;
@@ -178,7 +184,10 @@ fn pg_amcheck(tool: &Path, info: &ConnInfo, inv: &Inventory) -> (bool, Vec<Strin
     let what = format!("{} --all --heapallindexed", tool.display());
     if o.status.success() && text.trim().is_empty() {
         let n: i64 = inv.databases.iter().map(|d| d.relations).sum();
-        return (true, vec![format!("{}: no corruption in {} database(s), {} relations", what, inv.databases.len(), n)]);
+        return (
+            true,
+            vec![format!("{}: no corruption in {} database(s), {} relations", what, inv.databases.len(), n)],
+        );
     }
     let mut lines = vec![format!("{} found problems ({})", what, o.status)];
     lines.extend(name_relations(&text, &inv.files).into_iter().map(|r| format!("relation {}", r)));
@@ -251,14 +260,29 @@ fn sql_amcheck(info: &ConnInfo, v: i32, inv: &Inventory) -> (bool, Vec<String>) 
         }
     }
     if ok {
-        lines.insert(0, format!("amcheck ({}{}): {} relations in {} database(s), no corruption", call, if v >= 140000 { ", verify_heapam" } else { "" }, checked, inv.databases.len()));
+        lines.insert(
+            0,
+            format!(
+                "amcheck ({}{}): {} relations in {} database(s), no corruption",
+                call,
+                if v >= 140000 { ", verify_heapam" } else { "" },
+                checked,
+                inv.databases.len()
+            ),
+        );
     }
     (ok, lines)
 }
 
 /// After the stop: pg_checksums --check (pg_verify_checksums on 11) as the owner. None when
 /// it cannot run (checksums off, PostgreSQL 10, no such program).
-pub fn checksums(bindir: &Path, pgdata: &Path, owner: (u32, u32), major: u32, inv: &Inventory) -> Option<(bool, Vec<String>)> {
+pub fn checksums(
+    bindir: &Path,
+    pgdata: &Path,
+    owner: (u32, u32),
+    major: u32,
+    inv: &Inventory,
+) -> Option<(bool, Vec<String>)> {
     if !inv.data_checksums {
         return None;
     }
@@ -284,12 +308,18 @@ pub fn checksums(bindir: &Path, pgdata: &Path, owner: (u32, u32), major: u32, in
     };
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     if o.status.success() {
-        let scanned = text.lines().find(|l| l.starts_with("Blocks scanned")).map(|l| l.trim().to_string()).unwrap_or_default();
+        let scanned =
+            text.lines().find(|l| l.starts_with("Blocks scanned")).map(|l| l.trim().to_string()).unwrap_or_default();
         return Some((true, vec![format!("{} --check: no bad checksum ({})", tool.display(), scanned)]));
     }
     let mut lines = vec![format!("{} found bad checksums ({})", tool.display(), o.status)];
     lines.extend(name_relations(&text, &inv.files).into_iter().map(|r| format!("relation {}", r)));
-    lines.extend(text.lines().filter(|l| l.contains("error") || l.starts_with("Bad checksums")).take(20).map(|l| l.trim().to_string()));
+    lines.extend(
+        text.lines()
+            .filter(|l| l.contains("error") || l.starts_with("Bad checksums"))
+            .take(20)
+            .map(|l| l.trim().to_string()),
+    );
     Some((false, lines))
 }
 
@@ -302,7 +332,8 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("base/5/16384".to_string(), "postgres.public.t".to_string());
         files.insert("global/1262".to_string(), "postgres.pg_catalog.pg_database".to_string());
-        let msg = "pg_checksums: error: checksum verification failed in file \"/srv/base/data/base/5/16384.1\", block 0\n\
+        let msg =
+            "pg_checksums: error: checksum verification failed in file \"/srv/base/data/base/5/16384.1\", block 0\n\
                    ERROR: invalid page in block 0 of relation base/5/16384_fsm.";
         assert_eq!(name_relations(msg, &files), vec!["postgres.public.t (file base/5/16384)"]);
         assert!(name_relations("relation base/5/999", &files).is_empty());

@@ -125,7 +125,12 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         Ok((plan, written)) => {
             let mut lines = plan.checks.clone();
             lines.extend(plan.warnings.iter().map(|w| format!("warning: {}", w)));
-            lines.push(format!("{} file(s) written, {} removed; target {}", written.len(), plan.removes.len(), plan.target));
+            lines.push(format!(
+                "{} file(s) written, {} removed; target {}",
+                written.len(),
+                plan.removes.len(),
+                plan.target
+            ));
             rep.step("restore-prep", t, true, lines);
             plan
         }
@@ -150,7 +155,18 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
             return;
         }
     };
-    rep.step("start", t, true, vec![format!("postgres (pid {}) as uid {}, socket in {}, port {}", srv.pid, owner.0, private.dir.display(), private.port)]);
+    rep.step(
+        "start",
+        t,
+        true,
+        vec![format!(
+            "postgres (pid {}) as uid {}, socket in {}, port {}",
+            srv.pid,
+            owner.0,
+            private.dir.display(),
+            private.port
+        )],
+    );
     let infos = candidates(&private, owner.0, node);
     // 3. Replay.
     let t = Instant::now();
@@ -187,8 +203,17 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         Ok(inv) => {
             let rels: i64 = inv.databases.iter().map(|d| d.relations).sum();
             let bytes: i64 = inv.databases.iter().map(|d| d.bytes).sum();
-            let mut lines = vec![format!("{} database(s), {} relations, {:.1} MiB", inv.databases.len(), rels, bytes as f64 / 1048576.0)];
-            lines.extend(inv.databases.iter().map(|d| format!("{}: {} relations, {:.1} MiB", d.name, d.relations, d.bytes as f64 / 1048576.0)));
+            let mut lines = vec![format!(
+                "{} database(s), {} relations, {:.1} MiB",
+                inv.databases.len(),
+                rels,
+                bytes as f64 / 1048576.0
+            )];
+            lines.extend(
+                inv.databases
+                    .iter()
+                    .map(|d| format!("{}: {} relations, {:.1} MiB", d.name, d.relations, d.bytes as f64 / 1048576.0)),
+            );
             rep.step("relations", t, true, lines);
             Some(inv)
         }
@@ -229,7 +254,9 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         match (&inv, stopped) {
             (Some(inv), true) => match checks::checksums(&bindir, &r.prep.pgdata, owner, plan.server_major, inv) {
                 Some((ok, lines)) => rep.step("checksums", t, ok, lines),
-                None => rep.skip("checksums", "data checksums are off (or PostgreSQL 10): nothing to verify offline".into()),
+                None => {
+                    rep.skip("checksums", "data checksums are off (or PostgreSQL 10): nothing to verify offline".into())
+                }
             },
             (None, _) => rep.skip("checksums", "not run: the relations could not be listed".into()),
             (_, false) => rep.skip("checksums", "not run: the server did not stop cleanly".into()),
@@ -260,15 +287,22 @@ fn start(r: &Request, plan: &restore::Plan, rep: &mut Report) -> Result<Started>
     rep.port = Some(private.port);
     let mut args = vec!["-D".to_string(), pgdata.to_string_lossy().into_owned()];
     args.extend(settings::args(&private, pgdata, plan.server_major));
-    let srv = server::start(server::Start { postgres: &postgres, args, owner, log: &log, keep: r.keep })
-        .inspect_err(|_| {
+    let srv = server::start(server::Start { postgres: &postgres, args, owner, log: &log, keep: r.keep }).inspect_err(
+        |_| {
             let _ = std::fs::remove_dir_all(&private.dir);
-        })?;
+        },
+    )?;
     Ok((srv, private, owner, bindir))
 }
 
 /// Stop the server and remove the private directory (ours); true when it stopped cleanly.
-fn stop(r: &Request, srv: &mut server::Server, private: &settings::Private, rep: &mut Report, clean_needed: bool) -> bool {
+fn stop(
+    r: &Request,
+    srv: &mut server::Server,
+    private: &settings::Private,
+    rep: &mut Report,
+    clean_needed: bool,
+) -> bool {
     let t = Instant::now();
     let res = srv.stop(r.stop_timeout);
     let _ = std::fs::remove_dir_all(&private.dir);

@@ -137,7 +137,10 @@ impl Server {
         }
         let _ = signal::kill(pid, Signal::SIGQUIT);
         if wait(&mut c, Duration::from_secs(10)).is_some() {
-            return Ok(format!("stopped by immediate shutdown: fast shutdown took longer than {} s", timeout.as_secs()));
+            return Ok(format!(
+                "stopped by immediate shutdown: fast shutdown took longer than {} s",
+                timeout.as_secs()
+            ));
         }
         let _ = c.kill();
         let _ = c.wait();

@@ -40,7 +40,12 @@ pub fn make_private(pgdata: &Path, owner: (u32, u32)) -> Result<Private> {
         pgdata.join("postgresql.conf")
     } else {
         let c = dir.join("postgresql.conf");
-        fsutil::write_atomic(&c, b"# pg-backup-hooks restore-test: the data directory has no postgresql.conf\n", 0o600, Some(owner))?;
+        fsutil::write_atomic(
+            &c,
+            b"# pg-backup-hooks restore-test: the data directory has no postgresql.conf\n",
+            0o600,
+            Some(owner),
+        )?;
         c
     };
     Ok(Private { port: free_port()?, dir, hba_file, ident_file, config_file })

@@ -48,7 +48,10 @@ pub fn until_ended(srv: &mut Server, w: &Wait) -> Result<(postgres::Client, i32,
         }
         let status = pm_status(w.pgdata);
         if !matches!(status.as_deref(), Some("standby") | Some("ready")) {
-            last_err = format!("the server does not accept connections yet ({})", status.as_deref().unwrap_or("no postmaster.pid"));
+            last_err = format!(
+                "the server does not accept connections yet ({})",
+                status.as_deref().unwrap_or("no postmaster.pid")
+            );
             if started.elapsed() >= w.timeout {
                 break Err(err!("recovery had not ended after {} s (--timeout): {}", w.timeout.as_secs(), last_err));
             }
@@ -58,7 +61,8 @@ pub fn until_ended(srv: &mut Server, w: &Wait) -> Result<(postgres::Client, i32,
         match probe_any(w.infos) {
             Ok((c, v, false, _, info)) => break Ok((c, v, info)),
             Ok((_, _, true, replay, _)) => {
-                last_err = format!("still in recovery, replayed to {}", replay.map(|l| l.to_string()).unwrap_or("-".into()));
+                last_err =
+                    format!("still in recovery, replayed to {}", replay.map(|l| l.to_string()).unwrap_or("-".into()));
                 if tty && last_shown.elapsed() >= Duration::from_secs(1) {
                     if let Some(r) = replay {
                         show_progress(r, w, started.elapsed());
@@ -88,7 +92,11 @@ fn show_progress(replay: Lsn, w: &Wait, elapsed: Duration) {
     let done = replay.0.saturating_sub(w.start.0);
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001) / 1048576.0;
     let versus = if replay < w.consistent {
-        format!("backup end {} ({:.0}%)", w.consistent, 100.0 * done as f64 / (w.consistent.0.saturating_sub(w.start.0).max(1)) as f64)
+        format!(
+            "backup end {} ({:.0}%)",
+            w.consistent,
+            100.0 * done as f64 / (w.consistent.0.saturating_sub(w.start.0).max(1)) as f64
+        )
     } else {
         format!("past the backup end {}, replaying to the target", w.consistent)
     };
@@ -120,7 +128,11 @@ fn probe(info: &ConnInfo) -> Result<(postgres::Client, i32, bool, Option<Lsn>)> 
 fn exit_failure(log: &std::path::Path, st: std::process::ExitStatus, seg_size: u64) -> crate::error::Error {
     let text = std::fs::read(log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let fatal: Vec<&str> = text.lines().filter(|l| l.contains("FATAL:") || l.contains("PANIC:")).collect();
-    let why = if fatal.is_empty() { "no FATAL or PANIC line in its log".to_string() } else { fatal.iter().rev().take(2).rev().map(|l| l.trim()).collect::<Vec<_>>().join(" / ") };
+    let why = if fatal.is_empty() {
+        "no FATAL or PANIC line in its log".to_string()
+    } else {
+        fatal.iter().rev().take(2).rev().map(|l| l.trim()).collect::<Vec<_>>().join(" / ")
+    };
     let wal = match last_restored(&text) {
         Some(last) => match next_segment(&last, seg_size) {
             Some(next) => format!("; the last WAL file restored was {}: the archive did not deliver {}", last, next),
@@ -135,8 +147,7 @@ fn exit_failure(log: &std::path::Path, st: std::process::ExitStatus, seg_size: u
 pub fn last_restored(log: &str) -> Option<String> {
     log.lines()
         .filter_map(|l| l.split("restored log file \"").nth(1)?.split('"').next())
-        .filter(|n| crate::pg::wal::is_segment_name(n))
-        .last()
+        .rfind(|n| crate::pg::wal::is_segment_name(n))
         .map(str::to_string)
 }
 
