@@ -28,7 +28,7 @@ chmod 0700 "$work/prod"
 cp "$here/target/release/pg-backup-hooks" "$here/target/release/pg-backup-hooks-wal-restore" "$work/bin/"
 chmod 0755 "$work/bin" "$work/bin/"*
 chmod 0700 "$work/sidecar" "$work/run"
-if [ "$(id -u)" = 0 ]; then chown "$pguser" "$work/archive" "$work/sock" "$work/prod"; fi
+if [ "$(id -u)" = 0 ]; then chown "$pguser:$(id -gn "$pguser")" "$work/archive" "$work/sock" "$work/prod"; fi
 bin="$work/bin/pg-backup-hooks"
 cleanup() {
     as_server "$pgbin/pg_ctl" -D "$work/prod" -m immediate stop >/dev/null 2>&1 || true
@@ -50,7 +50,7 @@ port = 5499
 archive_mode = on
 archive_command = 'test ! -f $work/archive/%f && cp %p $work/archive/%f'
 CONF
-as_server "$pgbin/pg_ctl" -D "$work/prod" -l "$work/prod.log" -w start >/dev/null
+as_server "$pgbin/pg_ctl" -D "$work/prod" -l "$work/prod/prod.log" -w start >/dev/null
 conn="host=$work/sock port=5499 user=postgres dbname=postgres"
 as_server "$pgbin/pgbench" -q -i -s "$SCALE" "$conn" >/dev/null 2>&1
 env -u PGHOST -u PGPORT "$bin" pre --backup-id rtb --sidecar-dir "$work/sidecar" --run-dir "$work/run" \
@@ -74,11 +74,15 @@ by_hand() {
     local d="$work/scratch/prod" t0
     t0=$(now)
     "$bin" restore-prep --backup-id rtb --sidecar-dir "$work/sidecar" --pgdata "$d" \
-        --archive-dir "$work/archive" --archive-mode off >/dev/null
+        --archive-dir "$work/archive" --archive-mode off >/dev/null || { echo "restore-prep failed" >&2; exit 1; }
     as_server "$pgbin/pg_ctl" -D "$d" -l "$d/hand.log" -w -t 600 \
         -o "-c listen_addresses='' -c port=5498 -c unix_socket_directories=$work/hsock" start >/dev/null || true
+    local n=0
     until [ "$(as_server "$pgbin/psql" -qAt -d "host=$work/hsock port=5498 user=postgres dbname=postgres" \
-        -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.1; done
+        -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do
+        n=$((n + 1)); [ "$n" -lt 6000 ] || { echo "recovery did not end: $d/hand.log" >&2; exit 1; }
+        sleep 0.1
+    done
     as_server "$pgbin/pg_ctl" -D "$d" -m fast -w stop >/dev/null
     awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.3f\n", b-a}'
 }
@@ -95,8 +99,8 @@ with_tool() {
 
 : > "$work/hand"; : > "$work/tool"
 for i in $(seq 1 "$RUNS"); do
-    fresh; h=$(by_hand); echo "$h" >> "$work/hand"
-    fresh; t=$(with_tool); echo "$t" >> "$work/tool"
+    fresh; h=$(by_hand) || exit 1; echo "$h" >> "$work/hand"
+    fresh; t=$(with_tool) || exit 1; echo "$t" >> "$work/tool"
     echo "run $i: by hand ${h}s; restore-test (total rto wal passed) $t"
 done
 hand=$(median < "$work/hand")
