@@ -1158,12 +1158,39 @@ Job {{
   Where = "{scratch}"
   Replace = always
   RunScript {{
+    RunsWhen = Before
+    RunsOnClient = yes
+    Command = "/bin/rm -rf {scratch}"
+  }}
+  RunScript {{
     RunsWhen = After
     RunsOnClient = yes
     RunsOnSuccess = yes
     RunsOnFailure = yes
     FailJobOnError = yes
     Command = "{script} pgdata. {restored}"
+  }}
+}}
+Job {{
+  Name = "pgdata-restore-test-damaged"
+  Type = Restore
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  Where = "{scratch}"
+  Replace = always
+  RunScript {{
+    RunsWhen = Before
+    RunsOnClient = yes
+    Command = "/bin/rm -rf {scratch}"
+  }}
+  RunScript {{
+    RunsWhen = After
+    RunsOnClient = yes
+    FailJobOnError = yes
+    Command = "{script}-damaged pgdata. {restored}"
   }}
 }}
 "#,
@@ -1180,10 +1207,11 @@ Job {{
     roundtrip::switch_and_wait(&pg);
     let before = pg.archived_files();
 
-    // The scheduled restore: the newest backup of the client, with the restore-test job.
+    // The scheduled restore: the newest pgdata backup, with the restore-test job.
     let last = bacula.sql("select coalesce(max(JobId), 0) from Job");
+    let newest = bacula.sql("select max(JobId) from Job where Name = 'pgdata' and Type = 'B' and JobStatus = 'T'");
     let out = bacula.console(&format!(
-        "restore client={FD_NAME} fileset=pgdata restorejob=pgdata-restore-test where={} current all done yes",
+        "restore jobid={newest} client={FD_NAME} restorejob=pgdata-restore-test where={} all done yes",
         scratch.display()
     ));
     let rid: u32 = bacula
@@ -1199,4 +1227,38 @@ Job {{
     assert!(log.contains("amcheck") && log.contains("checksums"), "{}", log);
     assert!(pg.is_running(), "production keeps running");
     assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
+
+    // A damaged copy (a byte of table t's first page changed after the restore, before the
+    // test): the job log says FAILED naming the relation, and the job fails.
+    let file = restored.join(pg.query_scalar("select pg_relation_filepath('t')"));
+    fs::write(
+        script.with_file_name("pgbh-restore-test-damaged"),
+        format!(
+            "#!/bin/sh\nset -e\nprintf '\\377' | dd of={} bs=1 seek=8100 conv=notrunc status=none\nexec {} \"$@\"\n",
+            file.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        script.with_file_name("pgbh-restore-test-damaged"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let last = bacula.sql("select coalesce(max(JobId), 0) from Job");
+    let out = bacula.console(&format!(
+        "restore jobid={newest} client={FD_NAME} restorejob=pgdata-restore-test-damaged where={} all done yes",
+        scratch.display()
+    ));
+    let rid: u32 = bacula
+        .sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", last))
+        .parse()
+        .unwrap_or(0);
+    assert!(rid > 0, "no restore job started:\n{}", out);
+    let status = bacula.wait_job(rid, Duration::from_secs(300));
+    let log = bacula.job_log(rid);
+    eprintln!("restore job {} ({}):\n{}", rid, status, log);
+    assert!(log.contains("verdict: FAILED"), "the job log shows the verdict:\n{}", log);
+    assert!(log.contains("relation postgres.public.t"), "the job log names the damaged relation:\n{}", log);
+    assert_ne!(status, "T", "a failed restore-test fails the restore job:\n{}", log);
 }
