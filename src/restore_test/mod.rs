@@ -223,7 +223,9 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         }
     };
     drop(c);
-    if r.amcheck {
+    if r.amcheck && server::interrupted().is_some() {
+        rep.skip("amcheck", "not run: restore-test was interrupted".into());
+    } else if r.amcheck {
         let t = Instant::now();
         match &inv {
             Some(inv) => {

@@ -80,7 +80,7 @@ pub fn until_ended(srv: &mut Server, w: &Wait) -> Result<(postgres::Client, i32,
                 last_err
             ));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     };
     if shown {
         eprintln!();
