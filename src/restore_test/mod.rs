@@ -175,6 +175,13 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         timeout: r.timeout,
         start: node.start_lsn,
         consistent: node.stop_lsn,
+        target: match target {
+            recovery::Target::Lsn(l) => Some(*l),
+            recovery::Target::Name(n) => {
+                m.restore_point.as_ref().filter(|rp| &rp.name == n).and_then(|rp| rp.lsns.get(&node.name).copied())
+            }
+            _ => None,
+        },
         seg_size: node.wal_segment_size,
         pgdata: &r.prep.pgdata,
     };

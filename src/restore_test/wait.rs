@@ -21,6 +21,8 @@ pub struct Wait<'a> {
     /// Where the replay starts (the backup's start) and where the copy is consistent (its stop).
     pub start: Lsn,
     pub consistent: Lsn,
+    /// The target's location when it is one (lsn:X, or a restore point whose LSN is known).
+    pub target: Option<Lsn>,
     pub seg_size: u64,
     /// Its postmaster.pid says when connections are accepted (as pg_ctl -w reads it).
     pub pgdata: &'a std::path::Path,
@@ -98,7 +100,10 @@ fn show_progress(replay: Lsn, w: &Wait, elapsed: Duration) {
             100.0 * done as f64 / (w.consistent.0.saturating_sub(w.start.0).max(1)) as f64
         )
     } else {
-        format!("past the backup end {}, replaying to the target", w.consistent)
+        match w.target {
+            Some(t) => format!("target {} (backup end {} passed)", t, w.consistent),
+            None => format!("past the backup end {}, replaying to the target", w.consistent),
+        }
     };
     eprint!("\rrestore-test: replayed {} / {}, {:.1} MiB/s   ", replay, versus, rate);
     let _ = std::io::stderr().flush();
