@@ -233,9 +233,9 @@ fn sql_amcheck(info: &ConnInfo, v: i32, inv: &Inventory) -> (bool, Vec<String>) 
             for r in rels {
                 let (rel, kind): (String, String) = (r.get(0), r.get(1));
                 let q = if kind == "index" {
-                    format!("SELECT count({}) FROM pg_class c WHERE c.oid = $1::regclass", call)
+                    format!("SELECT count({}) FROM pg_class c WHERE c.oid = $1::text::regclass", call)
                 } else {
-                    "SELECT count(*) FROM verify_heapam($1::regclass)".to_string()
+                    "SELECT count(*) FROM verify_heapam($1::text::regclass)".to_string()
                 };
                 let res = c.query_one(q.as_str(), &[&rel]);
                 let problems = match (&res, kind.as_str()) {
@@ -274,25 +274,28 @@ fn sql_amcheck(info: &ConnInfo, v: i32, inv: &Inventory) -> (bool, Vec<String>) 
     (ok, lines)
 }
 
-/// After the stop: pg_checksums --check (pg_verify_checksums on 11) as the owner. None when
-/// it cannot run (checksums off, PostgreSQL 10, no such program).
+/// After the stop: pg_checksums --check (pg_verify_checksums on 11) as the owner.
+/// Err(why) when it cannot run (checksums off, PostgreSQL 10, no such program): skipped.
 pub fn checksums(
     bindir: &Path,
     pgdata: &Path,
     owner: (u32, u32),
     major: u32,
     inv: &Inventory,
-) -> Option<(bool, Vec<String>)> {
+) -> std::result::Result<(bool, Vec<String>), String> {
     if !inv.data_checksums {
-        return None;
+        return Err("data checksums are off: nothing to verify offline".into());
     }
     let (tool, check) = match major {
         12.. => (bindir.join("pg_checksums"), true),
         11 => (bindir.join("pg_verify_checksums"), false),
-        _ => return None,
+        _ => return Err("PostgreSQL 10 has no offline checksum verifier".into()),
     };
     if !tool.is_file() {
-        return Some((true, vec![format!("{} is not installed: checksums not verified offline", tool.display())]));
+        return Err(format!(
+            "{} is not installed (the server's own major's program is needed): checksums not verified offline",
+            tool.display()
+        ));
     }
     let mut cmd = Command::new(&tool);
     if check {
@@ -304,13 +307,13 @@ pub fn checksums(
     }
     let o = match cmd.output() {
         Ok(o) => o,
-        Err(e) => return Some((false, vec![format!("cannot run {}: {}", tool.display(), e)])),
+        Err(e) => return Ok((false, vec![format!("cannot run {}: {}", tool.display(), e)])),
     };
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     if o.status.success() {
         let scanned =
             text.lines().find(|l| l.starts_with("Blocks scanned")).map(|l| l.trim().to_string()).unwrap_or_default();
-        return Some((true, vec![format!("{} --check: no bad checksum ({})", tool.display(), scanned)]));
+        return Ok((true, vec![format!("{} --check: no bad checksum ({})", tool.display(), scanned)]));
     }
     let mut lines = vec![format!("{} found bad checksums ({})", tool.display(), o.status)];
     lines.extend(name_relations(&text, &inv.files).into_iter().map(|r| format!("relation {}", r)));
@@ -320,7 +323,7 @@ pub fn checksums(
             .take(20)
             .map(|l| l.trim().to_string()),
     );
-    Some((false, lines))
+    Ok((false, lines))
 }
 
 #[cfg(test)]

@@ -262,10 +262,8 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         let t = Instant::now();
         match (&inv, stopped) {
             (Some(inv), true) => match checks::checksums(&bindir, &r.prep.pgdata, owner, plan.server_major, inv) {
-                Some((ok, lines)) => rep.step("checksums", t, ok, lines),
-                None => {
-                    rep.skip("checksums", "data checksums are off (or PostgreSQL 10): nothing to verify offline".into())
-                }
+                Ok((ok, lines)) => rep.step("checksums", t, ok, lines),
+                Err(why) => rep.skip("checksums", why),
             },
             (None, _) => rep.skip("checksums", "not run: the relations could not be listed".into()),
             (_, false) => rep.skip("checksums", "not run: the server did not stop cleanly".into()),
