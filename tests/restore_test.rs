@@ -48,6 +48,8 @@ fn backup() -> Backup {
     let tar = dir.path().join("rt.tar");
     tar_create(&pg.datadir, &tar);
     t.post("rt").ok();
+    // A record after the stop, so that the switch has a segment to close on every major.
+    pg.execute("insert into hot values (0)");
     switch_and_wait(&pg);
     let start_wal_file = t.manifest("rt")["nodes"][0]["start_wal_file"].as_str().expect("start_wal_file").to_string();
     Backup { dir, t, exe, pg, tar, cold_file, start_wal_file }
@@ -159,7 +161,7 @@ fn a_healthy_backup_passes_and_production_is_untouched() {
     assert!(log.contains("archive recovery complete"), "{log}");
     // Production: still running, its archive received nothing from the test (no new timeline's history).
     assert!(b.pg.is_running());
-    assert_eq!(b.pg.query_scalar("select count(*) from hot"), "3000");
+    assert_eq!(b.pg.query_scalar("select count(*) from hot"), "3001");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(b.pg.archived_files(), before, "the production archive got files from the test");
     // The copy was left in place: data directory, restore-prep's archive_mode = 'off'.
@@ -187,7 +189,7 @@ fn a_healthy_backup_passes_and_production_is_untouched() {
     let ci = format!("host={} port={} user=postgres dbname=postgres", sock, v["port"]);
     let mut c = postgres::Client::connect(&ci, postgres::NoTls).expect("connecting to the kept server");
     let row = c.query_one("select pg_is_in_recovery(), (select count(*) from hot), current_setting('listen_addresses'), current_setting('archive_mode')", &[]).unwrap();
-    assert_eq!((row.get::<_, bool>(0), row.get::<_, i64>(1)), (false, 3000));
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i64>(1)), (false, 3001));
     assert_eq!((row.get::<_, String>(2), row.get::<_, String>(3)), (String::new(), "off".to_string()));
     drop(c);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT).unwrap();
