@@ -35,6 +35,9 @@ fn backup() -> Backup {
     let pg = checksummed_primary(dir.path(), "pg");
     let t = Tool::new(&dir);
     pg.execute("create table cold (id int primary key, pad text); insert into cold select g, repeat('x', 200) from generate_series(1, 2000) g");
+    // Nothing may write cold's pages after the backup's checkpoint (autovacuum's analyze
+    // setting hint bits would log a full page image that replay puts back).
+    pg.execute("alter table cold set (autovacuum_enabled = off)");
     pg.execute("vacuum freeze cold");
     pg.execute("create table hot (id int)");
     pg.execute("checkpoint");
@@ -151,7 +154,8 @@ fn a_healthy_backup_passes_and_production_is_untouched() {
         assert!(sums["lines"][0].as_str().unwrap().contains("no bad checksum"), "{v:#}");
     } else {
         assert_eq!(sums["outcome"], "skipped", "{v:#}");
-        assert!(sums["lines"][0].as_str().unwrap().contains("is not installed"), "{v:#}");
+        let why = sums["lines"][0].as_str().unwrap();
+        assert!(why.contains("is not installed") || why.contains("PostgreSQL 10 has no"), "{v:#}");
     }
     assert!(v["wal_replayed_bytes"].as_u64().unwrap() > 2 * (16 << 20), "three segments replayed: {v:#}");
     let pgdb = v["databases"].as_array().unwrap().iter().find(|d| d["name"] == "postgres").expect("postgres db");
