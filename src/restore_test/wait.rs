@@ -145,7 +145,7 @@ fn exit_failure(log: &std::path::Path, st: std::process::ExitStatus, seg_size: u
         },
         None => "; no WAL file was restored from the archive".to_string(),
     };
-    err!("the server exited during recovery ({}): {}{}", st, why, wal)
+    err!("the server exited before recovery ended ({}): {}{}", st, why, wal)
 }
 
 /// The last segment the log says was restored from the archive.
