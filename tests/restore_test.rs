@@ -294,3 +294,31 @@ fn sigterm_stops_the_test_server() {
     assert!(t.elapsed() < Duration::from_secs(60), "stopping took {:?}", t.elapsed());
     assert!(b.pg.is_running(), "production keeps running");
 }
+
+/// The server's log lies in the owner's data directory: a hard link planted there (before the
+/// test) to a file of root's is never written through: restore-prep moves the unknown path
+/// aside with the copy's stale files, and the log is opened with the owner's rights anyway
+/// (unit test in restore_test::server). Root's file keeps its owner and content.
+#[test]
+fn a_log_file_linked_to_roots_file_is_not_written_through() {
+    if !nix::unistd::geteuid().is_root() {
+        crate::common::skip("needs root (a file the data directory's owner cannot write)");
+        return;
+    }
+    let b = backup();
+    let data = b.scratch("linked-log");
+    let secret = b.dir.path().join("roots-file");
+    fs::write(&secret, "root's\n").unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let log = data.join("pg-backup-hooks-restore.log");
+    fs::hard_link(&secret, &log).unwrap();
+    let out = b.run(&data, &["--archive-dir", &b.archive(), "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "root's\n");
+    let meta = fs::metadata(&secret).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), 0);
+    assert_ne!(fs::metadata(&log).unwrap().ino(), meta.ino(), "the server's log is a file of its own");
+    assert!(fs::read_to_string(&log).unwrap().contains("database system is ready"), "the log is the server's");
+}

@@ -58,18 +58,19 @@ pub struct Server {
     keep: bool,
 }
 
-/// Open (append) the server's log file, never through a link, and give it to the owner.
+/// Open (append) the server's log file with the owner's file-system rights, never through a
+/// symbolic link: the data directory is the owner's, so a file (or a hard link to another
+/// file) there is opened only if the owner may write it, and a new one is the owner's.
 fn open_log(p: &Path, owner: (u32, u32)) -> Result<File> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(p)
-        .context(|| format!("cannot open the server log {}", p.display()))?;
-    std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
-        .context(|| format!("cannot give the server log {} to uid {}", p.display(), owner.0))?;
-    Ok(f)
+    crate::restore::privs::as_owner(owner, || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(p)
+            .context(|| format!("cannot open the server log {} as the data directory's owner", p.display()))
+    })
 }
 
 pub fn start(s: Start) -> Result<Server> {
@@ -159,5 +160,35 @@ impl Drop for Server {
         if !self.keep {
             let _ = self.stop(Duration::from_secs(30));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hard link in the owner's directory to a file the owner cannot write is not opened.
+    #[test]
+    fn the_log_is_opened_with_the_owners_rights() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let nobody = (65534, 65534);
+        let owned = d.path().join("data");
+        std::fs::create_dir(&owned).unwrap();
+        std::os::unix::fs::chown(&owned, Some(nobody.0), Some(nobody.1)).unwrap();
+        std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "root's").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let log = owned.join("server.log");
+        std::fs::hard_link(&secret, &log).unwrap();
+        let e = open_log(&log, nobody).unwrap_err();
+        assert!(e.msg.contains("cannot open the server log"), "{}", e.msg);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's");
+        std::fs::remove_file(&log).unwrap();
+        let f = open_log(&log, nobody).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&f.metadata().unwrap()), nobody.0);
     }
 }
