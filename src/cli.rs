@@ -59,6 +59,8 @@ pub enum Command {
     RestoreCheck(RestoreCheckArgs),
     /// Monitoring: whether every node can be restored now (backup age, sidecar, archive gaps, archiving, held backups), for Nagios/Icinga, Prometheus and cron (docs/check.md).
     Check(CheckArgs),
+    /// Prove a backup restores, unattended: restore-prep on a scratch copy, a private test server, recovery, restore-check and the checks, stop; a report with every step (docs/restore-test.md).
+    RestoreTest(RestoreTestArgs),
     /// Internal: the detached helper started by `pre`.
     #[command(hide = true)]
     Helper(HelperArgs),
@@ -469,6 +471,53 @@ pub struct CheckArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunDirArg,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("wal_source").required(true).args(["archive_dir", "restore_command"])))]
+pub struct RestoreTestArgs {
+    /// The backup whose copy was restored into --pgdata
+    #[arg(long, env = "PGBH_BACKUP_ID", value_name = "ID")]
+    pub backup_id: String,
+    /// Where post stored the sidecar (several, separated by ':', are tried in order)
+    #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
+    pub sidecar_dir: Vec<PathBuf>,
+    /// The scratch directory the backup program restored the copy into (never a production data directory)
+    #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Which node of the backup this data directory is (may be omitted for a one-node backup)
+    #[arg(long, env = "PGBH_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// A plain directory of archived WAL; restore_command becomes `pg-backup-hooks wal-restore`
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
+    #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD", hide_env_values = true)]
+    pub restore_command: Option<String>,
+    /// Where recovery stops, as restore-prep's --target [default: latest for one node, restore-point for several]
+    #[arg(long, env = "PGBH_TARGET", value_name = "T")]
+    pub target: Option<String>,
+    /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable. A test restore on the production host needs it for every tablespace
+    #[arg(long, env = "PGBH_TABLESPACE_MAP", value_name = "OLD=NEW", value_delimiter = ';')]
+    pub tablespace_map: Vec<String>,
+    /// Re-point a pg_wal link (e.g. from `initdb -X`) to this new or empty directory
+    #[arg(long, env = "PGBH_WAL_DIR", value_name = "DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// Also run amcheck on every database (pg_amcheck --heapallindexed from 14, else the amcheck functions); the extension is created in the scratch copy only
+    #[arg(long, env = "PGBH_AMCHECK", value_parser = BoolishValueParser::new())]
+    pub amcheck: bool,
+    /// Leave the test server running on its private socket after the checks (the report says how to connect and stop it); pg_checksums is then not run
+    #[arg(long, env = "PGBH_KEEP", value_parser = BoolishValueParser::new())]
+    pub keep: bool,
+    /// How long recovery may take before the test fails
+    #[arg(long, env = "PGBH_RESTORE_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 3600)]
+    pub timeout: u64,
+    /// How long a fast shutdown may take before an immediate one
+    #[arg(long, env = "PGBH_STOP_TIMEOUT", value_name = "SECS", value_parser = secs(), default_value_t = 120)]
+    pub stop_timeout: u64,
+    /// Machine-readable output
+    #[arg(long, env = "PGBH_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -62,9 +62,10 @@ pub mod exit {
         Code { code: NO_BACKUP, commands: &["post", "status"], meaning: "no backup with this id is in progress" },
         Code {
             code: NOT_PROVEN,
-            commands: &["restore-check"],
+            commands: &["restore-check", "restore-test"],
             meaning: "recovery is not proven to have ended where the backup says (the message says what was found); \
-                      the restored nodes must not go into service until it is",
+                      the restored nodes must not go into service until it is; \
+                      restore-test: a step of the test restore failed (the report names it)",
         },
         Code {
             code: ABORT_RECOVERY,

@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod pg;
 pub mod protocol;
 pub mod restore;
+pub mod restore_test;
 pub mod rundir;
 pub mod sidecar;
 #[cfg(test)]

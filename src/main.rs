@@ -33,6 +33,7 @@ fn main() {
         cli::Command::Gen(a) => commands::gen::run(a),
         cli::Command::RestoreCheck(a) => commands::restore_check::run(a),
         cli::Command::Check(a) => commands::check::run(a),
+        cli::Command::RestoreTest(a) => commands::restore_test::run(a),
         cli::Command::Helper(a) => helper::run(&a.backup_id, a.run_dir).map(|_| 0),
     };
     std::process::exit(error::report(result));

@@ -1093,3 +1093,172 @@ fn bacula_an_incremental_that_missed_changes_because_the_director_clock_was_ahea
     assert_eq!(tree(&pg.datadir), before, "a refusal changes nothing");
     eprintln!("bacula clock test: {:?}", started.elapsed());
 }
+
+/// Issue 24: a scheduled test restore is a Bacula Restore job with a RunScript After that runs
+/// restore-test through the script of docs/restore-test.md (the newest complete `pgdata.`
+/// backup of the live sidecar directory); the job log shows restore-test's verdict. The
+/// production cluster keeps running beside it.
+#[test]
+fn bacula_restore_job_runs_restore_test_and_the_job_log_shows_the_verdict() {
+    if !bacula_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let exe = roundtrip::install_bin(&dir);
+    let opts = ClusterOpts { initdb_args: vec!["--data-checksums".into()], ..ClusterOpts::default() };
+    let pg = Cluster::with_opts(dir.path(), "pg", opts);
+    let t = Tool::new(&dir);
+    let env_file = dir.path().join("pgbh.env");
+    products::write_env(&env_file, &t.sidecar, &t.run_dir, &format!("default={}", pg.conninfo()));
+    let scratch = dir.path().join("scratch");
+    // docs/restore-test.md's script, with this test's paths.
+    let script = dir.path().join("pgbh-restore-test");
+    fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+set -eu
+prefix=$1 pgdata=$2
+sidecar={sidecar}
+id=$({exe} list --sidecar-dir "$sidecar" --json |
+     jq -r --arg p "$prefix" '[.[] | select(.status == "complete" and (.backup_id | startswith($p)))][0].backup_id')
+[ -n "$id" ] && [ "$id" != null ] || {{ echo "restore-test: no complete backup $prefix*"; exit 1; }}
+chown -R {user} "$pgdata"
+exec {exe} restore-test --backup-id "$id" --sidecar-dir "$sidecar" \
+    --pgdata "$pgdata" --archive-dir {archive} --amcheck
+"#,
+            sidecar = t.sidecar.display(),
+            exe = exe.display(),
+            user = common::server_user().unwrap_or_else(|| "postgres".into()),
+            archive = pg.archive_dir.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let restored = scratch.join(pg.datadir.strip_prefix("/").unwrap());
+    let mut resources = job_resources(
+        &hooks_dir(),
+        &env_file,
+        &dir.path().join("bacula/bconsole.conf"),
+        &dir.path().join("queue.log"),
+        &pg.datadir,
+        &t.sidecar,
+        &(products::exclude_list("bacula", Some(&pg.datadir)).join("\n") + "\n"),
+    );
+    resources.push_str(&format!(
+        r#"
+Job {{
+  Name = "pgdata-restore-test"
+  Type = Restore
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  Where = "{scratch}"
+  Replace = always
+  RunScript {{
+    RunsWhen = Before
+    RunsOnClient = yes
+    Command = "/bin/rm -rf {scratch}"
+  }}
+  RunScript {{
+    RunsWhen = After
+    RunsOnClient = yes
+    RunsOnSuccess = yes
+    RunsOnFailure = yes
+    FailJobOnError = yes
+    Command = "{script} pgdata. {restored}"
+  }}
+}}
+Job {{
+  Name = "pgdata-restore-test-damaged"
+  Type = Restore
+  Client = {FD_NAME}
+  FileSet = "pgdata"
+  Storage = File
+  Pool = Default
+  Messages = Standard
+  Where = "{scratch}"
+  Replace = always
+  RunScript {{
+    RunsWhen = Before
+    RunsOnClient = yes
+    Command = "/bin/rm -rf {scratch}"
+  }}
+  RunScript {{
+    RunsWhen = After
+    RunsOnClient = yes
+    FailJobOnError = yes
+    Command = "{script}-damaged pgdata. {restored}"
+  }}
+}}
+"#,
+        scratch = scratch.display(),
+        script = script.display(),
+        restored = restored.display()
+    ));
+    let bacula = Bacula::start(dir.path(), &resources);
+    pg.execute("create table t (id int primary key); insert into t select generate_series(1, 1000)");
+    let jobid = bacula.run_job("pgdata");
+    let status = bacula.wait_job(jobid, Duration::from_secs(180));
+    assert_eq!(status, "T", "the data job failed:\n{}", bacula.job_log(jobid));
+    let id = bacula.unique_name(jobid);
+    roundtrip::switch_and_wait(&pg);
+    let before = pg.archived_files();
+
+    // The scheduled restore: the newest pgdata backup, with the restore-test job.
+    let last = bacula.sql("select coalesce(max(JobId), 0) from Job");
+    let newest = bacula.sql("select max(JobId) from Job where Name = 'pgdata' and Type = 'B' and JobStatus = 'T'");
+    let out = bacula.console(&format!(
+        "restore jobid={newest} client={FD_NAME} restorejob=pgdata-restore-test where={} all done yes",
+        scratch.display()
+    ));
+    let rid: u32 = bacula
+        .sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", last))
+        .parse()
+        .unwrap_or(0);
+    assert!(rid > 0, "no restore job started:\n{}", out);
+    let status = bacula.wait_job(rid, Duration::from_secs(300));
+    let log = bacula.job_log(rid);
+    eprintln!("restore job {} ({}):\n{}", rid, status, log);
+    assert!(log.contains(&format!("restore-test of backup {}", id)), "the job log names the backup tested:\n{}", log);
+    assert!(log.contains("verdict: PASSED: the backup restores"), "the job log shows the verdict:\n{}", log);
+    assert!(log.contains("amcheck") && log.contains("checksums"), "{}", log);
+    assert!(pg.is_running(), "production keeps running");
+    assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
+
+    // A damaged copy (a byte of table t's first page changed after the restore, before the
+    // test): the job log says FAILED naming the relation, and the job fails.
+    let file = restored.join(pg.query_scalar("select pg_relation_filepath('t')"));
+    fs::write(
+        script.with_file_name("pgbh-restore-test-damaged"),
+        format!(
+            "#!/bin/sh\nset -e\nprintf '\\377' | dd of={} bs=1 seek=8100 conv=notrunc status=none\nexec {} \"$@\"\n",
+            file.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        script.with_file_name("pgbh-restore-test-damaged"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let last = bacula.sql("select coalesce(max(JobId), 0) from Job");
+    let out = bacula.console(&format!(
+        "restore jobid={newest} client={FD_NAME} restorejob=pgdata-restore-test-damaged where={} all done yes",
+        scratch.display()
+    ));
+    let rid: u32 = bacula
+        .sql(&format!("select coalesce(min(JobId), 0) from Job where Type = 'R' and JobId > {}", last))
+        .parse()
+        .unwrap_or(0);
+    assert!(rid > 0, "no restore job started:\n{}", out);
+    let status = bacula.wait_job(rid, Duration::from_secs(300));
+    let log = bacula.job_log(rid);
+    eprintln!("restore job {} ({}):\n{}", rid, status, log);
+    assert!(log.contains("verdict: FAILED"), "the job log shows the verdict:\n{}", log);
+    assert!(log.contains("relation postgres.public.t"), "the job log names the damaged relation:\n{}", log);
+    assert_ne!(status, "T", "a failed restore-test fails the restore job:\n{}", log);
+}

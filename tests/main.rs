@@ -36,6 +36,7 @@ mod restore;
 mod restore_check;
 mod restore_messages;
 mod restore_safety;
+mod restore_test;
 mod security;
 mod shell;
 mod standby;

@@ -11,6 +11,7 @@ pub mod post;
 pub mod pre;
 pub mod restore_check;
 pub mod restore_prep;
+pub mod restore_test;
 pub mod status;
 pub mod verify;
 pub mod wal_archive;
