@@ -9,3 +9,4 @@ pub mod history;
 pub mod label;
 pub mod tls;
 pub mod wal;
+pub mod patroni;
