@@ -67,8 +67,14 @@ fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(S
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     check_before_start(&a)?;
-    let nodes = nodes(&a)?;
-    let node_primaries = node_primaries(&a.node_primaries, &nodes)?;
+    let (nodes, discovered_primaries) = nodes(&a)?;
+    let mut node_primaries = node_primaries(&a.node_primaries, &nodes)?;
+    for (name, ci) in discovered_primaries {
+        if node_primaries.iter().any(|(n, _)| *n == name) {
+            return Err(Error::usage(format!("--node-primary {}: --discover patroni already gives its leader", name)));
+        }
+        node_primaries.push((name, ci));
+    }
     for dir in &a.sidecar_dir {
         sidecar::check_writable(dir, &a.backup_id)?;
     }
@@ -90,7 +96,10 @@ pub fn run(a: PreArgs) -> Result<i32> {
 
 /// The backup's nodes: each `--node` once, or what `--discover citus` finds, or `default`
 /// (libpq's environment and defaults) when none is given.
-fn nodes(a: &PreArgs) -> Result<Vec<(String, String)>> {
+/// `--discover patroni` also gives a replica's leader (its `--node-primary`).
+type Nodes = (Vec<(String, String)>, Vec<(String, String)>);
+
+fn nodes(a: &PreArgs) -> Result<Nodes> {
     let mut nodes: Vec<(String, String)> = Vec::new();
     for spec in a.nodes.iter().filter(|s| !s.trim().is_empty()) {
         let n = parse_node(spec.trim())?;
@@ -99,13 +108,45 @@ fn nodes(a: &PreArgs) -> Result<Vec<(String, String)>> {
         }
         nodes.push(n);
     }
-    if a.discover.is_some() {
-        nodes = discover(a, &nodes)?;
+    let mut primaries = Vec::new();
+    match a.discover.as_deref() {
+        Some("citus") => nodes = discover(a, &nodes)?,
+        Some(kind) => {
+            let urls = kind.strip_prefix("patroni=").unwrap_or(kind);
+            (nodes, primaries) = discover_patroni(a, &nodes, urls)?;
+        }
+        None => {}
     }
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));
     }
-    Ok(nodes)
+    Ok((nodes, primaries))
+}
+
+/// `--discover patroni=URL,...`: the member with the wanted role, reached with the one
+/// `--node`'s settings (or the libpq environment's) at the member's host and port.
+fn discover_patroni(a: &PreArgs, given: &[(String, String)], urls: &str) -> Result<Nodes> {
+    if given.len() > 1 {
+        return Err(Error::usage("--discover patroni takes at most one --node: the connection settings for the members"));
+    }
+    let template = match given.first() {
+        Some((_, ci)) => ConnInfo::parse(ci)?,
+        None => ConnInfo::default(),
+    }
+    .with_env_defaults();
+    let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+    let found = discovery::patroni(&template, &urls, a.discover_role)?;
+    let (name, _) = parse_node(&format!("{}=", found.name))
+        .map_err(|e| err!("--discover patroni: member {:?} cannot name a node: {}", redact_text(&found.name), e.msg))?;
+    println!("discovered Patroni member {}: {}", found.described, found.conninfo.redacted());
+    let primaries = match &found.primary {
+        Some(p) => {
+            println!("node {}: restore point and WAL switch on the leader {}", name, p.redacted());
+            vec![(name.clone(), p.to_secret_string())]
+        }
+        None => vec![],
+    };
+    Ok((vec![(name, found.conninfo.to_secret_string())], primaries))
 }
 
 /// `--discover citus`: the coordinator (the one `--node`, or the defaults) and its workers.
