@@ -42,6 +42,7 @@ mod standby;
 mod tls;
 mod versions;
 mod wal_archive;
+mod patroni;
 
 /// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
 /// out of the list above would silently never run.

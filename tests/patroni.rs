@@ -1,0 +1,387 @@
+//! Patroni-managed clusters (issue 25): a real three-member Patroni cluster with etcd on
+//! 127.0.0.1 (Debian's patroni and etcd-server), run as the server user. `pre --discover
+//! patroni=...` backs up the member Patroni names; the copy restores on the side with every
+//! committed row.
+//!
+//! Skips (and passes) when Patroni or etcd is missing, unless PGBH_REQUIRE_PATRONI is set
+//! (CI sets it; .ci/run installs them).
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::common::roundtrip::{install_bin, start_and_wait_promoted, switch_and_wait, tar_create, tar_extract};
+use crate::common::standby::{amcheck, pgbench_init, tpcb_sums, Load, CLIENT_BINDIR};
+use crate::common::tool::Tool;
+use crate::common::{chown_to_server_user, free_port, server_command, wait_until, Cluster, ClusterOpts, TestDir};
+use crate::products;
+use pg_backup_hooks::pg::patroni::{self as api, Member};
+
+const PROGRAMS: &[&str] = &["/usr/bin/patroni", "/usr/bin/patronictl", "/usr/bin/etcd"];
+
+fn patroni_available() -> bool {
+    products::available("Patroni", PROGRAMS, "PGBH_REQUIRE_PATRONI", ".ci/run (apt-get install patroni etcd-server)")
+}
+
+/// A process (runuser and what it runs) in its own process group, killed with the group.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(mut cmd: std::process::Command, log: &Path) -> Proc {
+        let out = fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let err = out.try_clone().expect("dup log");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        Proc(cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}")))
+    }
+
+    fn kill(&mut self) {
+        let pg = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One Patroni member: its Patroni process, its REST API URL, and its PostgreSQL as the
+/// harness's Cluster (to query it; stopped on drop after Patroni is killed).
+struct PMember {
+    name: String,
+    url: String,
+    config: PathBuf,
+    log: PathBuf,
+    pg: Cluster,
+    proc: Option<Proc>,
+}
+
+/// etcd and three Patroni members, killed on drop (Patroni first, then PostgreSQL, then etcd).
+struct Patroni {
+    members: Vec<PMember>,
+    /// The WAL archive every member's archive_command writes (only the leader archives).
+    archive: PathBuf,
+    etcd: Option<Proc>,
+}
+
+impl Drop for Patroni {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut p) = m.proc.take() {
+                p.kill();
+            }
+        }
+        if let Some(mut e) = self.etcd.take() {
+            e.kill();
+        }
+    }
+}
+
+fn member_config(scope: &str, m: &str, api_port: u16, pg_port: u16, root: &Path, etcd: u16, archive: &Path) -> String {
+    let a = archive.display();
+    let r = root.display();
+    format!(
+        "scope: {scope}
+name: {m}
+log:
+  level: INFO
+restapi:
+  listen: 127.0.0.1:{api_port}
+  connect_address: 127.0.0.1:{api_port}
+etcd3:
+  hosts: 127.0.0.1:{etcd}
+bootstrap:
+  dcs:
+    ttl: 20
+    loop_wait: 1
+    retry_timeout: 5
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        archive_mode: 'on'
+        archive_command: 'test -f {a}/%f || cp %p {a}/%f'
+        fsync: 'off'
+        wal_log_hints: 'on'
+  initdb:
+    - data-checksums
+    - encoding: UTF8
+    - locale: C
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 trust
+    - host replication all 127.0.0.1/32 trust
+postgresql:
+  listen: 127.0.0.1:{pg_port}
+  connect_address: 127.0.0.1:{pg_port}
+  data_dir: {r}/data
+  bin_dir: {CLIENT_BINDIR}
+  pgpass: {r}/pgpass
+  authentication:
+    replication:
+      username: postgres
+    superuser:
+      username: postgres
+  parameters:
+    unix_socket_directories: '{r}/sock'
+    logging_collector: 'on'
+    log_directory: '{r}'
+    log_filename: 'server.log'
+    log_line_prefix: '%m [%p] '
+"
+    )
+}
+
+impl Patroni {
+    /// etcd, then member m1 (which bootstraps the cluster), then m2 and m3; waits until one
+    /// leader and two streaming replicas are listed.
+    fn start(dir: &TestDir, scope: &str) -> Patroni {
+        let base = dir.mkdir(scope);
+        let archive = dir.mkdir(&format!("{scope}/archive"));
+        let (client, peer) = (free_port(), free_port());
+        let etcd_dir = base.join("etcd");
+        let mut etcd = server_command("/usr/bin/etcd");
+        etcd.arg("--name")
+            .arg("e1")
+            .arg("--data-dir")
+            .arg(&etcd_dir)
+            .arg("--listen-client-urls")
+            .arg(format!("http://127.0.0.1:{client}"))
+            .arg("--advertise-client-urls")
+            .arg(format!("http://127.0.0.1:{client}"))
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-cluster")
+            .arg(format!("e1=http://127.0.0.1:{peer}"));
+        let etcd = Proc::spawn(etcd, &base.join("etcd.log"));
+        let mut p = Patroni { members: Vec::new(), archive, etcd: Some(etcd) };
+        for i in 1..=3 {
+            let name = format!("m{i}");
+            let root = dir.mkdir(&format!("{scope}/{name}"));
+            fs::create_dir_all(root.join("sock")).expect("mkdir sock");
+            let (api_port, pg_port) = (free_port(), free_port());
+            let config = root.join("patroni.yml");
+            fs::write(&config, member_config(scope, &name, api_port, pg_port, &root, client, &p.archive))
+                .expect("writing patroni.yml");
+            chown_to_server_user(&root);
+            let pg = Cluster {
+                name: name.clone(),
+                root: root.clone(),
+                datadir: root.join("data"),
+                archive_dir: p.archive.clone(),
+                port: pg_port,
+                socket_dir: root.join("sock"),
+                log_file: root.join("server.log"),
+                opts: ClusterOpts::default(),
+            };
+            let log = root.join("patroni.log");
+            let mut m = PMember { name, url: format!("http://127.0.0.1:{api_port}"), config, log, pg, proc: None };
+            m.start();
+            p.members.push(m);
+            if i == 1 {
+                p.wait_healthy(1);
+            }
+        }
+        p.wait_healthy(3);
+        p
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.url.clone()).collect()
+    }
+
+    /// `patroni=URL,URL,URL`, the --discover value.
+    fn discover(&self) -> String {
+        format!("patroni={}", self.urls().join(","))
+    }
+
+    fn members_now(&self) -> Vec<Member> {
+        api::cluster(&self.urls()).map(|(_, m)| m).unwrap_or_default()
+    }
+
+    fn member(&self, name: &str) -> &PMember {
+        self.members.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no member {name}"))
+    }
+
+    fn leader(&self) -> &PMember {
+        let m = self.members_now();
+        let l = m.iter().find(|m| m.role == "leader").unwrap_or_else(|| panic!("no leader: {m:?}"));
+        self.member(&l.name)
+    }
+
+    /// Wait until `n` members run: one leader, the others streaming replicas at lag 0.
+    fn wait_healthy(&self, n: usize) {
+        let logs = || {
+            self.members.iter().map(|m| format!("--- {} ---\n{}", m.name, tail(&m.log))).collect::<Vec<_>>().join("\n")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let m = self.members_now();
+            let leaders = m.iter().filter(|m| m.role == "leader" && m.state == "running").count();
+            let replicas = m.iter().filter(|m| m.is_replica() && m.is_streaming() && m.lag == Some(0)).count();
+            if m.len() == n && leaders == 1 && replicas == n - 1 {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("the Patroni cluster did not become healthy: {m:?}\n{}", logs());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Wait until every replica has replayed what the leader wrote so far.
+    fn wait_caught_up(&self) {
+        let leader = &self.leader().pg;
+        let target = leader.query_scalar("select pg_current_wal_lsn()");
+        for m in &self.members {
+            if m.pg.port != leader.port {
+                wait_until(Duration::from_secs(60), "a replica to catch up", || {
+                    m.pg.query_scalar(&format!("select pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")) == "t"
+                });
+            }
+        }
+    }
+}
+
+impl PMember {
+    fn start(&mut self) {
+        let mut cmd = server_command("/usr/bin/patroni");
+        cmd.arg(&self.config);
+        self.proc = Some(Proc::spawn(cmd, &self.log));
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let s = fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The template --node: who to connect as; the host and port come from Patroni.
+const TEMPLATE: (&str, &str) = ("members", "user=postgres dbname=postgres");
+
+fn template() -> [(&'static str, String); 1] {
+    [(TEMPLATE.0, TEMPLATE.1.to_string())]
+}
+
+/// A member's copy put beside the cluster: its own directory, port, socket, hba and ident
+/// files, no primary, no archiving (the harness's Cluster over it, not started).
+fn side_copy(dir: &TestDir, tar: &Path, name: &str) -> Cluster {
+    let root = dir.mkdir(name);
+    fs::create_dir_all(root.join("sock")).expect("mkdir sock");
+    tar_extract(tar, &root);
+    let datadir = root.join("data");
+    let port = free_port();
+    let conf = datadir.join("postgresql.conf");
+    let mut text = fs::read_to_string(&conf).expect("the copy's postgresql.conf");
+    text.push_str(&format!(
+        "\n# restored beside the Patroni cluster\nport = {port}\nunix_socket_directories = '{}'\nhba_file = '{}'\nident_file = '{}'\nprimary_conninfo = ''\nprimary_slot_name = ''\narchive_mode = off\nlogging_collector = off\n",
+        root.join("sock").display(),
+        datadir.join("pg_hba.conf").display(),
+        datadir.join("pg_ident.conf").display()
+    ));
+    fs::write(&conf, text).expect("writing postgresql.conf");
+    chown_to_server_user(&root);
+    Cluster {
+        name: name.to_string(),
+        root: root.clone(),
+        datadir,
+        archive_dir: root.join("archive"),
+        port,
+        socket_dir: root.join("sock"),
+        log_file: root.join("server.log"),
+        opts: ClusterOpts::default(),
+    }
+}
+
+fn restore_prep(exe: &Path, t: &Tool, id: &str, pg: &Cluster, archive: &Path, target: Option<&str>) -> String {
+    let side = t.sidecar.display().to_string();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["restore-prep", "--backup-id", id, "--sidecar-dir", &side, "--pgdata"])
+        .arg(&pg.datadir)
+        .arg("--archive-dir")
+        .arg(archive)
+        .args(["--archive-mode", "off"]);
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    let out = cmd.output().expect("running restore-prep");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "restore-prep: {text}{}", String::from_utf8_lossy(&out.stderr));
+    chown_to_server_user(&pg.datadir);
+    text
+}
+
+/// Issue 25: a backup from the least-lagged replica under pgbench load, with the restore
+/// point and WAL switch on the leader; the replica's copy restores beside the cluster, to the
+/// backup's restore point and to the latest archived WAL, with pgbench's sums intact.
+#[test]
+fn a_backup_from_a_replica_restores_with_every_committed_row() {
+    if !patroni_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let p = Patroni::start(&dir, "pa");
+    let leader = p.leader();
+    pgbench_init(&leader.pg, 2);
+    p.wait_caught_up();
+    let t = Tool::new(&dir);
+    let load = Load::start(&leader.pg, 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let id = "pat-replica";
+    let discover = p.discover();
+    let history_at_pre = tpcb_sums(&leader.pg).4;
+    let pre = t.pre(id, &template(), &["--discover", &discover, "--discover-role", "replica"]).ok();
+    // The least-lagged streaming replica, ties by name: not the leader.
+    let chosen = pre
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("discovered Patroni member "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("pre names no member: {}", pre.stdout))
+        .to_string();
+    assert_ne!(chosen, leader.name, "{}", pre.stdout);
+    assert!(pre.stdout.contains("(replica, running"), "{}", pre.stdout);
+    assert!(pre.stdout.contains(&format!("node {chosen}: restore point and WAL switch on the leader")), "{}", pre.stdout);
+    let replica = p.member(&chosen);
+    assert_eq!(replica.pg.query_scalar("select pg_is_in_recovery()"), "t");
+    let tar = dir.path().join("replica.tar");
+    tar_create(&replica.pg.datadir, &tar);
+    let post = t.post(id).ok();
+    let history_at_post = tpcb_sums(&leader.pg).4;
+    std::thread::sleep(Duration::from_secs(1));
+    drop(load);
+    let leader_sums = tpcb_sums(&leader.pg);
+    switch_and_wait(&leader.pg);
+    let m = t.manifest(id);
+    assert_eq!(m["nodes"][0]["name"], chosen.as_str(), "{m:#}");
+    assert_eq!(m["nodes"][0]["from_standby"], true, "{m:#}");
+    assert!(m["restore_point"]["lsns"][chosen.as_str()].is_string(), "the restore point was made on the leader: {m:#}\n{}", post.stdout);
+
+    // To the restore point: the transactions committed by then, no more than at post.
+    let at_point = side_copy(&dir, &tar, "restored-point");
+    let out = restore_prep(&exe, &t, id, &at_point, &p.archive, Some("restore-point"));
+    assert!(out.contains(&format!("restore point \"{id}\"")), "{out}");
+    start_and_wait_promoted(&at_point);
+    let (a, b, tl, h, rows) = tpcb_sums(&at_point);
+    assert!(a == b && b == tl && tl == h, "TPC-B sums differ at the restore point: {a} {b} {tl} {h}");
+    assert!(rows >= history_at_pre && rows <= history_at_post, "{rows} transactions, committed {history_at_pre}..{history_at_post}");
+    eprintln!("restore point: {rows} pgbench transactions (pre {history_at_pre}, post {history_at_post}); {}", amcheck(&at_point));
+    t.restore_check_proves(id, &t.sidecar, &at_point);
+    at_point.stop("fast");
+
+    // To the latest archived WAL: exactly the leader's sums.
+    let latest = side_copy(&dir, &tar, "restored-latest");
+    restore_prep(&exe, &t, id, &latest, &p.archive, Some("latest"));
+    start_and_wait_promoted(&latest);
+    assert_eq!(tpcb_sums(&latest), leader_sums, "the latest restore has the leader's sums");
+    eprintln!("latest: {} pgbench transactions, as on the leader; {}", leader_sums.4, amcheck(&latest));
+}
