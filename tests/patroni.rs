@@ -385,3 +385,95 @@ fn a_backup_from_a_replica_restores_with_every_committed_row() {
     assert_eq!(tpcb_sums(&latest), leader_sums, "the latest restore has the leader's sums");
     eprintln!("latest: {} pgbench transactions, as on the leader; {}", leader_sums.4, amcheck(&latest));
 }
+
+/// One "host" of the cluster for `hook generic`: its own run directory and environment file
+/// naming its member's REST API as the local one; the sidecar is shared.
+fn host_env(dir: &TestDir, p: &Patroni, m: &PMember, sidecar: &Path, only_on: &str) -> PathBuf {
+    let host = dir.path().join(format!("host-{}", m.name));
+    let run = host.join("run");
+    fs::create_dir_all(&run).expect("mkdir run");
+    fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod run");
+    let env = host.join("env");
+    let text = format!(
+        "PGBH_RUN_DIR={}\nPGBH_SIDECAR_DIR={}\nPGBH_NODES='{}={}'\nPGBH_DISCOVER={}\nPGBH_PATRONI_ONLY_ON={}\nPGBH_PATRONI_URL={}\nPGBH_FAST=1\n",
+        run.display(),
+        sidecar.display(),
+        TEMPLATE.0,
+        TEMPLATE.1,
+        p.discover(),
+        only_on,
+        m.url
+    );
+    fs::write(&env, text).expect("writing the environment file");
+    fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod env");
+    env
+}
+
+fn hook(env: &Path, args: &[&str]) -> (i32, String) {
+    let t = Tool::new(&TestDir::new());
+    let out = t
+        .cmd(&[&["hook", "generic"], args].concat())
+        .env("PGBH_ENV_FILE", env)
+        .env_remove("PGBH_DISCOVER")
+        .env_remove("PGBH_DISCOVER_ROLE")
+        .output()
+        .expect("running the hook");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 25 item 2: the same job on every member's host with PGBH_PATRONI_ONLY_ON=replica:
+/// exactly one host (the least-lagged replica's) takes the backup; pre, post and abort on
+/// the others end successfully with one line and do nothing.
+#[test]
+fn the_hook_on_every_members_host_makes_exactly_one_backup() {
+    if !patroni_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let p = Patroni::start(&dir, "pb");
+    let leader = p.leader().name.clone();
+    let sidecar = dir.path().join("shared-sidecar");
+    fs::create_dir(&sidecar).expect("mkdir sidecar");
+    fs::set_permissions(&sidecar, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod sidecar");
+    let envs: Vec<(String, PathBuf)> =
+        p.members.iter().map(|m| (m.name.clone(), host_env(&dir, &p, m, &sidecar, "replica"))).collect();
+    let id = "pat-hook";
+    let mut took = Vec::new();
+    for (name, env) in &envs {
+        let (code, out) = hook(env, &["pre", id]);
+        assert_eq!(code, 0, "pre on {name}'s host: {out}");
+        if out.contains("is the one: taking the backup") {
+            assert!(out.contains(&format!("backup {id} started on 1 node(s)")), "{out}");
+            assert!(out.contains(&format!("discovered Patroni member {name} (replica")), "{out}");
+            took.push(name.clone());
+        } else {
+            assert!(out.contains("PGBH_PATRONI_ONLY_ON=replica: skipped on this host"), "pre on {name}'s host: {out}");
+            assert!(!out.contains("running: pre"), "a skipped host runs no pre: {out}");
+        }
+    }
+    assert_eq!(took.len(), 1, "exactly one host takes the backup: {took:?}");
+    assert_ne!(took[0], leader);
+    for (name, env) in &envs {
+        let (code, out) = hook(env, &["post", id]);
+        assert_eq!(code, 0, "post on {name}'s host: {out}");
+        if *name == took[0] {
+            assert!(out.contains("post succeeded") && out.contains("is complete and restorable"), "{out}");
+        } else {
+            assert!(out.contains("post: nothing to do (PGBH_PATRONI_ONLY_ON=replica: skipped"), "{out}");
+        }
+    }
+    let backups: Vec<String> =
+        fs::read_dir(&sidecar).expect("sidecar").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(backups, [id], "one backup in the sidecar");
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(sidecar.join(id).join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(m["nodes"].as_array().map(Vec::len), Some(1), "{m:#}");
+    assert_eq!(m["nodes"][0]["name"], took[0].as_str(), "{m:#}");
+    // abort on a host that skipped: nothing to abort, success.
+    let other = envs.iter().find(|(n, _)| *n != took[0]).expect("another host");
+    let (code, out) = hook(&other.1, &["pre", "pat-hook-2"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = hook(&other.1, &["abort", "pat-hook-2"]);
+    assert!(code == 0 && out.contains("abort: nothing to do"), "{out}");
+}

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 /// The environment variables read here (the hooks' environment file may set them).
 pub const ENV_KEYS: &[&str] = &["PGBH_PATRONI_USER", "PGBH_PATRONI_PASSWORD", "PGBH_PATRONI_CACERT"];
 
+/// This host's Patroni REST API when PGBH_PATRONI_URL is not set (Patroni's default port).
+pub const DEFAULT_LOCAL_URL: &str = "http://127.0.0.1:8008";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A /cluster answer of a big cluster is a few kB; refuse anything absurd.
@@ -201,6 +204,40 @@ pub fn cluster(urls: &[String]) -> Result<(String, Vec<Member>)> {
         return Err(Error::usage("no Patroni REST API URL given"));
     }
     Err(err!("no Patroni REST API answered ({})", why.join("; ")))
+}
+
+/// The member this host's Patroni speaks for: `given` (PGBH_PATRONI_MEMBER) if set, else the
+/// name in `GET /patroni` (newer Patroni versions put it there), else the member whose
+/// api_url has the local URL's host and port. 3.0.2's /patroni has no name: with a local URL
+/// such as http://127.0.0.1:8008 while Patroni advertises another address, set the name.
+pub fn local_member(local_url: &str, members: &[Member], given: Option<&str>) -> Result<String> {
+    let known = |n: &str| members.iter().any(|m| m.name == n);
+    if let Some(n) = given {
+        if !known(n) {
+            return Err(err!("PGBH_PATRONI_MEMBER={} is not a member of this Patroni cluster (members: {})", n, list(members)));
+        }
+        return Ok(n.to_string());
+    }
+    let auth = Auth::from_env()?;
+    let body = get(local_url, "/patroni", auth.as_ref()).map_err(|e| e.within(format_args!("{} /patroni", local_url)))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| err!("{}/patroni: not what Patroni sends: {}", local_url, e))?;
+    if let Some(n) = v["patroni"]["name"].as_str().or_else(|| v["name"].as_str()) {
+        if known(n) {
+            return Ok(n.to_string());
+        }
+    }
+    let u = Url::parse(local_url)?;
+    let same = |m: &&Member| {
+        m.api_url.as_deref().and_then(|a| Url::parse(a).ok()).is_some_and(|a| a.host == u.host && a.port == u.port)
+    };
+    match members.iter().find(same) {
+        Some(m) => Ok(m.name.clone()),
+        None => Err(err!(
+            "cannot tell which Patroni member {} is (no member advertises that address, and its /patroni names none): set PGBH_PATRONI_MEMBER to this host's member name",
+            local_url
+        )),
+    }
 }
 
 /// Basic auth credentials from the environment.
@@ -466,6 +503,14 @@ mod tests {
         let m = parse_cluster(r#"{"members":[{"name":"a","role":"replica","state":"streaming","lag":"unknown"}]}"#).unwrap();
         assert_eq!((m[0].lag, m[0].port, m[0].timeline), (None, 5432, None));
         assert!(parse_cluster("<html>").unwrap_err().msg.contains("not what Patroni sends"));
+    }
+
+    #[test]
+    fn a_named_local_member_must_be_in_the_cluster() {
+        let m = parse_cluster(CLUSTER).unwrap();
+        assert_eq!(local_member("http://127.0.0.1:1", &m, Some("m3")).unwrap(), "m3");
+        let e = local_member("http://127.0.0.1:1", &m, Some("m9")).unwrap_err();
+        assert!(e.msg.contains("PGBH_PATRONI_MEMBER=m9 is not a member") && e.msg.contains("m1 (leader"), "{}", e.msg);
     }
 
     #[test]
