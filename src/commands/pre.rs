@@ -9,6 +9,7 @@ use crate::helper::HelperConfig;
 use crate::ids;
 use crate::pg::conninfo::{redact_text, ConnInfo};
 use crate::pg::discovery;
+use crate::pg::patroni::Seen;
 use crate::protocol::StartEvent;
 use crate::rundir::{self, RunDir};
 use crate::sidecar;
@@ -67,7 +68,7 @@ fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(S
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     check_before_start(&a)?;
-    let (nodes, discovered_primaries) = nodes(&a)?;
+    let (nodes, discovered_primaries, patroni_seen) = nodes(&a)?;
     let mut node_primaries = node_primaries(&a.node_primaries, &nodes)?;
     for (name, ci) in discovered_primaries {
         if node_primaries.iter().any(|(n, _)| *n == name) {
@@ -79,6 +80,7 @@ pub fn run(a: PreArgs) -> Result<i32> {
         sidecar::check_writable(dir, &a.backup_id)?;
     }
     let run = claim_id(&a)?;
+    save_patroni_seen(&run, &a.backup_id, patroni_seen.as_ref())?;
     let cfg = HelperConfig {
         backup_id: a.backup_id.clone(),
         nodes,
@@ -96,8 +98,22 @@ pub fn run(a: PreArgs) -> Result<i32> {
 
 /// The backup's nodes: each `--node` once, or what `--discover citus` finds, or `default`
 /// (libpq's environment and defaults) when none is given.
-/// `--discover patroni` also gives a replica's leader (its `--node-primary`).
-type Nodes = (Vec<(String, String)>, Vec<(String, String)>);
+/// `--discover patroni` also gives a replica's leader (its `--node-primary`) and what post
+/// compares the cluster against.
+type Nodes = (Vec<(String, String)>, Vec<(String, String)>, Option<Seen>);
+
+/// Where pre keeps what it saw of the Patroni cluster for post (`<id>.patroni.json`).
+pub fn patroni_seen_path(run: &RunDir, id: &str) -> std::path::PathBuf {
+    run.path(id, "patroni.json")
+}
+
+fn save_patroni_seen(run: &RunDir, id: &str, seen: Option<&Seen>) -> Result<()> {
+    let path = patroni_seen_path(run, id);
+    let _ = std::fs::remove_file(&path);
+    let Some(seen) = seen else { return Ok(()) };
+    let json = serde_json::to_vec(seen).map_err(|e| err!("{}", e))?;
+    crate::fsutil::write_atomic(&path, &json, 0o600, None)
+}
 
 fn nodes(a: &PreArgs) -> Result<Nodes> {
     let mut nodes: Vec<(String, String)> = Vec::new();
@@ -108,19 +124,19 @@ fn nodes(a: &PreArgs) -> Result<Nodes> {
         }
         nodes.push(n);
     }
-    let mut primaries = Vec::new();
+    let (mut primaries, mut seen) = (Vec::new(), None);
     match a.discover.as_deref() {
         Some("citus") => nodes = discover(a, &nodes)?,
         Some(kind) => {
             let urls = kind.strip_prefix("patroni=").unwrap_or(kind);
-            (nodes, primaries) = discover_patroni(a, &nodes, urls)?;
+            (nodes, primaries, seen) = discover_patroni(a, &nodes, urls)?;
         }
         None => {}
     }
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));
     }
-    Ok((nodes, primaries))
+    Ok((nodes, primaries, seen))
 }
 
 /// `--discover patroni=URL,...`: the member with the wanted role, reached with the one
@@ -146,7 +162,7 @@ fn discover_patroni(a: &PreArgs, given: &[(String, String)], urls: &str) -> Resu
         }
         None => vec![],
     };
-    Ok((vec![(name, found.conninfo.to_secret_string())], primaries))
+    Ok((vec![(name, found.conninfo.to_secret_string())], primaries, Some(found.seen)))
 }
 
 /// `--discover citus`: the coordinator (the one `--node`, or the defaults) and its workers.

@@ -112,6 +112,8 @@ pub struct PatroniNode {
     pub primary: Option<ConnInfo>,
     /// The member as the REST API described it, for the log.
     pub described: String,
+    /// What post compares the cluster against.
+    pub seen: crate::pg::patroni::Seen,
 }
 
 /// The Patroni member with the wanted role, reached with `template`'s settings (user,
@@ -138,5 +140,6 @@ pub fn patroni(template: &ConnInfo, urls: &[String], role: Role) -> Result<Patro
         conninfo: at(&choice.member),
         primary: choice.leader.as_ref().map(at),
         described: choice.member.describe(),
+        seen: patroni::Seen::new(urls, &choice),
     })
 }

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -180,6 +180,67 @@ pub fn choose(members: &[Member], want: Want) -> Result<Choice> {
             list(members)
         )),
     }
+}
+
+/// What pre saw of the chosen member, kept in the run dir for post to compare against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub urls: Vec<String>,
+    pub member: String,
+    pub role: String,
+    pub leader: String,
+    pub timeline: Option<u64>,
+}
+
+impl Seen {
+    pub fn new(urls: &[String], c: &Choice) -> Seen {
+        Seen {
+            urls: urls.to_vec(),
+            member: c.member.name.clone(),
+            role: c.member.role.clone(),
+            leader: c.leader.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| c.member.name.clone()),
+            timeline: c.member.timeline,
+        }
+    }
+
+    /// What changed since pre that makes the backup unusable: the member's role (leader or
+    /// not), the leader, or the timeline. None when nothing did.
+    pub fn changed(&self, now: &[Member]) -> Option<String> {
+        let was = if self.leader == self.member {
+            format!("at pre {} was the leader (timeline {})", self.member, tl(self.timeline))
+        } else {
+            format!("at pre {} was a {} of leader {} (timeline {})", self.member, self.role, self.leader, tl(self.timeline))
+        };
+        let leader_now: Vec<&Member> = now.iter().filter(|m| m.is_leader()).collect();
+        let Some(me) = now.iter().find(|m| m.name == self.member) else {
+            return Some(format!("{}; now it is not a member of the cluster", was));
+        };
+        let leader_name = match leader_now.as_slice() {
+            [l] => l.name.clone(),
+            [] => return Some(format!("{}; now the cluster has no leader (a failover is under way?): {}", was, list(now))),
+            _ => return Some(format!("{}; now the cluster has several leaders: {}", was, list(now))),
+        };
+        let what = if leader_name != self.leader {
+            if leader_name == self.member {
+                "a switchover or failover promoted it"
+            } else if self.leader == self.member {
+                "a switchover or failover demoted it"
+            } else {
+                "a switchover or failover changed its leader"
+            }
+        } else if me.timeline.is_some() && self.timeline.is_some() && me.timeline != self.timeline {
+            "the timeline changed (a failover and back?)"
+        } else if me.is_leader() != (self.leader == self.member) || !me.is_streaming() && !me.is_leader() {
+            "its role or state changed"
+        } else {
+            return None;
+        };
+        Some(format!("{}: {}; now {} leads and {} is {}", what, was, leader_name, self.member, me.describe()))
+    }
+}
+
+fn tl(t: Option<u64>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
 }
 
 fn list(members: &[Member]) -> String {
@@ -511,6 +572,28 @@ mod tests {
         assert_eq!(local_member("http://127.0.0.1:1", &m, Some("m3")).unwrap(), "m3");
         let e = local_member("http://127.0.0.1:1", &m, Some("m9")).unwrap_err();
         assert!(e.msg.contains("PGBH_PATRONI_MEMBER=m9 is not a member") && e.msg.contains("m1 (leader"), "{}", e.msg);
+    }
+
+    #[test]
+    fn a_switchover_since_pre_is_named() {
+        let m = parse_cluster(CLUSTER).unwrap();
+        let urls = vec!["http://x:1".to_string()];
+        let seen = Seen::new(&urls, &choose(&m, Want::Replica).unwrap());
+        assert_eq!(seen.changed(&m), None);
+        let mut now = m.clone();
+        now[0].role = "replica".into();
+        now[2].role = "leader".into();
+        now[2].timeline = Some(2);
+        now[1].timeline = Some(2);
+        let e = seen.changed(&now).unwrap();
+        assert!(e.starts_with("a switchover or failover changed its leader: at pre m2 was a replica of leader m1 (timeline 1); now m3 leads"), "{e}");
+        now[1].role = "leader".into();
+        now[2].role = "replica".into();
+        assert!(seen.changed(&now).unwrap().starts_with("a switchover or failover promoted it"));
+        let at_leader = Seen::new(&urls, &choose(&m, Want::Leader).unwrap());
+        assert!(at_leader.changed(&now).unwrap().starts_with("a switchover or failover demoted it: at pre m1 was the leader"));
+        now.retain(|x| x.role != "leader");
+        assert!(at_leader.changed(&now).unwrap().contains("no leader"));
     }
 
     #[test]
