@@ -477,3 +477,53 @@ fn the_hook_on_every_members_host_makes_exactly_one_backup() {
     let (code, out) = hook(&other.1, &["abort", "pat-hook-2"]);
     assert!(code == 0 && out.contains("abort: nothing to do"), "{out}");
 }
+
+/// Issue 25 item 3: `patronictl switchover` while a backup from a replica is held: post fails
+/// naming the switchover and ends the backup; the next backup follows the new topology.
+#[test]
+fn a_switchover_during_a_backup_fails_post_and_the_next_backup_works() {
+    if !patroni_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let p = Patroni::start(&dir, "pc");
+    let old_leader = p.leader().name.clone();
+    pgbench_init(&p.leader().pg, 1);
+    p.wait_caught_up();
+    let t = Tool::new(&dir);
+    let discover = p.discover();
+    let args = ["--discover", discover.as_str(), "--discover-role", "replica"];
+    let pre = t.pre("pat-sw", &template(), &args).ok();
+    assert!(pre.stdout.contains("(replica, running"), "{}", pre.stdout);
+    let mut ctl = server_command("/usr/bin/patronictl");
+    ctl.arg("-c").arg(&p.member(&old_leader).config).args(["switchover", "--force"]);
+    let started = std::time::Instant::now();
+    let out = ctl.output().expect("running patronictl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "patronictl switchover: {text}");
+    wait_until(Duration::from_secs(60), "a new leader", || {
+        p.members_now().iter().any(|m| m.role == "leader" && m.state == "running" && m.name != old_leader)
+    });
+    eprintln!("switchover away from {old_leader}: {:.1} s", started.elapsed().as_secs_f64());
+    let r = t.post("pat-sw").fails(1, "Patroni: a switchover or failover");
+    eprintln!("post: {}", r.stderr.trim());
+    assert!(r.stderr.contains(&format!("leader {old_leader}")) && r.stderr.contains("NOT restorable"), "{}", r.stderr);
+    assert!(!t.sidecar.join("pat-sw").join("manifest.json").exists(), "no manifest for a failed backup");
+    for m in &p.members {
+        if m.pg.query_scalar("select pg_is_in_recovery()") == "f" {
+            assert_eq!(m.pg.backup_sessions("pat-sw"), 0, "the backup's sessions are closed");
+        }
+    }
+    // The next run follows the new topology.
+    p.wait_healthy(3);
+    let new_leader = p.leader();
+    assert_ne!(new_leader.name, old_leader);
+    let pre = t.pre("pat-sw2", &template(), &args).ok();
+    assert!(
+        pre.stdout.contains(&format!("restore point and WAL switch on the leader dbname=postgres host=127.0.0.1 port={}", new_leader.pg.port)),
+        "{}",
+        pre.stdout
+    );
+    let post = t.post("pat-sw2").ok();
+    assert!(post.stdout.contains("is complete and restorable"), "{}", post.stdout);
+}
