@@ -81,7 +81,19 @@ impl Drop for Patroni {
     }
 }
 
-fn member_config(scope: &str, m: &str, api_port: u16, pg_port: u16, root: &Path, etcd: u16, archive: &Path) -> String {
+/// A member's patroni.yml; `bootstrap` is more of the bootstrap section (a custom method),
+/// each line indented by four spaces.
+#[allow(clippy::too_many_arguments)]
+fn member_config(
+    scope: &str,
+    m: &str,
+    api_port: u16,
+    pg_port: u16,
+    root: &Path,
+    etcd: u16,
+    archive: &Path,
+    bootstrap: &str,
+) -> String {
     let a = archive.display();
     let r = root.display();
     format!(
@@ -95,7 +107,7 @@ restapi:
 etcd3:
   hosts: 127.0.0.1:{etcd}
 bootstrap:
-  dcs:
+{bootstrap}  dcs:
     ttl: 20
     loop_wait: 1
     retry_timeout: 5
@@ -141,6 +153,11 @@ impl Patroni {
     /// etcd, then member m1 (which bootstraps the cluster), then m2 and m3; waits until one
     /// leader and two streaming replicas are listed.
     fn start(dir: &TestDir, scope: &str) -> Patroni {
+        Patroni::start_with(dir, scope, "")
+    }
+
+    /// [`Patroni::start`] with more of the bootstrap section (`  method: ...` lines).
+    fn start_with(dir: &TestDir, scope: &str, bootstrap: &str) -> Patroni {
         let base = dir.mkdir(scope);
         let archive = dir.mkdir(&format!("{scope}/archive"));
         let (client, peer) = (free_port(), free_port());
@@ -168,7 +185,7 @@ impl Patroni {
             fs::create_dir_all(root.join("sock")).expect("mkdir sock");
             let (api_port, pg_port) = (free_port(), free_port());
             let config = root.join("patroni.yml");
-            fs::write(&config, member_config(scope, &name, api_port, pg_port, &root, client, &p.archive))
+            fs::write(&config, member_config(scope, &name, api_port, pg_port, &root, client, &p.archive, bootstrap))
                 .expect("writing patroni.yml");
             chown_to_server_user(&root);
             let pg = Cluster {
@@ -219,7 +236,11 @@ impl Patroni {
     /// Wait until `n` members run: one leader, the others streaming replicas at lag 0.
     fn wait_healthy(&self, n: usize) {
         let logs = || {
-            self.members.iter().map(|m| format!("--- {} ---\n{}", m.name, tail(&m.log))).collect::<Vec<_>>().join("\n")
+            self.members
+                .iter()
+                .map(|m| format!("--- {} ---\n{}\n--- {} server.log ---\n{}", m.name, tail(&m.log), m.name, tail(&m.pg.log_file)))
+                .collect::<Vec<_>>()
+                .join("\n")
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         loop {
@@ -261,7 +282,7 @@ impl PMember {
 fn tail(p: &Path) -> String {
     let s = fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// The template --node: who to connect as; the host and port come from Patroni.
@@ -526,4 +547,102 @@ fn a_switchover_during_a_backup_fails_post_and_the_next_backup_works() {
     );
     let post = t.post("pat-sw2").ok();
     assert!(post.stdout.contains("is complete and restorable"), "{}", post.stdout);
+}
+
+/// Issue 25 item 4: a new Patroni cluster bootstrapped from a replica's backup with Patroni's
+/// custom bootstrap method: the method's command extracts the copy the backup program
+/// restored into Patroni's data directory and runs restore-prep over it; Patroni starts it,
+/// waits for the end of recovery, and then clones the other members from it.
+#[test]
+fn a_new_patroni_cluster_bootstraps_from_the_backup_and_a_replica_joins() {
+    if !patroni_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let exe = install_bin(&dir);
+    let old = Patroni::start(&dir, "pd");
+    let leader = old.leader();
+    pgbench_init(&leader.pg, 1);
+    old.wait_caught_up();
+    let t = Tool::new(&dir);
+    let load = Load::start(&leader.pg, 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let id = "pat-boot";
+    let discover = old.discover();
+    let history_at_pre = tpcb_sums(&leader.pg).4;
+    let pre = t.pre(id, &template(), &["--discover", &discover, "--discover-role", "replica"]).ok();
+    let chosen = pre
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("discovered Patroni member "))
+        .and_then(|l| l.split(' ').next())
+        .expect("pre names the member")
+        .to_string();
+    let tar = dir.path().join("copy.tar");
+    tar_create(&old.member(&chosen).pg.datadir, &tar);
+    t.post(id).ok();
+    let history_at_post = tpcb_sums(&leader.pg).4;
+    drop(load);
+    switch_and_wait(&leader.pg);
+
+    // What the restore host has: the copy (tar), the sidecar, the archive, all the server user's.
+    let side = dir.path().join("sidecar-restore");
+    common_cp(&t.sidecar, &side);
+    let script = dir.path().join("bootstrap-from-backup.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -eu\nfor a; do case \"$a\" in --datadir=*) D=\"${{a#--datadir=}}\";; --data_dir=*) D=\"${{a#--data_dir=}}\";; esac; done\nmkdir -p \"$D\"\nchmod 700 \"$D\"\ntar -C \"$D\" --strip-components=1 -xf {tar}\n{exe} restore-prep --backup-id {id} --sidecar-dir {side} --pgdata \"$D\" --archive-dir {archive} --target restore-point\n",
+            tar = tar.display(),
+            exe = exe.display(),
+            side = side.display(),
+            archive = old.archive.display()
+        ),
+    )
+    .expect("writing the bootstrap script");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod script");
+    chown_to_server_user(&side);
+    chown_to_server_user(&tar);
+    let method = format!(
+        "  method: pgbh\n  pgbh:\n    command: {}\n    keep_existing_recovery_conf: true\n",
+        script.display()
+    );
+    let new = Patroni::start_with(&dir, "pe", &method);
+    let new_leader = new.leader();
+    let (a, b, tl, h, rows) = tpcb_sums(&new_leader.pg);
+    assert!(a == b && b == tl && tl == h, "TPC-B sums differ in the new cluster: {a} {b} {tl} {h}");
+    assert!(
+        rows >= history_at_pre && rows <= history_at_post,
+        "{rows} transactions restored, committed {history_at_pre}..{history_at_post}"
+    );
+    eprintln!("new Patroni cluster: leader {} with {rows} pgbench transactions; {}", new_leader.name, amcheck(&new_leader.pg));
+    // Every member of the new cluster, the cloned ones too, has the same data.
+    new.wait_caught_up();
+    for m in &new.members {
+        assert_eq!(tpcb_sums(&m.pg).4, rows, "member {} of the new cluster", m.name);
+    }
+    let boot_log = fs::read_to_string(&new.member("m1").log).unwrap_or_default();
+    assert!(boot_log.contains("Running custom bootstrap script"), "{boot_log}");
+    // Recovery ended at the backup's restore point: the new timeline's history file says so.
+    let wal = new_leader.pg.datadir.join("pg_wal");
+    let mut histories: Vec<PathBuf> = fs::read_dir(&wal)
+        .expect("pg_wal")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "history"))
+        .collect();
+    histories.sort();
+    let history = fs::read_to_string(histories.last().expect("a timeline history file")).expect("history");
+    assert!(history.contains(&format!("at restore point \"{id}\"")), "{history}");
+    // restore-check judges by the server's recovery settings, which Patroni discards after the
+    // bootstrap: it cannot prove this restore (docs/hooks/patroni.md).
+    let side = t.sidecar.display().to_string();
+    let node = format!("{chosen}={}", new_leader.pg.conninfo());
+    let check = t.run(&["restore-check", "--backup-id", id, "--sidecar-dir", &side, "--node", &node]);
+    eprintln!("restore-check on the Patroni leader: exit {}: {}", check.code, check.stdout.trim());
+}
+
+/// `cp -a from to` (as root).
+fn common_cp(from: &Path, to: &Path) {
+    let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().expect("cp");
+    assert!(out.status.success(), "cp: {}", String::from_utf8_lossy(&out.stderr));
 }
