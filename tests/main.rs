@@ -32,6 +32,7 @@ mod hooks;
 mod inventory;
 mod label_archive;
 mod list;
+mod patroni;
 mod restore;
 mod restore_check;
 mod restore_messages;
@@ -42,7 +43,6 @@ mod standby;
 mod tls;
 mod versions;
 mod wal_archive;
-mod patroni;
 
 /// With `autotests = false` cargo builds only what this file declares: a tests/*.rs file left
 /// out of the list above would silently never run.

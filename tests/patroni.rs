@@ -238,7 +238,15 @@ impl Patroni {
         let logs = || {
             self.members
                 .iter()
-                .map(|m| format!("--- {} ---\n{}\n--- {} server.log ---\n{}", m.name, tail(&m.log), m.name, tail(&m.pg.log_file)))
+                .map(|m| {
+                    format!(
+                        "--- {} ---\n{}\n--- {} server.log ---\n{}",
+                        m.name,
+                        tail(&m.log),
+                        m.name,
+                        tail(&m.pg.log_file)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         };
@@ -371,7 +379,11 @@ fn a_backup_from_a_replica_restores_with_every_committed_row() {
         .to_string();
     assert_ne!(chosen, leader.name, "{}", pre.stdout);
     assert!(pre.stdout.contains("(replica, running"), "{}", pre.stdout);
-    assert!(pre.stdout.contains(&format!("node {chosen}: restore point and WAL switch on the leader")), "{}", pre.stdout);
+    assert!(
+        pre.stdout.contains(&format!("node {chosen}: restore point and WAL switch on the leader")),
+        "{}",
+        pre.stdout
+    );
     let replica = p.member(&chosen);
     assert_eq!(replica.pg.query_scalar("select pg_is_in_recovery()"), "t");
     let tar = dir.path().join("replica.tar");
@@ -385,7 +397,11 @@ fn a_backup_from_a_replica_restores_with_every_committed_row() {
     let m = t.manifest(id);
     assert_eq!(m["nodes"][0]["name"], chosen.as_str(), "{m:#}");
     assert_eq!(m["nodes"][0]["from_standby"], true, "{m:#}");
-    assert!(m["restore_point"]["lsns"][chosen.as_str()].is_string(), "the restore point was made on the leader: {m:#}\n{}", post.stdout);
+    assert!(
+        m["restore_point"]["lsns"][chosen.as_str()].is_string(),
+        "the restore point was made on the leader: {m:#}\n{}",
+        post.stdout
+    );
 
     // To the restore point: the transactions committed by then, no more than at post.
     let at_point = side_copy(&dir, &tar, "restored-point");
@@ -394,8 +410,14 @@ fn a_backup_from_a_replica_restores_with_every_committed_row() {
     start_and_wait_promoted(&at_point);
     let (a, b, tl, h, rows) = tpcb_sums(&at_point);
     assert!(a == b && b == tl && tl == h, "TPC-B sums differ at the restore point: {a} {b} {tl} {h}");
-    assert!(rows >= history_at_pre && rows <= history_at_post, "{rows} transactions, committed {history_at_pre}..{history_at_post}");
-    eprintln!("restore point: {rows} pgbench transactions (pre {history_at_pre}, post {history_at_post}); {}", amcheck(&at_point));
+    assert!(
+        rows >= history_at_pre && rows <= history_at_post,
+        "{rows} transactions, committed {history_at_pre}..{history_at_post}"
+    );
+    eprintln!(
+        "restore point: {rows} pgbench transactions (pre {history_at_pre}, post {history_at_post}); {}",
+        amcheck(&at_point)
+    );
     t.restore_check_proves(id, &t.sidecar, &at_point);
     at_point.stop("fast");
 
@@ -484,8 +506,10 @@ fn the_hook_on_every_members_host_makes_exactly_one_backup() {
             assert!(out.contains("post: nothing to do (PGBH_PATRONI_ONLY_ON=replica: skipped"), "{out}");
         }
     }
-    let backups: Vec<String> =
-        fs::read_dir(&sidecar).expect("sidecar").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let backups: Vec<String> = fs::read_dir(&sidecar)
+        .expect("sidecar")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(backups, [id], "one backup in the sidecar");
     let m: serde_json::Value =
         serde_json::from_slice(&fs::read(sidecar.join(id).join("manifest.json")).expect("manifest")).expect("json");
@@ -541,7 +565,10 @@ fn a_switchover_during_a_backup_fails_post_and_the_next_backup_works() {
     assert_ne!(new_leader.name, old_leader);
     let pre = t.pre("pat-sw2", &template(), &args).ok();
     assert!(
-        pre.stdout.contains(&format!("restore point and WAL switch on the leader dbname=postgres host=127.0.0.1 port={}", new_leader.pg.port)),
+        pre.stdout.contains(&format!(
+            "restore point and WAL switch on the leader dbname=postgres host=127.0.0.1 port={}",
+            new_leader.pg.port
+        )),
         "{}",
         pre.stdout
     );
@@ -603,10 +630,8 @@ fn a_new_patroni_cluster_bootstraps_from_the_backup_and_a_replica_joins() {
     fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod script");
     chown_to_server_user(&side);
     chown_to_server_user(&tar);
-    let method = format!(
-        "  method: pgbh\n  pgbh:\n    command: {}\n    keep_existing_recovery_conf: true\n",
-        script.display()
-    );
+    let method =
+        format!("  method: pgbh\n  pgbh:\n    command: {}\n    keep_existing_recovery_conf: true\n", script.display());
     let new = Patroni::start_with(&dir, "pe", &method);
     let new_leader = new.leader();
     let (a, b, tl, h, rows) = tpcb_sums(&new_leader.pg);
@@ -615,7 +640,11 @@ fn a_new_patroni_cluster_bootstraps_from_the_backup_and_a_replica_joins() {
         rows >= history_at_pre && rows <= history_at_post,
         "{rows} transactions restored, committed {history_at_pre}..{history_at_post}"
     );
-    eprintln!("new Patroni cluster: leader {} with {rows} pgbench transactions; {}", new_leader.name, amcheck(&new_leader.pg));
+    eprintln!(
+        "new Patroni cluster: leader {} with {rows} pgbench transactions; {}",
+        new_leader.name,
+        amcheck(&new_leader.pg)
+    );
     // Every member of the new cluster, the cloned ones too, has the same data.
     new.wait_caught_up();
     for m in &new.members {

@@ -143,7 +143,9 @@ fn nodes(a: &PreArgs) -> Result<Nodes> {
 /// `--node`'s settings (or the libpq environment's) at the member's host and port.
 fn discover_patroni(a: &PreArgs, given: &[(String, String)], urls: &str) -> Result<Nodes> {
     if given.len() > 1 {
-        return Err(Error::usage("--discover patroni takes at most one --node: the connection settings for the members"));
+        return Err(Error::usage(
+            "--discover patroni takes at most one --node: the connection settings for the members",
+        ));
     }
     let template = match given.first() {
         Some((_, ci)) => ConnInfo::parse(ci)?,

@@ -102,9 +102,8 @@ fn discover_want() -> Result<Want> {
     use clap::ValueEnum;
     let role = match setting("PGBH_DISCOVER_ROLE") {
         None => Role::Primary,
-        Some(r) => Role::from_str(&r, true).map_err(|_| {
-            Error::usage(format!("PGBH_DISCOVER_ROLE={:?}: use leader, replica, sync or any", r))
-        })?,
+        Some(r) => Role::from_str(&r, true)
+            .map_err(|_| Error::usage(format!("PGBH_DISCOVER_ROLE={:?}: use leader, replica, sync or any", r)))?,
     };
     Ok(match role {
         Role::Primary | Role::Leader => Want::Leader,

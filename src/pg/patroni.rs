@@ -209,7 +209,13 @@ impl Seen {
         let was = if self.leader == self.member {
             format!("at pre {} was the leader (timeline {})", self.member, tl(self.timeline))
         } else {
-            format!("at pre {} was a {} of leader {} (timeline {})", self.member, self.role, self.leader, tl(self.timeline))
+            format!(
+                "at pre {} was a {} of leader {} (timeline {})",
+                self.member,
+                self.role,
+                self.leader,
+                tl(self.timeline)
+            )
         };
         let leader_now: Vec<&Member> = now.iter().filter(|m| m.is_leader()).collect();
         let Some(me) = now.iter().find(|m| m.name == self.member) else {
@@ -217,7 +223,13 @@ impl Seen {
         };
         let leader_name = match leader_now.as_slice() {
             [l] => l.name.clone(),
-            [] => return Some(format!("{}; now the cluster has no leader (a failover is under way?): {}", was, list(now))),
+            [] => {
+                return Some(format!(
+                    "{}; now the cluster has no leader (a failover is under way?): {}",
+                    was,
+                    list(now)
+                ))
+            }
             _ => return Some(format!("{}; now the cluster has several leaders: {}", was, list(now))),
         };
         let what = if leader_name != self.leader {
@@ -235,7 +247,7 @@ impl Seen {
         } else {
             return None;
         };
-        Some(format!("{}: {}; now {} leads and {} is {}", what, was, leader_name, self.member, me.describe()))
+        Some(format!("{}: {}; now {} leads, and {}", what, was, leader_name, me.describe()))
     }
 }
 
@@ -275,12 +287,17 @@ pub fn local_member(local_url: &str, members: &[Member], given: Option<&str>) ->
     let known = |n: &str| members.iter().any(|m| m.name == n);
     if let Some(n) = given {
         if !known(n) {
-            return Err(err!("PGBH_PATRONI_MEMBER={} is not a member of this Patroni cluster (members: {})", n, list(members)));
+            return Err(err!(
+                "PGBH_PATRONI_MEMBER={} is not a member of this Patroni cluster (members: {})",
+                n,
+                list(members)
+            ));
         }
         return Ok(n.to_string());
     }
     let auth = Auth::from_env()?;
-    let body = get(local_url, "/patroni", auth.as_ref()).map_err(|e| e.within(format_args!("{} /patroni", local_url)))?;
+    let body =
+        get(local_url, "/patroni", auth.as_ref()).map_err(|e| e.within(format_args!("{} /patroni", local_url)))?;
     let v: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| err!("{}/patroni: not what Patroni sends: {}", local_url, e))?;
     if let Some(n) = v["patroni"]["name"].as_str().or_else(|| v["name"].as_str()) {
@@ -379,10 +396,8 @@ impl<T: Read + Write> Stream for T {}
 /// One GET; the body of a 200 answer, else an error naming the status.
 pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
     let u = Url::parse(url)?;
-    let addrs: Vec<_> = (u.host.as_str(), u.port)
-        .to_socket_addrs()
-        .map_err(|e| err!("cannot resolve {}: {}", u.host, e))?
-        .collect();
+    let addrs: Vec<_> =
+        (u.host.as_str(), u.port).to_socket_addrs().map_err(|e| err!("cannot resolve {}: {}", u.host, e))?.collect();
     let mut last = err!("{} has no address", u.host);
     let mut tcp = None;
     for a in addrs {
@@ -398,7 +413,8 @@ pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
     tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| err!("{}", e))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| err!("{}", e))?;
     let mut stream: Box<dyn Stream> = if u.tls { Box::new(tls(&u, tcp)?) } else { Box::new(tcp) };
-    let host_header = if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
+    let host_header =
+        if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
     let req = format!(
         "GET {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pg-backup-hooks\r\nAccept: application/json\r\nConnection: close\r\n{}\r\n",
         u.prefix,
@@ -556,12 +572,17 @@ mod tests {
         let mut m = parse_cluster(CLUSTER).unwrap();
         m[0].role = "replica".into();
         let e = choose(&m, Want::Replica).unwrap_err();
-        assert!(e.msg.contains("no running leader") && e.msg.contains("m1 (replica, running, timeline 1)"), "{}", e.msg);
+        assert!(
+            e.msg.contains("no running leader") && e.msg.contains("m1 (replica, running, timeline 1)"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
     fn unknown_lag_and_missing_fields() {
-        let m = parse_cluster(r#"{"members":[{"name":"a","role":"replica","state":"streaming","lag":"unknown"}]}"#).unwrap();
+        let m = parse_cluster(r#"{"members":[{"name":"a","role":"replica","state":"streaming","lag":"unknown"}]}"#)
+            .unwrap();
         assert_eq!((m[0].lag, m[0].port, m[0].timeline), (None, 5432, None));
         assert!(parse_cluster("<html>").unwrap_err().msg.contains("not what Patroni sends"));
     }
@@ -591,7 +612,10 @@ mod tests {
         now[2].role = "replica".into();
         assert!(seen.changed(&now).unwrap().starts_with("a switchover or failover promoted it"));
         let at_leader = Seen::new(&urls, &choose(&m, Want::Leader).unwrap());
-        assert!(at_leader.changed(&now).unwrap().starts_with("a switchover or failover demoted it: at pre m1 was the leader"));
+        assert!(at_leader
+            .changed(&now)
+            .unwrap()
+            .starts_with("a switchover or failover demoted it: at pre m1 was the leader"));
         now.retain(|x| x.role != "leader");
         assert!(at_leader.changed(&now).unwrap().contains("no leader"));
     }
@@ -611,7 +635,9 @@ mod tests {
     fn responses() {
         let (s, b) = parse_response(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}junk").unwrap();
         assert_eq!((s, b.as_str()), (200, "{}"));
-        let (s, b) = parse_response(b"HTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n1\r\n \r\n0\r\n\r\n").unwrap();
+        let (s, b) =
+            parse_response(b"HTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n1\r\n \r\n0\r\n\r\n")
+                .unwrap();
         assert_eq!((s, b.as_str()), (503, "{} "));
         assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
