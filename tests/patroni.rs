@@ -65,6 +65,8 @@ struct Patroni {
     members: Vec<PMember>,
     /// The WAL archive every member's archive_command writes (only the leader archives).
     archive: PathBuf,
+    /// The CA of the REST API's certificate when it serves https.
+    cacert: Option<PathBuf>,
     etcd: Option<Proc>,
 }
 
@@ -153,11 +155,13 @@ impl Patroni {
     /// etcd, then member m1 (which bootstraps the cluster), then m2 and m3; waits until one
     /// leader and two streaming replicas are listed.
     fn start(dir: &TestDir, scope: &str) -> Patroni {
-        Patroni::start_with(dir, scope, "")
+        Patroni::start_with(dir, scope, "", None)
     }
 
     /// [`Patroni::start`] with more of the bootstrap section (`  method: ...` lines).
-    fn start_with(dir: &TestDir, scope: &str, bootstrap: &str) -> Patroni {
+    /// `tls`: a directory with cert.pem and key.pem (a self-signed certificate for 127.0.0.1):
+    /// the REST API serves https with it.
+    fn start_with(dir: &TestDir, scope: &str, bootstrap: &str, tls: Option<&Path>) -> Patroni {
         let base = dir.mkdir(scope);
         let archive = dir.mkdir(&format!("{scope}/archive"));
         let (client, peer) = (free_port(), free_port());
@@ -178,15 +182,26 @@ impl Patroni {
             .arg("--initial-cluster")
             .arg(format!("e1=http://127.0.0.1:{peer}"));
         let etcd = Proc::spawn(etcd, &base.join("etcd.log"));
-        let mut p = Patroni { members: Vec::new(), archive, etcd: Some(etcd) };
+        let cacert = tls.map(|d| d.join("cert.pem"));
+        let mut p = Patroni { members: Vec::new(), archive, cacert, etcd: Some(etcd) };
         for i in 1..=3 {
             let name = format!("m{i}");
             let root = dir.mkdir(&format!("{scope}/{name}"));
             fs::create_dir_all(root.join("sock")).expect("mkdir sock");
             let (api_port, pg_port) = (free_port(), free_port());
             let config = root.join("patroni.yml");
-            fs::write(&config, member_config(scope, &name, api_port, pg_port, &root, client, &p.archive, bootstrap))
-                .expect("writing patroni.yml");
+            let mut yml = member_config(scope, &name, api_port, pg_port, &root, client, &p.archive, bootstrap);
+            if let Some(d) = tls {
+                let restapi = format!(
+                    "restapi:\n  certfile: {}\n  keyfile: {}\n  cafile: {}\n",
+                    d.join("cert.pem").display(),
+                    d.join("key.pem").display(),
+                    d.join("cert.pem").display()
+                );
+                yml = yml.replacen("restapi:\n", &restapi, 1);
+                yml.push_str(&format!("ctl:\n  cacert: {}\n", d.join("cert.pem").display()));
+            }
+            fs::write(&config, yml).expect("writing patroni.yml");
             chown_to_server_user(&root);
             let pg = Cluster {
                 name: name.clone(),
@@ -199,7 +214,9 @@ impl Patroni {
                 opts: ClusterOpts::default(),
             };
             let log = root.join("patroni.log");
-            let mut m = PMember { name, url: format!("http://127.0.0.1:{api_port}"), config, log, pg, proc: None };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{api_port}");
+            let mut m = PMember { name, url, config, log, pg, proc: None };
             m.start();
             p.members.push(m);
             if i == 1 {
@@ -220,7 +237,8 @@ impl Patroni {
     }
 
     fn members_now(&self) -> Vec<Member> {
-        api::cluster(&self.urls()).map(|(_, m)| m).unwrap_or_default()
+        let client = api::Client { auth: None, cacert: self.cacert.clone() };
+        api::cluster_with(&client, &self.urls()).map(|(_, m)| m).unwrap_or_default()
     }
 
     fn member(&self, name: &str) -> &PMember {
@@ -436,7 +454,7 @@ fn host_env(dir: &TestDir, p: &Patroni, m: &PMember, sidecar: &Path, only_on: &s
     let run = host.join("run");
     fs::create_dir_all(&run).expect("mkdir run");
     fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod run");
-    let env = host.join("env");
+    let env = host.join(format!("env-{only_on}"));
     let text = format!(
         "PGBH_RUN_DIR={}\nPGBH_SIDECAR_DIR={}\nPGBH_NODES='{}={}'\nPGBH_DISCOVER={}\nPGBH_PATRONI_ONLY_ON={}\nPGBH_PATRONI_URL={}\nPGBH_FAST=1\n",
         run.display(),
@@ -515,6 +533,24 @@ fn the_hook_on_every_members_host_makes_exactly_one_backup() {
         serde_json::from_slice(&fs::read(sidecar.join(id).join("manifest.json")).expect("manifest")).expect("json");
     assert_eq!(m["nodes"].as_array().map(Vec::len), Some(1), "{m:#}");
     assert_eq!(m["nodes"][0]["name"], took[0].as_str(), "{m:#}");
+    // PGBH_PATRONI_ONLY_ON=leader: the leader's host alone, backing up the leader.
+    let leader_envs: Vec<(String, PathBuf)> =
+        p.members.iter().map(|m| (m.name.clone(), host_env(&dir, &p, m, &sidecar, "leader"))).collect();
+    let mut took_leader = Vec::new();
+    for (name, env) in &leader_envs {
+        let (code, out) = hook(env, &["pre", "pat-hook-leader"]);
+        assert_eq!(code, 0, "pre on {name}'s host: {out}");
+        if out.contains("is the one: taking the backup") {
+            assert!(out.contains(&format!("discovered Patroni member {name} (leader")), "{out}");
+            took_leader.push(name.clone());
+        }
+    }
+    assert_eq!(took_leader, [leader.clone()], "only the leader's host takes the backup");
+    for (name, env) in &leader_envs {
+        let (code, out) = hook(env, &["post", "pat-hook-leader"]);
+        assert_eq!(code, 0, "post on {name}'s host: {out}");
+    }
+    assert!(sidecar.join("pat-hook-leader").join("manifest.json").exists());
     // abort on a host that skipped: nothing to abort, success.
     let other = envs.iter().find(|(n, _)| *n != took[0]).expect("another host");
     let (code, out) = hook(&other.1, &["pre", "pat-hook-2"]);
@@ -632,7 +668,7 @@ fn a_new_patroni_cluster_bootstraps_from_the_backup_and_a_replica_joins() {
     chown_to_server_user(&tar);
     let method =
         format!("  method: pgbh\n  pgbh:\n    command: {}\n    keep_existing_recovery_conf: true\n", script.display());
-    let new = Patroni::start_with(&dir, "pe", &method);
+    let new = Patroni::start_with(&dir, "pe", &method, None);
     let new_leader = new.leader();
     let (a, b, tl, h, rows) = tpcb_sums(&new_leader.pg);
     assert!(a == b && b == tl && tl == h, "TPC-B sums differ in the new cluster: {a} {b} {tl} {h}");
@@ -674,4 +710,54 @@ fn a_new_patroni_cluster_bootstraps_from_the_backup_and_a_replica_joins() {
 fn common_cp(from: &Path, to: &Path) {
     let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().expect("cp");
     assert!(out.status.success(), "cp: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The REST API over https: pre verifies Patroni's certificate against PGBH_PATRONI_CACERT
+/// (and the host, an IP address here), and refuses the connection without it.
+#[test]
+fn discovery_over_https_verifies_patronis_certificate() {
+    if !patroni_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let tls = dir.mkdir("tls");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(tls.join("key.pem"))
+        .arg("-out")
+        .arg(tls.join("cert.pem"))
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    chown_to_server_user(&tls);
+    let p = Patroni::start_with(&dir, "pf", "", Some(&tls));
+    assert!(p.members[0].url.starts_with("https://"));
+    let t = Tool::new(&dir);
+    let discover = p.discover();
+    let args = ["--discover", discover.as_str(), "--discover-role", "leader"];
+    let r = t.pre("pat-tls-no-ca", &template(), &args);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("TLS with 127.0.0.1") && r.stderr.contains("certificate verify failed"), "{}", r.stderr);
+    let ca = tls.join("cert.pem").display().to_string();
+    let mut pre = t.cmd(&[
+        "pre",
+        "--backup-id",
+        "pat-tls",
+        "--sidecar-dir",
+        &t.sidecar.display().to_string(),
+        "--run-dir",
+        &t.run_dir.display().to_string(),
+        "--fast",
+        "--node",
+        &format!("{}={}", TEMPLATE.0, TEMPLATE.1),
+        "--discover",
+        &discover,
+    ]);
+    let out = pre.env("PGBH_PATRONI_CACERT", &ca).output().expect("pre");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let leader = p.leader().name.clone();
+    assert!(text.contains(&format!("discovered Patroni member {leader} (leader, running")), "{text}");
+    t.post("pat-tls").ok();
 }

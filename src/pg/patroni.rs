@@ -265,10 +265,14 @@ fn list(members: &[Member]) -> String {
 /// `GET /cluster` from the first URL that answers; returns the URL that answered too.
 /// Errors name every URL tried and why it failed.
 pub fn cluster(urls: &[String]) -> Result<(String, Vec<Member>)> {
-    let auth = Auth::from_env()?;
+    cluster_with(&Client::from_env()?, urls)
+}
+
+/// [`cluster`] with the given credentials and CA.
+pub fn cluster_with(client: &Client, urls: &[String]) -> Result<(String, Vec<Member>)> {
     let mut why = Vec::new();
     for url in urls {
-        match get(url, "/cluster", auth.as_ref()).and_then(|b| parse_cluster(&b)) {
+        match get(url, "/cluster", client).and_then(|b| parse_cluster(&b)) {
             Ok(m) => return Ok((url.clone(), m)),
             Err(e) => why.push(format!("{}: {}", url, e.msg)),
         }
@@ -295,9 +299,8 @@ pub fn local_member(local_url: &str, members: &[Member], given: Option<&str>) ->
         }
         return Ok(n.to_string());
     }
-    let auth = Auth::from_env()?;
-    let body =
-        get(local_url, "/patroni", auth.as_ref()).map_err(|e| e.within(format_args!("{} /patroni", local_url)))?;
+    let client = Client::from_env()?;
+    let body = get(local_url, "/patroni", &client).map_err(|e| e.within(format_args!("{} /patroni", local_url)))?;
     let v: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| err!("{}/patroni: not what Patroni sends: {}", local_url, e))?;
     if let Some(n) = v["patroni"]["name"].as_str().or_else(|| v["name"].as_str()) {
@@ -315,6 +318,21 @@ pub fn local_member(local_url: &str, members: &[Member], given: Option<&str>) ->
             "cannot tell which Patroni member {} is (no member advertises that address, and its /patroni names none): set PGBH_PATRONI_MEMBER to this host's member name",
             local_url
         )),
+    }
+}
+
+/// How to talk to the REST API: basic auth credentials and the CA for https.
+#[derive(Default)]
+pub struct Client {
+    pub auth: Option<Auth>,
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+impl Client {
+    /// PGBH_PATRONI_USER, PGBH_PATRONI_PASSWORD and PGBH_PATRONI_CACERT.
+    pub fn from_env() -> Result<Client> {
+        let cacert = std::env::var_os("PGBH_PATRONI_CACERT").filter(|v| !v.is_empty()).map(Into::into);
+        Ok(Client { auth: Auth::from_env()?, cacert })
     }
 }
 
@@ -394,7 +412,7 @@ trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
 /// One GET; the body of a 200 answer, else an error naming the status.
-pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
+pub fn get(url: &str, path: &str, client: &Client) -> Result<String> {
     let u = Url::parse(url)?;
     let addrs: Vec<_> =
         (u.host.as_str(), u.port).to_socket_addrs().map_err(|e| err!("cannot resolve {}: {}", u.host, e))?.collect();
@@ -412,7 +430,7 @@ pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
     let tcp = tcp.ok_or(last)?;
     tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| err!("{}", e))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| err!("{}", e))?;
-    let mut stream: Box<dyn Stream> = if u.tls { Box::new(tls(&u, tcp)?) } else { Box::new(tcp) };
+    let mut stream: Box<dyn Stream> = if u.tls { Box::new(tls(&u, tcp, client)?) } else { Box::new(tcp) };
     let host_header =
         if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
     let req = format!(
@@ -420,7 +438,7 @@ pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
         u.prefix,
         path,
         host_header,
-        auth.map(Auth::header).unwrap_or_default()
+        client.auth.as_ref().map(Auth::header).unwrap_or_default()
     );
     stream.write_all(req.as_bytes()).map_err(|e| err!("sending the request: {}", e))?;
     let mut raw = Vec::new();
@@ -436,11 +454,11 @@ pub fn get(url: &str, path: &str, auth: Option<&Auth>) -> Result<String> {
     }
 }
 
-fn tls(u: &Url, tcp: TcpStream) -> Result<openssl::ssl::SslStream<TcpStream>> {
+fn tls(u: &Url, tcp: TcpStream, client: &Client) -> Result<openssl::ssl::SslStream<TcpStream>> {
     use openssl::ssl::{SslConnector, SslMethod};
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| err!("TLS: {}", e))?;
-    if let Some(ca) = std::env::var_os("PGBH_PATRONI_CACERT").filter(|v| !v.is_empty()) {
-        b.set_ca_file(&ca).map_err(|e| err!("PGBH_PATRONI_CACERT {}: {}", std::path::Path::new(&ca).display(), e))?;
+    if let Some(ca) = &client.cacert {
+        b.set_ca_file(ca).map_err(|e| err!("PGBH_PATRONI_CACERT {}: {}", ca.display(), e))?;
     }
     b.build().connect(&u.host, tcp).map_err(|e| err!("TLS with {}: {}", u.host, e))
 }
