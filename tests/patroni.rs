@@ -545,7 +545,7 @@ fn the_hook_on_every_members_host_makes_exactly_one_backup() {
             took_leader.push(name.clone());
         }
     }
-    assert_eq!(took_leader, [leader.clone()], "only the leader's host takes the backup");
+    assert_eq!(took_leader, std::slice::from_ref(&leader), "only the leader's host takes the backup");
     for (name, env) in &leader_envs {
         let (code, out) = hook(env, &["post", "pat-hook-leader"]);
         assert_eq!(code, 0, "post on {name}'s host: {out}");
