@@ -36,6 +36,14 @@ impl Proc {
         Proc(cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}")))
     }
 
+    /// The process has ended (a zombie not yet waited for counts as ended).
+    fn exited(&self) -> bool {
+        match fs::read_to_string(format!("/proc/{}/stat", self.0.id())) {
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
     fn kill(&mut self) {
         let pg = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
@@ -275,6 +283,10 @@ impl Patroni {
             let replicas = m.iter().filter(|m| m.is_replica() && m.is_streaming() && m.lag == Some(0)).count();
             if m.len() == n && leaders == 1 && replicas == n - 1 {
                 return;
+            }
+            let died = self.members.iter().find(|m| m.proc.as_ref().is_some_and(Proc::exited));
+            if let Some(d) = died {
+                panic!("Patroni of member {} exited: {m:?}\n{}", d.name, logs());
             }
             if std::time::Instant::now() > deadline {
                 panic!("the Patroni cluster did not become healthy: {m:?}\n{}", logs());
