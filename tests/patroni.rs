@@ -752,24 +752,45 @@ fn discovery_over_https_verifies_patronis_certificate() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("TLS with 127.0.0.1") && r.stderr.contains("certificate verify failed"), "{}", r.stderr);
     let ca = tls.join("cert.pem").display().to_string();
-    let mut pre = t.cmd(&[
-        "pre",
-        "--backup-id",
-        "pat-tls",
-        "--sidecar-dir",
-        &t.sidecar.display().to_string(),
-        "--run-dir",
-        &t.run_dir.display().to_string(),
-        "--fast",
-        "--node",
-        &format!("{}={}", TEMPLATE.0, TEMPLATE.1),
-        "--discover",
-        &discover,
-    ]);
-    let out = pre.env("PGBH_PATRONI_CACERT", &ca).output().expect("pre");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}");
+    let (side, run) = (t.sidecar.display().to_string(), t.run_dir.display().to_string());
+    let node = format!("{}={}", TEMPLATE.0, TEMPLATE.1);
+    let pre = |id: &str, env: &[(&str, &str)]| {
+        let mut c = t.cmd(&[
+            "pre",
+            "--backup-id",
+            id,
+            "--sidecar-dir",
+            &side,
+            "--run-dir",
+            &run,
+            "--fast",
+            "--node",
+            &node,
+            "--discover",
+            &discover,
+        ]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("pre");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    // Credentials come in pairs, from the environment only.
+    let (code, text) = pre("pat-tls-user", &[("PGBH_PATRONI_CACERT", &ca), ("PGBH_PATRONI_USER", "backup")]);
+    assert!(code == 2 && text.contains("PGBH_PATRONI_USER is set but PGBH_PATRONI_PASSWORD is not"), "{text}");
+    let secret = "s3cret-Patroni-pw";
+    let env =
+        [("PGBH_PATRONI_CACERT", ca.as_str()), ("PGBH_PATRONI_USER", "backup"), ("PGBH_PATRONI_PASSWORD", secret)];
+    let (code, text) = pre("pat-tls", &env);
+    assert_eq!(code, 0, "{text}");
     let leader = p.leader().name.clone();
     assert!(text.contains(&format!("discovered Patroni member {leader} (leader, running")), "{text}");
-    t.post("pat-tls").ok();
+    let post = t.post("pat-tls").ok();
+    assert!(!text.contains(secret) && !post.stdout.contains(secret) && !post.stderr.contains(secret));
+    for f in fs::read_dir(&t.run_dir).expect("run dir") {
+        let f = f.expect("entry").path();
+        let data = fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&data).contains(secret), "{} holds the password", f.display());
+    }
 }
