@@ -102,10 +102,10 @@ pub struct PreArgs {
         hide_env_values = true
     )]
     pub node_primaries: Vec<String>,
-    /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`)
-    #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = ["citus"])]
+    /// Find the nodes from the cluster's catalog: `citus` reads pg_dist_node on the coordinator (its --node, or the libpq environment) and backs up `coordinator` plus one node per worker group (`group-<groupid>`); `patroni=URL[,URL...]` reads GET /cluster from the first Patroni REST API that answers (basic auth from PGBH_PATRONI_USER/PGBH_PATRONI_PASSWORD) and backs up one member, named as Patroni names it, connected with the --node settings (if any) and the member's host and port
+    #[arg(long, env = "PGBH_DISCOVER", value_name = "KIND", value_parser = discover_kind)]
     pub discover: Option<String>,
-    /// With --discover: back up each worker group's primary, or its standby (backup from standby)
+    /// With --discover: back up each worker group's primary, or its standby (backup from standby); Patroni: `leader` (= primary), `replica` (= secondary: the least-lagged streaming replica, with the restore point on the leader), `sync` (a synchronous standby) or `any` (a replica if one streams, else the leader)
     #[arg(long, env = "PGBH_DISCOVER_ROLE", value_name = "ROLE", value_enum, default_value = "primary")]
     pub discover_role: crate::pg::discovery::Role,
     /// Ask for an immediate checkpoint instead of a spread one
@@ -402,6 +402,22 @@ pub struct HookArgs {
 }
 
 /// Parser for a duration: seconds, or a number with s, m, h, d or w (`90m`, `26h`, `7d`).
+/// `--discover`: `citus`, or `patroni=URL[,URL...]`.
+fn discover_kind(s: &str) -> Result<String, String> {
+    if s == "citus" {
+        return Ok(s.to_string());
+    }
+    match s.strip_prefix("patroni=") {
+        Some(urls) => {
+            for u in urls.split(',') {
+                crate::pg::patroni::Url::parse(u.trim()).map_err(|e| e.msg)?;
+            }
+            Ok(s.to_string())
+        }
+        None => Err("use citus or patroni=URL[,URL...] (Patroni's REST API, e.g. patroni=http://10.0.0.1:8008,http://10.0.0.2:8008)".into()),
+    }
+}
+
 fn duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {

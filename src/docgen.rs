@@ -305,6 +305,18 @@ pub fn env_example() -> String {
         out.push_str(&format!("#{}={}\n", env, example_value(arg)));
     }
     out.push_str(&product_settings());
+    out.push_str(&patroni_settings());
+    out
+}
+
+/// Patroni's settings (pre --discover patroni, hook PGBH_PATRONI_ONLY_ON): the REST API's
+/// credentials may be set here (the file is checked), never on the command line.
+fn patroni_settings() -> String {
+    let mut out =
+        String::from("\n# Patroni: --discover patroni=URL,... and PGBH_PATRONI_ONLY_ON (docs/hooks/patroni.md)\n");
+    for key in crate::hook::patroni_gate::KEYS.iter().chain(crate::pg::patroni::ENV_KEYS) {
+        out.push_str(&format!("#{}=\n", key));
+    }
     out
 }
 

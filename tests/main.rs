@@ -32,6 +32,7 @@ mod hooks;
 mod inventory;
 mod label_archive;
 mod list;
+mod patroni;
 mod restore;
 mod restore_check;
 mod restore_messages;

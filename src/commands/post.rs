@@ -15,15 +15,44 @@ pub fn run(a: PostArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     let id = &a.backup_id;
     let run = RunDir::open(a.run.run_dir.clone(), false)?;
+    if let Some(what) = patroni_changed(&run, id) {
+        let _ = client::request(&run, id, &Request::Abort, &mut |m| eprintln!("pg-backup-hooks: {}", m));
+        let _ = std::fs::remove_file(crate::commands::pre::patroni_seen_path(&run, id));
+        return Err(err!(
+            "backup {} failed: Patroni: {}. The backup was aborted (its sessions closed) and is NOT restorable; the next backup discovers the new topology",
+            id, what
+        ));
+    }
     let req = Request::Stop { archive_timeout_secs: a.archive_timeout };
     let reply = client::request(&run, id, &req, &mut |m| eprintln!("pg-backup-hooks: {}", m))?;
     let Some(reply) = reply else {
         return already_or_gone(&run, id);
     };
     match reply {
-        Reply::Stopped { backup, archived, message } => store(&run, id, &backup, archived, message),
+        Reply::Stopped { backup, archived, message } => {
+            let stored = store(&run, id, &backup, archived, message);
+            if stored.is_ok() {
+                let _ = std::fs::remove_file(crate::commands::pre::patroni_seen_path(&run, id));
+            }
+            stored
+        }
         Reply::Error { message, .. } => Err(err!("backup {} failed: {}", id, message)),
         other => Err(err!("unexpected answer from the helper: {:?}", other)),
+    }
+}
+
+/// `pre --discover patroni`: what changed in the Patroni cluster since pre that makes the
+/// backup unusable (a switchover or failover), if anything. When no REST API answers, post
+/// goes on (with a warning) and relies on PostgreSQL's own checks.
+fn patroni_changed(run: &RunDir, id: &str) -> Option<String> {
+    let text = std::fs::read(crate::commands::pre::patroni_seen_path(run, id)).ok()?;
+    let seen: crate::pg::patroni::Seen = serde_json::from_slice(&text).ok()?;
+    match crate::pg::patroni::cluster(&seen.urls) {
+        Ok((_, now)) => seen.changed(&now),
+        Err(e) => {
+            eprintln!("pg-backup-hooks: warning: cannot check the Patroni cluster for a switchover: {}", e.msg);
+            None
+        }
     }
 }
 

@@ -7,8 +7,9 @@ use crate::error::{Error, Result};
 use crate::helper::spawn::{self, Next};
 use crate::helper::HelperConfig;
 use crate::ids;
-use crate::pg::conninfo::ConnInfo;
+use crate::pg::conninfo::{redact_text, ConnInfo};
 use crate::pg::discovery;
+use crate::pg::patroni::Seen;
 use crate::protocol::StartEvent;
 use crate::rundir::{self, RunDir};
 use crate::sidecar;
@@ -45,12 +46,19 @@ fn node_primaries(specs: &[String], nodes: &[(String, String)]) -> Result<Vec<(S
 pub fn run(a: PreArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     check_before_start(&a)?;
-    let nodes = nodes(&a)?;
-    let node_primaries = node_primaries(&a.node_primaries, &nodes)?;
+    let (nodes, discovered_primaries, patroni_seen) = nodes(&a)?;
+    let mut node_primaries = node_primaries(&a.node_primaries, &nodes)?;
+    for (name, ci) in discovered_primaries {
+        if node_primaries.iter().any(|(n, _)| *n == name) {
+            return Err(Error::usage(format!("--node-primary {}: --discover patroni already gives its leader", name)));
+        }
+        node_primaries.push((name, ci));
+    }
     for dir in &a.sidecar_dir {
         sidecar::check_writable(dir, &a.backup_id)?;
     }
     let run = claim_id(&a)?;
+    save_patroni_seen(&run, &a.backup_id, patroni_seen.as_ref())?;
     let cfg = HelperConfig {
         backup_id: a.backup_id.clone(),
         nodes,
@@ -68,15 +76,71 @@ pub fn run(a: PreArgs) -> Result<i32> {
 
 /// The backup's nodes: each `--node` once, or what `--discover citus` finds, or `default`
 /// (libpq's environment and defaults) when none is given.
-fn nodes(a: &PreArgs) -> Result<Vec<(String, String)>> {
+/// `--discover patroni` also gives a replica's leader (its `--node-primary`) and what post
+/// compares the cluster against.
+type Nodes = (Vec<(String, String)>, Vec<(String, String)>, Option<Seen>);
+
+/// Where pre keeps what it saw of the Patroni cluster for post (`<id>.patroni.json`).
+pub fn patroni_seen_path(run: &RunDir, id: &str) -> std::path::PathBuf {
+    run.path(id, "patroni.json")
+}
+
+fn save_patroni_seen(run: &RunDir, id: &str, seen: Option<&Seen>) -> Result<()> {
+    let path = patroni_seen_path(run, id);
+    let _ = std::fs::remove_file(&path);
+    let Some(seen) = seen else { return Ok(()) };
+    let json = serde_json::to_vec(seen).map_err(|e| err!("{}", e))?;
+    crate::fsutil::write_atomic(&path, &json, 0o600, None)
+}
+
+fn nodes(a: &PreArgs) -> Result<Nodes> {
     let mut nodes = crate::nodes::parse_all(&a.nodes)?;
-    if a.discover.is_some() {
-        nodes = discover(a, &nodes)?;
+    let (mut primaries, mut seen) = (Vec::new(), None);
+    match a.discover.as_deref() {
+        Some("citus") => nodes = discover(a, &nodes)?,
+        Some(kind) => {
+            let urls = kind.strip_prefix("patroni=").unwrap_or(kind);
+            (nodes, primaries, seen) = discover_patroni(a, &nodes, urls)?;
+        }
+        None => {}
     }
     if nodes.is_empty() {
         nodes.push(("default".to_string(), String::new()));
     }
-    Ok(nodes)
+    Ok((nodes, primaries, seen))
+}
+
+/// `--discover patroni=URL,...`: the member with the wanted role, reached with the one
+/// `--node`'s settings (or the libpq environment's) at the member's host and port.
+fn discover_patroni(a: &PreArgs, given: &[(String, String)], urls: &str) -> Result<Nodes> {
+    if given.len() > 1 {
+        return Err(Error::usage(
+            "--discover patroni takes at most one --node: the connection settings for the members",
+        ));
+    }
+    let template = match given.first() {
+        Some((_, ci)) => ConnInfo::parse(ci)?,
+        None => ConnInfo::default(),
+    }
+    .with_env_defaults();
+    let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+    let found = discovery::patroni(&template, &urls, a.discover_role)?;
+    if !crate::nodes::valid_name(&found.name) {
+        return Err(err!(
+            "--discover patroni: member {:?} cannot name a node: use 1-63 characters from A-Z a-z 0-9 _ - . starting with a letter or digit (rename the member in Patroni's configuration, `name:`)",
+            redact_text(&found.name)
+        ));
+    }
+    let name = found.name.clone();
+    println!("discovered Patroni member {}: {}", found.described, found.conninfo.redacted());
+    let primaries = match &found.primary {
+        Some(p) => {
+            println!("node {}: restore point and WAL switch on the leader {}", name, p.redacted());
+            vec![(name.clone(), p.to_secret_string())]
+        }
+        None => vec![],
+    };
+    Ok((vec![(name, found.conninfo.to_secret_string())], primaries, Some(found.seen)))
 }
 
 /// `--discover citus`: the coordinator (the one `--node`, or the defaults) and its workers.

@@ -15,6 +15,7 @@ pub mod commvault;
 pub mod envfile;
 pub mod generic;
 pub mod netbackup;
+pub mod patroni_gate;
 pub mod state;
 pub mod veeam;
 
@@ -164,6 +165,7 @@ fn known_keys() -> Vec<String> {
         .collect();
     keys.extend(PRODUCTS.iter().flat_map(|p| p.keys.iter()).map(|k| k.to_string()));
     keys.push("PGBH_BIN".into());
+    keys.extend(patroni_gate::KEYS.iter().chain(crate::pg::patroni::ENV_KEYS).map(|k| k.to_string()));
     keys.extend(envfile::LIBPQ_KEYS.iter().map(|k| k.to_string()));
     keys.sort();
     keys.dedup();
@@ -313,6 +315,9 @@ impl Ctx {
     /// Run a command in this process, with its flags' settings from the environment, and
     /// say how it ended.
     fn command(&self, name: &str, args: &[&str]) -> i32 {
+        if let Some(code) = self.patroni_gate(name, args) {
+            return code;
+        }
         if name != "status" {
             self.say(&format!("running: {} {}", name, args.join(" ")));
         }
@@ -341,6 +346,34 @@ impl Ctx {
             _ => self.say(&format!("{} failed with exit code {}", name, code)),
         }
         code
+    }
+
+    /// PGBH_PATRONI_ONLY_ON: Some(exit code) when this host does not take (or did not take)
+    /// this backup, or cannot tell; None to run the command.
+    fn patroni_gate(&self, name: &str, args: &[&str]) -> Option<i32> {
+        let id = args.iter().position(|a| *a == "--backup-id").and_then(|i| args.get(i + 1))?;
+        match name {
+            "pre" => match patroni_gate::at_pre(&self.run, id) {
+                Ok(None) => None,
+                Ok(Some(patroni_gate::Gate::Run(why))) => {
+                    self.say(&why);
+                    None
+                }
+                Ok(Some(patroni_gate::Gate::Skip(why))) => {
+                    self.say(&why);
+                    Some(exit::OK)
+                }
+                Err(e) => {
+                    self.say(&format!("pre failed: {}", e.msg));
+                    Some(e.code)
+                }
+            },
+            "post" | "abort" => patroni_gate::at_finish(&self.run, id, name == "post").map(|why| {
+                self.say(&format!("{}: nothing to do ({})", name, why));
+                exit::OK
+            }),
+            _ => None,
+        }
     }
 
     /// pre under a new id kept under `key` for post; a kept id whose post never came is

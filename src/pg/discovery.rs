@@ -32,13 +32,20 @@ pub const COORDINATOR: &str = "coordinator";
 pub enum Role {
     Primary,
     Secondary,
+    /// Patroni's words (for Citus: primary, secondary); `sync` and `any` are Patroni's only.
+    Leader,
+    Replica,
+    Sync,
+    Any,
 }
 
 impl Role {
     fn as_str(self) -> &'static str {
         match self {
-            Role::Primary => "primary",
-            Role::Secondary => "secondary",
+            Role::Primary | Role::Leader => "primary",
+            Role::Secondary | Role::Replica => "secondary",
+            Role::Sync => "sync",
+            Role::Any => "any",
         }
     }
 }
@@ -46,6 +53,16 @@ impl Role {
 /// The nodes to back up: `coordinator` with the given settings, and `group-<id>` for each
 /// worker group, reached with the coordinator's settings but the worker's host and port.
 pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo)>> {
+    let role = match role {
+        Role::Primary | Role::Leader => Role::Primary,
+        Role::Secondary | Role::Replica => Role::Secondary,
+        Role::Sync | Role::Any => {
+            return Err(crate::error::Error::usage(format!(
+                "--discover citus: --discover-role {} is for Patroni; use primary or secondary",
+                role.as_str()
+            )))
+        }
+    };
     let mut c: Client = crate::pg::tls::connect(coordinator, "pg-backup-hooks discovery")
         .map_err(|e| err!("--discover citus: coordinator: {}", e))?;
     c.query(PIN_SEARCH_PATH, &[])
@@ -85,4 +102,44 @@ pub fn citus(coordinator: &ConnInfo, role: Role) -> Result<Vec<(String, ConnInfo
         nodes.push((format!("group-{}", group), ci));
     }
     Ok(nodes)
+}
+
+/// What `--discover patroni=URL,...` backs up: one member, named as Patroni names it.
+pub struct PatroniNode {
+    pub name: String,
+    pub conninfo: ConnInfo,
+    /// For a replica: its leader, where the restore point and the WAL switch happen.
+    pub primary: Option<ConnInfo>,
+    /// The member as the REST API described it, for the log.
+    pub described: String,
+    /// What post compares the cluster against.
+    pub seen: crate::pg::patroni::Seen,
+}
+
+/// The Patroni member with the wanted role, reached with `template`'s settings (user,
+/// dbname, sslmode, ...) but the member's host and port, and its leader for a replica.
+pub fn patroni(template: &ConnInfo, urls: &[String], role: Role) -> Result<PatroniNode> {
+    use crate::pg::patroni::{self, Want};
+    let want = match role {
+        Role::Primary | Role::Leader => Want::Leader,
+        Role::Secondary | Role::Replica => Want::Replica,
+        Role::Sync => Want::Sync,
+        Role::Any => Want::Any,
+    };
+    let (url, members) = patroni::cluster(urls).map_err(|e| e.within("--discover patroni"))?;
+    let choice = patroni::choose(&members, want).map_err(|e| e.within(format_args!("--discover patroni ({})", url)))?;
+    let at = |m: &patroni::Member| {
+        let mut ci = template.clone();
+        ci.set("host", m.host.clone());
+        ci.set("hostaddr", "");
+        ci.set("port", m.port.to_string());
+        ci
+    };
+    Ok(PatroniNode {
+        name: choice.member.name.clone(),
+        conninfo: at(&choice.member),
+        primary: choice.leader.as_ref().map(at),
+        described: choice.member.describe(),
+        seen: patroni::Seen::new(urls, &choice),
+    })
 }

@@ -7,5 +7,6 @@ pub mod control;
 pub mod discovery;
 pub mod history;
 pub mod label;
+pub mod patroni;
 pub mod tls;
 pub mod wal;
