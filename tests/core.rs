@@ -125,6 +125,40 @@ fn default_node_connects_like_psql_from_the_environment() {
 }
 
 #[test]
+fn a_relative_run_dir_and_sidecar_dir_work_from_the_job_scripts_directory() {
+    let dir = TestDir::new();
+    let pg = Cluster::new(dir.path(), "pg");
+    let t = Tool::new(&dir);
+    let node = format!("default={}", pg.conninfo());
+    let pre: common::tool::Ran = t
+        .cmd(&[
+            "pre",
+            "--backup-id",
+            "rel-1",
+            "--fast",
+            "--run-dir",
+            "run",
+            "--sidecar-dir",
+            "sidecar",
+            "--node",
+            &node,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run")
+        .into();
+    pre.ok();
+    let post: common::tool::Ran = t
+        .cmd(&["post", "--backup-id", "rel-1", "--run-dir", "run"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run")
+        .into();
+    post.ok();
+    assert_eq!(label_field(&t.label("rel-1", "default"), "LABEL"), "rel-1");
+}
+
+#[test]
 fn bad_ids_are_refused_before_anything_starts() {
     let dir = TestDir::new();
     let pg = Cluster::new(dir.path(), "pg");

@@ -28,12 +28,14 @@ pub fn spawn(run: &RunDir, cfg: &HelperConfig) -> Result<Spawned> {
         .append(true)
         .open(&log_path)
         .context(|| format!("cannot open helper log {}", log_path.display()))?;
+    // The helper runs in /: a relative --run-dir must name the same directory there.
+    let run_dir = std::path::absolute(&run.dir).context(|| format!("cannot resolve {}", run.dir.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("helper")
         .arg("--backup-id")
         .arg(&cfg.backup_id)
         .arg("--run-dir")
-        .arg(&run.dir)
+        .arg(&run_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
