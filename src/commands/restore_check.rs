@@ -111,7 +111,10 @@ fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> Result<Tar
     match (given, configured) {
         (Some(g), conf) => {
             let want = recovery::parse_target(Some(g), m)?;
-            if let Some(Ok(c)) = conf {
+            // No target configured any more (Patroni, or a DBA, cleared the recovery settings
+            // after the promotion): --target is judged by the history file and where replay
+            // ended, as always.
+            if let Some(Ok(c)) = conf.filter(|c| !matches!(c, Ok(Target::Latest))) {
                 if c != want {
                     return Err(err!(
                         "--target {} asks for {}, but restore-prep configured the server for {}: give the --target restore-prep was given, or leave --target out to judge by what the server was configured for",
