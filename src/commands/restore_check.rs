@@ -105,16 +105,20 @@ fn probe(info: &ConnInfo) -> Result<(postgres::Client, i32, bool, Option<Lsn>)> 
     Ok((c, v, recovering, replay))
 }
 
-/// Which target to judge by: --target, else what the server was configured with.
-fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed) -> Result<Target> {
-    let configured = o.configured_target.as_deref().map(|t| recovery::parse_target(Some(t), m));
+/// Which target to judge by: --target, else what the server was configured with. A server
+/// configured for none (latest) whose restore-prep record names another target had its recovery
+/// settings cleared after the promotion (Patroni does after a bootstrap): the record says.
+fn resolve_target(m: &Manifest, given: Option<&str>, o: &Observed, recorded: Option<&str>) -> Result<Target> {
+    let mut configured = o.configured_target.as_deref().map(|t| recovery::parse_target(Some(t), m));
+    if let (Some(Ok(Target::Latest)), Some(Ok(rec))) =
+        (&configured, recorded.map(|t| recovery::parse_target(Some(t), m)))
+    {
+        configured = Some(Ok(rec));
+    }
     match (given, configured) {
         (Some(g), conf) => {
             let want = recovery::parse_target(Some(g), m)?;
-            // No target configured any more (Patroni, or a DBA, cleared the recovery settings
-            // after the promotion): --target is judged by the history file and where replay
-            // ended, as always.
-            if let Some(Ok(c)) = conf.filter(|c| !matches!(c, Ok(Target::Latest))) {
+            if let Some(Ok(c)) = conf {
                 if c != want {
                     return Err(err!(
                         "--target {} asks for {}, but restore-prep configured the server for {}: give the --target restore-prep was given, or leave --target out to judge by what the server was configured for",
@@ -148,19 +152,20 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
     };
     let observed = wait_ended(&node.name, info, deadline, a.timeout).and_then(|(mut c, v)| {
         let o = outcome::observe(&mut c, v).map_err(|e| e.within("reading the recovery state"))?;
-        Ok((o, restore_prep_line(&mut c, &m.backup_id)))
+        let rec = record::read(&mut c);
+        Ok((o, restore_prep_line(&rec, &m.backup_id), rec.ok().flatten().filter(|r| r.backup_id == m.backup_id)))
     });
-    let o = match observed {
-        Ok((o, prep)) => {
+    let (o, recorded) = match observed {
+        Ok((o, prep, rec)) => {
             r.restore_prep = Some(prep);
-            o
+            (o, rec.and_then(|r| r.target))
         }
         Err(e) => {
             r.lines.push(e.msg);
             return r;
         }
     };
-    match resolve_target(m, a.target.as_deref(), &o) {
+    match resolve_target(m, a.target.as_deref(), &o, recorded.as_deref()) {
         Ok(t) => {
             let Verdict { proven, lines } = outcome::judge(node, m, &t, &o);
             r.target = Some(t.describe());
@@ -174,15 +179,15 @@ fn check_node(m: &Manifest, node: &NodeEntry, info: &ConnInfo, a: &RestoreCheckA
 }
 
 /// restore-prep's record of the copy's files, as one line (never a failure of the check).
-fn restore_prep_line(c: &mut postgres::Client, id: &str) -> String {
-    match record::read(c) {
+fn restore_prep_line(rec: &Result<Option<record::Record>>, id: &str) -> String {
+    match rec {
         Ok(Some(r)) if r.backup_id == id => r.summary(),
         Ok(Some(r)) => format!(
             "restore-prep's record names backup {}, not {}: this copy was prepared for another backup",
             r.backup_id, id
         ),
         Ok(None) => format!("no restore-prep record ({}): the copy's files are not known to be verified", record::FILE),
-        Err(e) => e.msg,
+        Err(e) => e.msg.clone(),
     }
 }
 

@@ -146,7 +146,9 @@ pub fn prepare(o: &Options) -> Result<Plan> {
     removes.extend(rec.removes.iter().cloned());
     passed.extend(standby_end_check(&c));
     let map_text = (!map.is_empty()).then_some(map_text);
-    let record = record::Record::new(&o.backup_id, &c.node.name, &copy_proof).write(&pgdata)?;
+    let record =
+        record::Record { target: Some(target.spec()), ..record::Record::new(&o.backup_id, &c.node.name, &copy_proof) }
+            .write(&pgdata)?;
     let files = files_to_write(o, &c, rebuilt.as_ref(), map_text, rec.writes, record)?;
     let roots: Vec<PathBuf> =
         [pgdata.clone(), wal.dir.clone()].into_iter().chain(tablespaces.iter().cloned()).collect();

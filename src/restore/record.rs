@@ -31,6 +31,11 @@ pub struct Record {
     /// Stale paths moved out of the data directory.
     pub stale_moved: usize,
     pub stale_dir: Option<String>,
+    /// The recovery target restore-prep configured, in --target's syntax (records of older
+    /// builds have none). restore-check falls back to it when the server's own settings no
+    /// longer say (Patroni clears them after a bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl Record {
@@ -43,6 +48,7 @@ impl Record {
             accepted_unverified: p.accepted.is_some(),
             stale_moved: p.stale.len(),
             stale_dir: (!p.stale.is_empty()).then(|| p.stale_dir.display().to_string()),
+            target: None,
         }
     }
 

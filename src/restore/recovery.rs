@@ -71,6 +71,19 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target in --target's syntax (a restore point as `name:NAME`): what restore-prep's
+    /// record keeps for restore-check.
+    pub fn spec(&self) -> String {
+        match self {
+            Target::Latest => "latest".into(),
+            Target::BackupEnd => "backup-end".into(),
+            Target::Name(n) => format!("name:{}", n),
+            Target::Time(t) => format!("time:{}", t),
+            Target::Lsn(l) => format!("lsn:{}", l),
+            Target::Xid(x) => format!("xid:{}", x),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Target::Latest => "latest (replay all archived WAL)".into(),
