@@ -707,7 +707,7 @@ fn amanda_scheduled_restore_test_from_cron_passes_and_a_damaged_copy_fails_namin
     ];
     let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
     let started = std::time::Instant::now();
-    let (code, out) = products::run_like_cron(&format!("{}/pgbh-amanda-restore-test 2>&1", sbin.display()), &settings);
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", sbin.display()), &settings);
     eprintln!("amanda restore test ({:?}, exit {}):\n{}", started.elapsed(), code, out);
     assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 0", amanda.name, date0)), "{}", out);
     assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 1", amanda.name, date1)), "{}", out);
@@ -720,7 +720,7 @@ fn amanda_scheduled_restore_test_from_cron_passes_and_a_damaged_copy_fails_namin
 
     let damaged = products::install_restore_test_scripts(&dir.path().join("sbin-damaged"), Some(&rel));
     let (code, out) =
-        products::run_like_cron(&format!("{}/pgbh-amanda-restore-test 2>&1", damaged.display()), &settings);
+        products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", damaged.display()), &settings);
     eprintln!("amanda restore test of a damaged copy (exit {}):\n{}", code, out);
     assert!(out.contains(&format!("restore-test of backup {}", id1)), "{}", out);
     assert!(out.contains("verdict: FAILED"), "{}", out);

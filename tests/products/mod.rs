@@ -176,8 +176,8 @@ pub fn process_running(needle: &str) -> bool {
 }
 
 /// The scheduled restore-test scripts (hooks/restore-test*, shown in docs/restore-test.md),
-/// installed under `dir` with the names the docs give them (each finds pgbh-restore-test beside
-/// itself). With `damage` (a file relative to the restored data directory), pgbh-restore-test
+/// installed under `dir` as the package installs them (the product's script runs restore-test
+/// from beside itself). With `damage` (a file relative to the restored data directory), restore-test
 /// is a wrapper that first changes a byte in that file's first page (in a table's tuple data,
 /// past the page header), then runs the real one: a copy damaged after the restore.
 pub fn install_restore_test_scripts(dir: &Path, damage: Option<&str>) -> std::path::PathBuf {
@@ -187,23 +187,24 @@ pub fn install_restore_test_scripts(dir: &Path, damage: Option<&str>) -> std::pa
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks");
     let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/restore-test.md")).expect("docs");
     let mut scripts = vec![
-        ("restore-test", "pgbh-restore-test"),
-        ("restore-test-amanda", "pgbh-amanda-restore-test"),
-        ("restore-test-borgmatic", "pgbh-borgmatic-restore-test"),
+        "restore-test",
+        "restore-test-amanda",
+        "restore-test-borgmatic",
     ];
     if let Some(rel) = damage {
-        let real = dir.join("pgbh-restore-test.real");
+        let real = dir.join("restore-test.real");
         fs::copy(hooks.join("restore-test"), &real).expect("copying restore-test");
         fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).expect("chmod");
         let wrapper = format!(
             "#!/bin/sh\nset -e\nprintf '\\377' | dd of=\"$2/{rel}\" bs=1 seek=8100 conv=notrunc status=none\nexec '{}' \"$@\"\n",
             real.display()
         );
-        fs::write(dir.join("pgbh-restore-test"), wrapper).expect("writing the damaging wrapper");
-        fs::set_permissions(dir.join("pgbh-restore-test"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(dir.join("restore-test"), wrapper).expect("writing the damaging wrapper");
+        fs::set_permissions(dir.join("restore-test"), fs::Permissions::from_mode(0o755)).expect("chmod");
         scripts.remove(0);
     }
-    for (file, name) in scripts {
+    for file in scripts {
+        let name = file;
         let text = fs::read_to_string(hooks.join(file)).expect("reading a hooks/ script");
         assert!(docs.contains(&text), "docs/restore-test.md must show hooks/{} as it is", file);
         fs::write(dir.join(name), text).expect("installing a script");
