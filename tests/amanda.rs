@@ -708,7 +708,13 @@ fn amanda_scheduled_restore_test_from_cron_passes_and_a_damaged_copy_fails_namin
     let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
     let started = std::time::Instant::now();
     let (code, out) = products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", sbin.display()), &settings);
-    eprintln!("amanda restore test ({:?}, exit {}):\n{}", started.elapsed(), code, out);
+    let (_, find) = products::run_limited(
+        Command::new("runuser")
+            .args(["-u", AMANDA_USER, "--", "/usr/sbin/amadmin", &amanda.name, "find", "localhost", "incr"])
+            .current_dir("/"),
+        Duration::from_secs(60),
+    );
+    eprintln!("amanda restore test ({:?}, exit {}):\n{}\n--- amadmin find ---\n{}", started.elapsed(), code, out, find);
     assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 0", amanda.name, date0)), "{}", out);
     assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 1", amanda.name, date1)), "{}", out);
     assert!(out.contains(&format!("restore-test of backup {}", id1)), "the newest backup is tested:\n{}", out);
