@@ -725,8 +725,7 @@ fn amanda_scheduled_restore_test_from_cron_passes_and_a_damaged_copy_fails_namin
     assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
 
     let damaged = products::install_restore_test_scripts(&dir.path().join("sbin-damaged"), Some(&rel));
-    let (code, out) =
-        products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", damaged.display()), &settings);
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", damaged.display()), &settings);
     eprintln!("amanda restore test of a damaged copy (exit {}):\n{}", code, out);
     assert!(out.contains(&format!("restore-test of backup {}", id1)), "{}", out);
     assert!(out.contains("verdict: FAILED"), "{}", out);

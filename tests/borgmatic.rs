@@ -477,8 +477,7 @@ fn borgmatic_scheduled_restore_test_passes_and_a_damaged_copy_fails_naming_the_r
     let newest = bm.archives("pgdata").last().cloned().expect("a data archive");
     let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
     let started = std::time::Instant::now();
-    let (code, out) =
-        products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", sbin.display()), &settings);
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", sbin.display()), &settings);
     eprintln!("borgmatic restore test ({:?}, exit {}):\n{}", started.elapsed(), code, out);
     assert!(out.contains(&format!("borg extract {}::{}", bm.repo.display(), newest)), "the newest archive:\n{}", out);
     assert!(out.contains(&format!("restore-test of backup {}", ids[1])), "the newest backup is tested:\n{}", out);
@@ -489,8 +488,7 @@ fn borgmatic_scheduled_restore_test_passes_and_a_damaged_copy_fails_naming_the_r
     assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
 
     let damaged = products::install_restore_test_scripts(&dir.path().join("sbin-damaged"), Some(&rel));
-    let (code, out) =
-        products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", damaged.display()), &settings);
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", damaged.display()), &settings);
     eprintln!("borgmatic restore test of a damaged copy (exit {}):\n{}", code, out);
     assert!(out.contains(&format!("restore-test of backup {}", ids[1])), "{}", out);
     assert!(out.contains("verdict: FAILED"), "{}", out);

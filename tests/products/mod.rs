@@ -186,11 +186,7 @@ pub fn install_restore_test_scripts(dir: &Path, damage: Option<&str>) -> std::pa
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod scripts dir");
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks");
     let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/restore-test.md")).expect("docs");
-    let mut scripts = vec![
-        "restore-test",
-        "restore-test-amanda",
-        "restore-test-borgmatic",
-    ];
+    let mut scripts = vec!["restore-test", "restore-test-amanda", "restore-test-borgmatic"];
     if let Some(rel) = damage {
         let real = dir.join("restore-test.real");
         fs::copy(hooks.join("restore-test"), &real).expect("copying restore-test");
