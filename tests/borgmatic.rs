@@ -461,6 +461,11 @@ fn borgmatic_scheduled_restore_test_passes_and_a_damaged_copy_fails_naming_the_r
     roundtrip::switch_and_wait(&pg);
     let before = pg.archived_files();
 
+    let env_file = bm.root.join("pgbh.env");
+    let mut text = fs::read_to_string(&env_file).expect("env file");
+    // The archive, and the installed binary instead of the one the hooks ran (the last wins).
+    text += &format!("PGBH_ARCHIVE_DIR='{}'\nPGBH_BIN=\"{}\"  # installed\n", pg.archive_dir.display(), exe.display());
+    fs::write(&env_file, text).expect("env file");
     let scratch = dir.path().join("scratch");
     let settings = [
         ("HOME", bm.root.join("home").display().to_string()),
@@ -470,9 +475,8 @@ fn borgmatic_scheduled_restore_test_passes_and_a_damaged_copy_fails_naming_the_r
         ("PGBH_BACKUP_PREFIX", "borgmatic.10-pgdata.".to_string()),
         ("PGBH_SCRATCH", scratch.display().to_string()),
         ("PGBH_PGDATA_OWNER", common::server_user().unwrap_or_else(|| "postgres".into())),
-        ("PGBH_BIN", exe.display().to_string()),
-        ("PGBH_SIDECAR_DIR", t.sidecar.display().to_string()),
-        ("PGBH_ARCHIVE_DIR", pg.archive_dir.display().to_string()),
+        // PGBH_BIN, PGBH_SIDECAR_DIR and PGBH_ARCHIVE_DIR come from the hooks' environment file.
+        ("PGBH_ENV_FILE", env_file.display().to_string()),
     ];
     let newest = bm.archives("pgdata").last().cloned().expect("a data archive");
     let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
