@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::tool::Tool;
-use crate::common::{Cluster, TestDir};
+use crate::common::{roundtrip, Cluster, ClusterOpts, TestDir};
 use crate::products;
 use crate::products::{Expected, Inserter};
 
@@ -662,4 +662,75 @@ fn amanda_level_0_plus_level_1_restores_and_level_1_over_an_older_level_0_is_ref
     products::prepare_start_and_check(&t, &pg, &id_c, &amanda.hook_sidecar, &expected);
     assert_eq!(pg.query_scalar("select count(*) from between_runs"), "1000");
     eprintln!("amanda levels test: {:?}", started.elapsed());
+}
+
+/// Issue 24: the scheduled restore test of docs/restore-test.md for Amanda, run as cron runs it
+/// (`/bin/sh -c`, cron's environment plus the cron.d file's settings): after a level 0 and a
+/// level 1 of a live, checksummed cluster, hooks/restore-test-amanda fetches both with
+/// amfetchdump into an emptied scratch directory and runs restore-test on the newest backup;
+/// its output (what cron mails or logger puts in syslog) says PASSED. With a byte of a
+/// table's page changed in the fetched copy, FAILED naming the relation, exit 5. Production
+/// keeps running and its archive gets nothing from the tests.
+#[test]
+fn amanda_scheduled_restore_test_from_cron_passes_and_a_damaged_copy_fails_naming_the_relation() {
+    if !amanda_available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let exe = roundtrip::install_bin(&dir);
+    let opts = ClusterOpts { initdb_args: vec!["--data-checksums".into()], ..ClusterOpts::default() };
+    let pg = Cluster::with_opts(dir.path(), "pg", opts);
+    let amanda = Amanda::new(&dir, &format!("default={}", pg.conninfo()), &pg.datadir);
+    // Table t: frozen and checkpointed before the backups, so no WAL replayed repairs its page.
+    pg.execute("create table t (id int primary key) with (autovacuum_enabled = off); insert into t select generate_series(1, 1000)");
+    pg.execute("vacuum freeze t");
+    pg.execute("checkpoint");
+    let rel = pg.query_scalar("select pg_relation_filepath('t')");
+    let (id0, date0) = dump_incr_at(&amanda, 0);
+    pg.execute("create table later (id int); insert into later select generate_series(1, 100)");
+    std::thread::sleep(Duration::from_secs(1));
+    let (id1, date1) = dump_incr_at(&amanda, 1);
+    assert!(id1 > id0, "{} {}", id0, id1);
+    roundtrip::switch_and_wait(&pg);
+    let before = pg.archived_files();
+
+    let scratch = dir.path().join("scratch");
+    let settings = [
+        ("AMANDA_CONFIG", amanda.name.clone()),
+        ("AMANDA_HOST", "localhost".to_string()),
+        ("AMANDA_DISK", "incr".to_string()),
+        ("PGBH_SCRATCH", scratch.display().to_string()),
+        ("PGBH_PGDATA_OWNER", common::server_user().unwrap_or_else(|| "postgres".into())),
+        ("PGBH_BIN", exe.display().to_string()),
+        ("PGBH_SIDECAR_DIR", amanda.hook_sidecar.display().to_string()),
+        ("PGBH_ARCHIVE_DIR", pg.archive_dir.display().to_string()),
+    ];
+    let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
+    let started = std::time::Instant::now();
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", sbin.display()), &settings);
+    let (_, find) = products::run_limited(
+        Command::new("runuser")
+            .args(["-u", AMANDA_USER, "--", "/usr/sbin/amadmin", &amanda.name, "find", "localhost", "incr"])
+            .current_dir("/"),
+        Duration::from_secs(60),
+    );
+    eprintln!("amanda restore test ({:?}, exit {}):\n{}\n--- amadmin find ---\n{}", started.elapsed(), code, out, find);
+    assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 0", amanda.name, date0)), "{}", out);
+    assert!(out.contains(&format!("amfetchdump {} localhost incr {} level 1", amanda.name, date1)), "{}", out);
+    assert!(out.contains(&format!("restore-test of backup {}", id1)), "the newest backup is tested:\n{}", out);
+    assert!(out.contains("verdict: PASSED: the backup restores"), "{}", out);
+    assert!(out.contains("amcheck") && out.contains("checksums"), "{}", out);
+    assert_eq!(code, 0, "{}", out);
+    assert!(pg.is_running(), "production keeps running");
+    assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
+
+    let damaged = products::install_restore_test_scripts(&dir.path().join("sbin-damaged"), Some(&rel));
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-amanda 2>&1", damaged.display()), &settings);
+    eprintln!("amanda restore test of a damaged copy (exit {}):\n{}", code, out);
+    assert!(out.contains(&format!("restore-test of backup {}", id1)), "{}", out);
+    assert!(out.contains("verdict: FAILED"), "{}", out);
+    assert!(out.contains("relation postgres.public.t"), "the output names the damaged relation:\n{}", out);
+    assert_eq!(code, 5, "{}", out);
+    assert!(pg.is_running(), "production keeps running");
+    assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
 }

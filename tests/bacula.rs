@@ -1111,30 +1111,16 @@ fn bacula_restore_job_runs_restore_test_and_the_job_log_shows_the_verdict() {
     let env_file = dir.path().join("pgbh.env");
     products::write_env(&env_file, &t.sidecar, &t.run_dir, &format!("default={}", pg.conninfo()));
     let scratch = dir.path().join("scratch");
-    // docs/restore-test.md's script, with this test's paths.
-    let script = dir.path().join("pgbh-restore-test");
-    fs::write(
-        &script,
-        format!(
-            r#"#!/bin/sh
-set -eu
-prefix=$1 pgdata=$2
-sidecar={sidecar}
-id=$({exe} list --sidecar-dir "$sidecar" --json |
-     jq -r --arg p "$prefix" '[.[] | select(.status == "complete" and (.backup_id | startswith($p)))][0].backup_id')
-[ -n "$id" ] && [ "$id" != null ] || {{ echo "restore-test: no complete backup $prefix*"; exit 1; }}
-chown -R {user} "$pgdata"
-exec {exe} restore-test --backup-id "$id" --sidecar-dir "$sidecar" \
-    --pgdata "$pgdata" --archive-dir {archive} --amcheck
-"#,
-            sidecar = t.sidecar.display(),
-            exe = exe.display(),
-            user = common::server_user().unwrap_or_else(|| "postgres".into()),
-            archive = pg.archive_dir.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // hooks/restore-test (the script docs/restore-test.md shows), with this test's settings.
+    let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
+    let settings = format!(
+        "/usr/bin/env PGBH_BIN={} PGBH_SIDECAR_DIR={} PGBH_ARCHIVE_DIR={} PGBH_PGDATA_OWNER={}",
+        exe.display(),
+        t.sidecar.display(),
+        pg.archive_dir.display(),
+        common::server_user().unwrap_or_else(|| "postgres".into())
+    );
+    let damaged_sbin = dir.path().join("sbin-damaged");
     let restored = scratch.join(pg.datadir.strip_prefix("/").unwrap());
     let mut resources = job_resources(
         &hooks_dir(),
@@ -1168,7 +1154,7 @@ Job {{
     RunsOnSuccess = yes
     RunsOnFailure = yes
     FailJobOnError = yes
-    Command = "{script} pgdata. {restored}"
+    Command = "{settings} {sbin}/restore-test pgdata. {restored}"
   }}
 }}
 Job {{
@@ -1190,12 +1176,13 @@ Job {{
     RunsWhen = After
     RunsOnClient = yes
     FailJobOnError = yes
-    Command = "{script}-damaged pgdata. {restored}"
+    Command = "{settings} {damaged}/restore-test pgdata. {restored}"
   }}
 }}
 "#,
         scratch = scratch.display(),
-        script = script.display(),
+        sbin = sbin.display(),
+        damaged = damaged_sbin.display(),
         restored = restored.display()
     ));
     let bacula = Bacula::start(dir.path(), &resources);
@@ -1230,21 +1217,7 @@ Job {{
 
     // A damaged copy (a byte of table t's first page changed after the restore, before the
     // test): the job log says FAILED naming the relation, and the job fails.
-    let file = restored.join(pg.query_scalar("select pg_relation_filepath('t')"));
-    fs::write(
-        script.with_file_name("pgbh-restore-test-damaged"),
-        format!(
-            "#!/bin/sh\nset -e\nprintf '\\377' | dd of={} bs=1 seek=8100 conv=notrunc status=none\nexec {} \"$@\"\n",
-            file.display(),
-            script.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        script.with_file_name("pgbh-restore-test-damaged"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    products::install_restore_test_scripts(&damaged_sbin, Some(&pg.query_scalar("select pg_relation_filepath('t')")));
     let last = bacula.sql("select coalesce(max(JobId), 0) from Job");
     let out = bacula.console(&format!(
         "restore jobid={newest} client={FD_NAME} restorejob=pgdata-restore-test-damaged where={} all done yes",

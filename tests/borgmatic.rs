@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::tool::Tool;
-use crate::common::{Cluster, TestDir};
+use crate::common::{roundtrip, Cluster, ClusterOpts, TestDir};
 use crate::products;
 use crate::products::Inserter;
 
@@ -427,4 +427,77 @@ fn borgmatic17_failing_pre_fails_the_run_and_a_failed_create_runs_abort() {
     if Generation::Debian17.available() {
         failures(Generation::Debian17);
     }
+}
+
+/// Issue 24: the scheduled restore test of docs/restore-test.md for borgmatic, run as cron runs
+/// it (`/bin/sh -c`, cron's environment plus the cron.d file's settings): after a borgmatic
+/// create of a live, checksummed cluster, hooks/restore-test-borgmatic extracts the newest data
+/// archive with `borg extract` into an emptied scratch directory and runs restore-test on the
+/// newest backup: PASSED, exit 0. With a byte of a table's page changed in the extracted copy,
+/// FAILED naming the relation, exit 5. Production keeps running, its archive gets nothing.
+#[test]
+fn borgmatic_scheduled_restore_test_passes_and_a_damaged_copy_fails_naming_the_relation() {
+    let generation = Generation::Debian17;
+    if !generation.available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let exe = roundtrip::install_bin(&dir);
+    let opts = ClusterOpts { initdb_args: vec!["--data-checksums".into()], ..ClusterOpts::default() };
+    let pg = Cluster::with_opts(dir.path(), "pg", opts);
+    let t = Tool::new(&dir);
+    let bm = Borgmatic::new(&dir, generation, &t, &format!("default={}", pg.conninfo()), &pg.datadir);
+    // Table t: frozen and checkpointed before the backup, so no WAL replayed repairs its page.
+    pg.execute("create table t (id int primary key) with (autovacuum_enabled = off); insert into t select generate_series(1, 1000)");
+    pg.execute("vacuum freeze t");
+    pg.execute("checkpoint");
+    let rel = pg.query_scalar("select pg_relation_filepath('t')");
+    let (code, out) = bm.create();
+    assert_eq!(code, 0, "borgmatic create failed:\n{}", out);
+    let (code, out) = bm.create();
+    assert_eq!(code, 0, "the second borgmatic create failed:\n{}", out);
+    let ids = stored_ids(&t);
+    assert_eq!(ids.len(), 2, "{:?}", ids);
+    roundtrip::switch_and_wait(&pg);
+    let before = pg.archived_files();
+
+    let env_file = bm.root.join("pgbh.env");
+    let mut text = fs::read_to_string(&env_file).expect("env file");
+    // The archive, and the installed binary instead of the one the hooks ran (the last wins).
+    text += &format!("PGBH_ARCHIVE_DIR='{}'\nPGBH_BIN=\"{}\"  # installed\n", pg.archive_dir.display(), exe.display());
+    fs::write(&env_file, text).expect("env file");
+    let scratch = dir.path().join("scratch");
+    let settings = [
+        ("HOME", bm.root.join("home").display().to_string()),
+        ("BORG_REPO", bm.repo.display().to_string()),
+        ("PGBH_BORG_ARCHIVES", "pgdata-*".to_string()),
+        ("PGBH_PGDATA_PATH", pg.datadir.display().to_string()),
+        ("PGBH_BACKUP_PREFIX", "borgmatic.10-pgdata.".to_string()),
+        ("PGBH_SCRATCH", scratch.display().to_string()),
+        ("PGBH_PGDATA_OWNER", common::server_user().unwrap_or_else(|| "postgres".into())),
+        // PGBH_BIN, PGBH_SIDECAR_DIR and PGBH_ARCHIVE_DIR come from the hooks' environment file.
+        ("PGBH_ENV_FILE", env_file.display().to_string()),
+    ];
+    let newest = bm.archives("pgdata").last().cloned().expect("a data archive");
+    let sbin = products::install_restore_test_scripts(&dir.path().join("sbin"), None);
+    let started = std::time::Instant::now();
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", sbin.display()), &settings);
+    eprintln!("borgmatic restore test ({:?}, exit {}):\n{}", started.elapsed(), code, out);
+    assert!(out.contains(&format!("borg extract {}::{}", bm.repo.display(), newest)), "the newest archive:\n{}", out);
+    assert!(out.contains(&format!("restore-test of backup {}", ids[1])), "the newest backup is tested:\n{}", out);
+    assert!(out.contains("verdict: PASSED: the backup restores"), "{}", out);
+    assert!(out.contains("amcheck") && out.contains("checksums"), "{}", out);
+    assert_eq!(code, 0, "{}", out);
+    assert!(pg.is_running(), "production keeps running");
+    assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
+
+    let damaged = products::install_restore_test_scripts(&dir.path().join("sbin-damaged"), Some(&rel));
+    let (code, out) = products::run_like_cron(&format!("{}/restore-test-borgmatic 2>&1", damaged.display()), &settings);
+    eprintln!("borgmatic restore test of a damaged copy (exit {}):\n{}", code, out);
+    assert!(out.contains(&format!("restore-test of backup {}", ids[1])), "{}", out);
+    assert!(out.contains("verdict: FAILED"), "{}", out);
+    assert!(out.contains("relation postgres.public.t"), "the output names the damaged relation:\n{}", out);
+    assert_eq!(code, 5, "{}", out);
+    assert!(pg.is_running(), "production keeps running");
+    assert_eq!(pg.archived_files(), before, "the production archive got files from the test");
 }

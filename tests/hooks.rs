@@ -11,7 +11,17 @@ use crate::common;
 use crate::common::tool::{Ran, Tool};
 use crate::common::{Cluster, TestDir};
 
-const HOOKS: &[&str] = &["bacula", "veeam", "netbackup", "commvault", "generic", "amanda"];
+const HOOKS: &[&str] = &[
+    "bacula",
+    "veeam",
+    "netbackup",
+    "commvault",
+    "generic",
+    "amanda",
+    "restore-test",
+    "restore-test-amanda",
+    "restore-test-borgmatic",
+];
 
 fn hook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks").join(name)

@@ -174,3 +174,53 @@ pub fn process_running(needle: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The scheduled restore-test scripts (hooks/restore-test*, shown in docs/restore-test.md),
+/// installed under `dir` as the package installs them (the product's script runs restore-test
+/// from beside itself). With `damage` (a file relative to the restored data directory), restore-test
+/// is a wrapper that first changes a byte in that file's first page (in a table's tuple data,
+/// past the page header), then runs the real one: a copy damaged after the restore.
+pub fn install_restore_test_scripts(dir: &Path, damage: Option<&str>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).expect("mkdir scripts dir");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod scripts dir");
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks");
+    let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/restore-test.md")).expect("docs");
+    let mut scripts = vec!["restore-test", "restore-test-amanda", "restore-test-borgmatic"];
+    if let Some(rel) = damage {
+        let real = dir.join("restore-test.real");
+        fs::copy(hooks.join("restore-test"), &real).expect("copying restore-test");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let wrapper = format!(
+            "#!/bin/sh\nset -e\nprintf '\\377' | dd of=\"$2/{rel}\" bs=1 seek=8100 conv=notrunc status=none\nexec '{}' \"$@\"\n",
+            real.display()
+        );
+        fs::write(dir.join("restore-test"), wrapper).expect("writing the damaging wrapper");
+        fs::set_permissions(dir.join("restore-test"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        scripts.remove(0);
+    }
+    for file in scripts {
+        let name = file;
+        let text = fs::read_to_string(hooks.join(file)).expect("reading a hooks/ script");
+        assert!(docs.contains(&text), "docs/restore-test.md must show hooks/{} as it is", file);
+        fs::write(dir.join(name), text).expect("installing a script");
+        fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir.to_path_buf()
+}
+
+/// `command` run the way cron runs a job: `/bin/sh -c` with cron's environment (PATH
+/// /usr/bin:/bin, SHELL, HOME, LOGNAME) plus `settings` (a cron.d file's VAR=value lines) and
+/// PGBH_PG_BINDIR when the test run has it; stdin from /dev/null. (exit code, output).
+pub fn run_like_cron(command: &str, settings: &[(&str, String)]) -> (i32, String) {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command).env_clear();
+    cmd.env("PATH", "/usr/bin:/bin").env("SHELL", "/bin/sh").env("HOME", "/root").env("LOGNAME", "root");
+    if let Some(v) = std::env::var_os("PGBH_PG_BINDIR") {
+        cmd.env("PGBH_PG_BINDIR", v);
+    }
+    for (k, v) in settings {
+        cmd.env(k, v);
+    }
+    run_limited(cmd.current_dir("/"), Duration::from_secs(600))
+}
