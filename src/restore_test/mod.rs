@@ -10,6 +10,7 @@
 //! private socket and the report says how to connect and how to stop it.
 
 pub mod checks;
+pub mod nodes;
 pub mod report;
 pub mod server;
 pub mod settings;
