@@ -324,7 +324,8 @@ fn a_log_file_linked_to_roots_file_is_not_written_through() {
 }
 
 /// A backup of several clusters as the nodes of one backup (`pre --node a=.. --node b=..`),
-/// each with its own archive, writes and a WAL switch on every node during the backup, a tar
+/// each with its own archive, writes and two WAL switches on every node during the backup
+/// (it spans >= 3 segments there, the middle one checked only by a listed archive), a tar
 /// copy of each, post (a per-node restore point), and every node's end archived.
 struct Nodes {
     dir: TestDir,
@@ -346,8 +347,10 @@ fn nodes_backup(names: &[&str]) -> Nodes {
     t.pre("mn", &spec, &[]).ok();
     let mut tars = Vec::new();
     for (n, pg) in names.iter().zip(&pgs) {
-        pg.execute("insert into hot select generate_series(1, 1000)");
-        pg.query_scalar("select pg_switch_wal()::text");
+        for _ in 0..2 {
+            pg.execute("insert into hot select generate_series(1, 1000)");
+            pg.query_scalar("select pg_switch_wal()::text");
+        }
         pg.execute("insert into hot select generate_series(1, 1000)");
         let tar = dir.path().join(format!("{n}.tar"));
         tar_create(&pg.datadir, &tar);
@@ -479,20 +482,54 @@ fn a_node_left_out_is_refused_before_anything_starts() {
     assert!(stderr.contains("leave out --pgdata"), "{stderr}");
 }
 
+/// Node b's copy of its archive misses the segment after its start: with `--archive-dir`
+/// restore-prep refuses node b, naming the segment, and nothing is changed on node a; with one
+/// `--restore-command` for both (each node's WAL found from its scratch directory's name),
+/// node b fails at replay naming the segment, node a passes, and both servers are stopped.
 #[test]
 fn a_wal_segment_missing_for_one_node_fails_that_node_and_stops_every_server() {
     let b = nodes_backup(&["a", "b"]);
     let (_, pg_b, _, start_b) = &b.nodes[1];
-    let partial = b.dir.mkdir("partial-b");
-    for f in pg_b.archived_files() {
-        fs::copy(pg_b.archive_dir.join(&f), partial.join(&f)).unwrap();
-    }
     let middle = next(start_b);
-    fs::remove_file(partial.join(&middle)).unwrap_or_else(|e| panic!("{middle}: {e}"));
-    chown_to_server_user(&partial);
     let copies = b.scratch("gap", &["a", "b"]);
-    let mut args = b.args(&copies, &[("b", &partial)]);
-    args.extend(["--timeout".to_string(), "120".to_string(), "--json".to_string()]);
+    // Each node's WAL where the restore_command looks: wal-<its scratch directory's parent>.
+    let mut wal = Vec::new();
+    for ((_, pg, ..), (n, data)) in b.nodes.iter().zip(&copies) {
+        let parent = data.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+        let w = b.dir.mkdir(&format!("wal-{parent}"));
+        for f in pg.archived_files() {
+            fs::copy(pg.archive_dir.join(&f), w.join(&f)).unwrap();
+        }
+        if n == "b" {
+            fs::remove_file(w.join(&middle)).unwrap_or_else(|e| panic!("{middle}: {e}"));
+        }
+        chown_to_server_user(&w);
+        wal.push(w);
+    }
+    assert_eq!(pg_b.archived_files().len(), fs::read_dir(&wal[1]).unwrap().count() + 1);
+    let autos: Vec<Vec<u8>> = copies.iter().map(|(_, d)| fs::read(d.join("postgresql.auto.conf")).unwrap()).collect();
+    let mut args = b.args(&copies, &[("b", &wal[1])]);
+    args.push("--json".to_string());
+    let out = b.run(&args);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(5), "{v:#}");
+    let prep_b = step(node_report(&v, "b"), "restore-prep");
+    assert_eq!(prep_b["outcome"], "failed", "{v:#}");
+    assert!(prep_b["lines"][0].as_str().unwrap().contains(&format!("lacks segment {middle}")), "{v:#}");
+    let prep_a = step(node_report(&v, "a"), "restore-prep");
+    assert!(prep_a["lines"][0].as_str().unwrap().contains("refused node(s) b, so no node was changed"), "{v:#}");
+    assert!(node_report(&v, "a")["steps"].as_array().unwrap().iter().all(|s| s["name"] != "start"), "{v:#}");
+    for ((n, d), auto) in copies.iter().zip(&autos) {
+        assert_eq!(&fs::read(d.join("postgresql.auto.conf")).unwrap(), auto, "{n}: restore-prep wrote");
+    }
+
+    let base = b.dir.path().display().to_string();
+    let cmd = format!("cp {base}/wal-$(basename \"$(dirname \"$(pwd -P)\")\")/%f %p");
+    let mut args: Vec<String> = Vec::new();
+    for (n, d) in &copies {
+        args.extend(["--node".to_string(), format!("{n}={}", d.display())]);
+    }
+    args.extend(["--restore-command".to_string(), cmd, "--timeout".into(), "120".into(), "--json".into()]);
     let out = b.run(&args);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(5), "{v:#}");
@@ -505,7 +542,8 @@ fn a_wal_segment_missing_for_one_node_fails_that_node_and_stops_every_server() {
     let why = replay["lines"][0].as_str().unwrap();
     assert!(why.contains(&format!("did not deliver {middle}")), "{why}");
     assert_eq!(v["across_nodes"]["outcome"], "failed", "{v:#}");
-    assert!(v["across_nodes"]["lines"].to_string().contains("node b: did not show"), "{v:#}");
+    let across = v["across_nodes"]["lines"].to_string();
+    assert!(across.contains("node b: did not show") && across.contains("node a: stopped at restore point"), "{v:#}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("FAILED node b at replay") && !stderr.contains("node a at"), "{stderr}");
     for (n, d) in &copies {
