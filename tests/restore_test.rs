@@ -410,7 +410,8 @@ impl Nodes {
             a.push(format!("{n}={}", d.display()));
         }
         for (n, pg, ..) in &self.nodes {
-            let arch = archives.iter().find(|(x, _)| x == n).map(|(_, p)| p.to_path_buf()).unwrap_or(pg.archive_dir.clone());
+            let arch =
+                archives.iter().find(|(x, _)| x == n).map(|(_, p)| p.to_path_buf()).unwrap_or(pg.archive_dir.clone());
             a.push("--archive-dir".to_string());
             a.push(format!("{n}={}", arch.display()));
         }
@@ -419,7 +420,12 @@ impl Nodes {
 }
 
 fn node_report<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["nodes"].as_array().expect("nodes").iter().find(|n| n["node"] == name).unwrap_or_else(|| panic!("no node {name}: {v:#}"))
+    v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["node"] == name)
+        .unwrap_or_else(|| panic!("no node {name}: {v:#}"))
 }
 
 #[test]
@@ -451,6 +457,16 @@ fn a_two_node_backup_restores_on_both_nodes_to_its_restore_point() {
     assert!(lines.contains(&format!("every node ended at restore point \\\"{rp}\\\" on a new timeline")), "{lines}");
     assert!(lines.contains("node a: stopped at restore point") && lines.contains("node b: stopped at restore point"));
     assert!(lines.contains("not one instant of a cluster"), "a per-node restore point is said to be one: {lines}");
+    // One node given as NAME=DIR is the one-node form, to the restore point all the same.
+    let one = b.scratch("one", &["a"]);
+    let mut args = b.args(&one, &[]);
+    args.push("--json".into());
+    let out = b.run(&args);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert!(v.get("nodes").is_none() && v["node"] == "a", "{v:#}");
+    assert_eq!(v["stop_reason"].as_str(), Some(format!("at restore point \"{rp}\"").as_str()), "{v:#}");
+    assert!(server_gone(&one[0].1));
     // Production: both keep running, their archives received nothing from the test.
     for ((_, pg, ..), before) in b.nodes.iter().zip(before) {
         assert!(pg.is_running());
@@ -517,6 +533,9 @@ fn a_wal_segment_missing_for_one_node_fails_that_node_and_stops_every_server() {
     assert_eq!(prep_b["outcome"], "failed", "{v:#}");
     assert!(prep_b["lines"][0].as_str().unwrap().contains(&format!("lacks segment {middle}")), "{v:#}");
     let prep_a = step(node_report(&v, "a"), "restore-prep");
+    assert_eq!(prep_a["outcome"], "skipped", "{v:#}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FAILED node b at restore-prep") && !stderr.contains("node a at"), "{stderr}");
     assert!(prep_a["lines"][0].as_str().unwrap().contains("refused node(s) b, so no node was changed"), "{v:#}");
     assert!(node_report(&v, "a")["steps"].as_array().unwrap().iter().all(|s| s["name"] != "start"), "{v:#}");
     for ((n, d), auto) in copies.iter().zip(&autos) {

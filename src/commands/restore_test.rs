@@ -77,7 +77,9 @@ fn archive_dirs(values: &[String]) -> (Option<PathBuf>, Vec<(String, PathBuf)>) 
     let (mut common, mut per_node) = (None, Vec::new());
     for d in values.iter().filter(|d| !d.trim().is_empty()) {
         match d.split_once('=') {
-            Some((node, dir)) if crate::nodes::valid_name(node) => per_node.push((node.to_string(), PathBuf::from(dir))),
+            Some((node, dir)) if crate::nodes::valid_name(node) => {
+                per_node.push((node.to_string(), PathBuf::from(dir)))
+            }
             _ => common = Some(PathBuf::from(d)),
         }
     }
@@ -171,24 +173,25 @@ fn many(reqs: Vec<Request>, json: bool) -> Result<i32> {
     if rep.passed {
         return Ok(exit::OK);
     }
+    // The nodes with a failed step; a node only held back by another's refusal is not named.
     let mut what: Vec<String> = rep
         .nodes
         .iter()
-        .filter(|r| !r.passed)
-        .map(|r| {
-            let f = r.failed();
-            format!(
-                "node {} at {}",
-                r.node.as_deref().unwrap_or("?"),
-                if f.is_empty() { "an unfinished step".to_string() } else { f.join(", ") }
-            )
-        })
+        .filter(|r| !r.failed().is_empty())
+        .map(|r| format!("node {} at {}", r.node.as_deref().unwrap_or("?"), r.failed().join(", ")))
         .collect();
+    if what.is_empty() {
+        what = rep.failed_nodes().iter().map(|n| format!("node {} at an unfinished step", n)).collect();
+    }
     if rep.across_nodes.outcome == restore_test::report::Outcome::Failed {
         what.push("across nodes".into());
     }
     Err(Error::with_code(
         exit::NOT_PROVEN,
-        format!("restore-test of backup {}: FAILED {}: see the report above and each node's server log", rep.backup_id, what.join("; ")),
+        format!(
+            "restore-test of backup {}: FAILED {}: see the report above and each node's server log",
+            rep.backup_id,
+            what.join("; ")
+        ),
     ))
 }

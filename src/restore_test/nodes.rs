@@ -102,11 +102,13 @@ fn prepare_all(reqs: &[Request], reps: &mut [Report]) -> Option<Vec<restore::Pla
         .collect();
     if !refused.is_empty() {
         for (rep, p) in reps.iter_mut().zip(planned) {
-            let why = match p {
-                Err(e) => e.msg,
-                Ok(_) => format!("not applied: restore-prep refused node(s) {}, so no node was changed", refused.join(", ")),
-            };
-            rep.step("restore-prep", t, false, vec![why]);
+            match p {
+                Err(e) => rep.step("restore-prep", t, false, vec![e.msg]),
+                Ok(_) => rep.skip(
+                    "restore-prep",
+                    format!("not applied: restore-prep refused node(s) {}, so no node was changed", refused.join(", ")),
+                ),
+            }
         }
         return None;
     }
