@@ -569,3 +569,53 @@ fn a_wal_segment_missing_for_one_node_fails_that_node_and_stops_every_server() {
         assert!(server_gone(d), "{n}'s test server still runs");
     }
 }
+
+/// SIGTERM while both nodes' servers replay (each WAL file takes 2 s to arrive) stops both.
+#[test]
+fn sigterm_stops_every_nodes_test_server() {
+    let b = nodes_backup(&["a", "b"]);
+    let copies = b.scratch("term", &["a", "b"]);
+    for ((_, pg, ..), (_, data)) in b.nodes.iter().zip(&copies) {
+        let parent = data.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+        let w = b.dir.mkdir(&format!("wal-{parent}"));
+        for f in pg.archived_files() {
+            fs::copy(pg.archive_dir.join(&f), w.join(&f)).unwrap();
+        }
+        chown_to_server_user(&w);
+    }
+    let base = b.dir.path().display().to_string();
+    let cmd = format!("sleep 2 && cp {base}/wal-$(basename \"$(dirname \"$(pwd -P)\")\")/%f %p");
+    let mut c = Command::new(&b.exe);
+    c.args(["restore-test", "--backup-id", "mn", "--sidecar-dir"]).arg(&b.t.sidecar);
+    for (n, d) in &copies {
+        c.arg("--node").arg(format!("{n}={}", d.display()));
+    }
+    c.args(["--restore-command", &cmd]).env_remove("PGBH_SIDECAR_DIR").env_remove("PGBH_BACKUP_ID");
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid_of = |p: &Path| -> Option<i32> { fs::read_to_string(p).ok()?.lines().next()?.trim().parse().ok() };
+    let production: Vec<i32> =
+        b.nodes.iter().map(|(_, pg, ..)| pid_of(&pg.datadir.join("postmaster.pid")).expect("pid")).collect();
+    for ((_, d), prod) in copies.iter().zip(&production) {
+        wait_until(Duration::from_secs(60), "both test servers started", || {
+            pid_of(&d.join("postmaster.pid")).is_some_and(|p| p != *prod)
+                && d.join("pg-backup-hooks-restore.log").exists()
+        });
+    }
+    let servers: Vec<i32> = copies.iter().map(|(_, d)| pid_of(&d.join("postmaster.pid")).unwrap()).collect();
+    let t = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(text.matches("restore-test was interrupted by SIGTERM").count(), 2, "both nodes say so: {text}");
+    for ((n, d), pid) in copies.iter().zip(servers) {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+            "{n}'s server {pid} still runs"
+        );
+        assert!(server_gone(d), "{n}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(60), "stopping took {:?}", t.elapsed());
+    assert!(b.nodes.iter().all(|(_, pg, ..)| pg.is_running()), "production keeps running");
+}

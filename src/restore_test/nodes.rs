@@ -92,8 +92,18 @@ fn check_nodes(reqs: &[Request], m: &Manifest) -> Result<()> {
 /// restore-prep's plans for every node, then its writes for every node; None (and every
 /// node's report says why) when one node is refused.
 fn prepare_all(reqs: &[Request], reps: &mut [Report]) -> Option<Vec<restore::Plan>> {
-    let t = Instant::now();
-    let planned: Vec<Result<restore::Plan>> = reqs.iter().map(|r| restore::prepare(&r.prep)).collect();
+    // Each node's own planning time, so that its step's time is its own.
+    let mut took = Vec::new();
+    let planned: Vec<Result<restore::Plan>> = reqs
+        .iter()
+        .map(|r| {
+            let t = Instant::now();
+            let p = restore::prepare(&r.prep);
+            took.push(t.elapsed());
+            p
+        })
+        .collect();
+    let since = |i: usize| Instant::now().checked_sub(took[i]).unwrap_or_else(Instant::now);
     let refused: Vec<String> = reqs
         .iter()
         .zip(&planned)
@@ -101,9 +111,9 @@ fn prepare_all(reqs: &[Request], reps: &mut [Report]) -> Option<Vec<restore::Pla
         .map(|(r, _)| r.prep.node.clone().unwrap_or_default())
         .collect();
     if !refused.is_empty() {
-        for (rep, p) in reps.iter_mut().zip(planned) {
+        for (i, (rep, p)) in reps.iter_mut().zip(planned).enumerate() {
             match p {
-                Err(e) => rep.step("restore-prep", t, false, vec![e.msg]),
+                Err(e) => rep.step("restore-prep", since(i), false, vec![e.msg]),
                 Ok(_) => rep.skip(
                     "restore-prep",
                     format!("not applied: restore-prep refused node(s) {}, so no node was changed", refused.join(", ")),
@@ -113,8 +123,8 @@ fn prepare_all(reqs: &[Request], reps: &mut [Report]) -> Option<Vec<restore::Pla
         return None;
     }
     let mut plans = Vec::new();
-    for (rep, p) in reps.iter_mut().zip(planned) {
-        plans.push(rt::apply_step(p, t, rep)?);
+    for (i, (rep, p)) in reps.iter_mut().zip(planned).enumerate() {
+        plans.push(rt::apply_step(p, since(i), rep)?);
     }
     Some(plans)
 }
