@@ -2,7 +2,10 @@
 //! (with --amcheck) while the production server keeps running and its archive receives
 //! nothing; a copy with a damaged relation page fails at amcheck and pg_checksums naming the
 //! relation; a copy whose WAL misses a segment fails at replay naming it, its server stopped;
-//! a restore-test stopped by SIGTERM stops its server.
+//! a restore-test stopped by SIGTERM stops its server. Several nodes: a two-node backup passes
+//! on both, to its restore point; a node left out is refused before anything changes; a
+//! segment missing for one node fails that node alone and stops every server; SIGTERM stops
+//! every node's server.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
