@@ -492,6 +492,13 @@ fn a_node_left_out_is_refused_before_anything_starts() {
         assert!(!d.join("recovery.signal").exists() && !d.join("pg-backup-hooks-restore.log").exists(), "{n}");
     }
     assert!(out.stdout.is_empty(), "no report: nothing ran");
+    // A node the backup does not have is refused, naming the backup's nodes.
+    let mut unknown = b.args(&copies, &[]);
+    unknown.extend(["--node".to_string(), format!("x={}", b.dir.mkdir("x").display())]);
+    let out = b.run(&unknown);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no node x (its nodes: a, b, c)"), "{stderr}");
     // Mixing the two forms is refused, saying what to do.
     let mut mixed = b.args(&copies, &[]);
     mixed.extend(["--pgdata".to_string(), copies[0].1.display().to_string()]);

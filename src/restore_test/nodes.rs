@@ -250,3 +250,99 @@ impl MultiReport {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sidecar::{NodeEntry, RestorePoint};
+    use std::collections::BTreeMap;
+
+    fn node(name: &str) -> NodeEntry {
+        NodeEntry {
+            name: name.into(),
+            conninfo: String::new(),
+            server_version_num: 150000,
+            server_version: "15.0".into(),
+            system_identifier: "7".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".parse().unwrap(),
+            stop_lsn: "0/3000100".parse().unwrap(),
+            start_wal_file: String::new(),
+            stop_wal_file: String::new(),
+            backup_history_file: None,
+            from_standby: false,
+            data_directory: None,
+            wal_segment_size: 16 << 20,
+            archived: true,
+            archive_note: None,
+            inventory_source: None,
+            inventory_note: None,
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn manifest(scope: RestorePointScope) -> Manifest {
+        Manifest {
+            format_version: 1,
+            tool_version: String::new(),
+            backup_id: "b".into(),
+            status: crate::sidecar::Status::Complete,
+            started_at: String::new(),
+            stopped_at: String::new(),
+            written_at: String::new(),
+            nodes: vec![node("coordinator"), node("group-1")],
+            restore_point: Some(RestorePoint { name: "rp".into(), scope, lsns: BTreeMap::new() }),
+            restore_point_note: None,
+        }
+    }
+
+    fn ended(name: &str, timeline: u32, reason: &str) -> Report {
+        Report {
+            node: Some(name.into()),
+            timeline: Some(timeline),
+            stop_reason: Some(reason.into()),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_citus_restore_point_reached_by_every_node_is_cluster_wide() {
+        let m = manifest(RestorePointScope::Cluster);
+        let t = recovery::Target::Name("rp".into());
+        let a = across(
+            &m,
+            &t,
+            &[ended("coordinator", 2, "at restore point \"rp\""), ended("group-1", 2, "at restore point \"rp\"")],
+        );
+        assert_eq!(a.outcome, Outcome::Passed, "{:?}", a.lines);
+        assert!(a.lines.last().unwrap().contains("is cluster-wide"), "{:?}", a.lines);
+    }
+
+    #[test]
+    fn a_node_at_another_point_or_on_the_old_timeline_fails_across_nodes() {
+        let m = manifest(RestorePointScope::PerNode);
+        let t = recovery::Target::Name("rp".into());
+        let a = across(
+            &m,
+            &t,
+            &[ended("coordinator", 2, "at restore point \"rp\""), ended("group-1", 2, "at restore point \"other\"")],
+        );
+        assert_eq!(a.outcome, Outcome::Failed);
+        assert!(
+            a.lines.iter().any(|l| l.starts_with("node group-1: stopped at restore point \"other\", not at")),
+            "{:?}",
+            a.lines
+        );
+        assert!(a.lines.last().unwrap().contains("not one instant"), "{:?}", a.lines);
+        let a = across(
+            &m,
+            &t,
+            &[ended("coordinator", 2, "at restore point \"rp\""), ended("group-1", 1, "at restore point \"rp\"")],
+        );
+        assert_eq!(a.outcome, Outcome::Failed);
+        assert!(a.lines.iter().any(|l| l.contains("timeline 1, not a new one")), "{:?}", a.lines);
+        // Another target: not checked, and not a failure.
+        let a = across(&m, &recovery::Target::Latest, &[]);
+        assert_eq!(a.outcome, Outcome::Skipped, "{:?}", a.lines);
+    }
+}
