@@ -23,6 +23,10 @@ pub fn run(a: RestoreTestArgs) -> Result<i32> {
     let list = node_list(&a)?;
     let (common, per_node) = archive_dirs(&a.archive_dir);
     let exe = std::env::current_exe().map_err(|e| err!("cannot find this program's own path: {}", e))?;
+    if list.len() > 1 {
+        let names: Vec<&str> = list.iter().filter_map(|n| n.name.as_deref()).collect();
+        nodes::check_names(&a.sidecar_dir, &a.backup_id, &names)?;
+    }
     let mut reqs = Vec::new();
     for n in &list {
         let source = source(&a, n, &common, &per_node, list.len() > 1)?;

@@ -65,9 +65,18 @@ pub fn run(mut reqs: Vec<Request>) -> Result<MultiReport> {
     })
 }
 
-/// Every node of the backup given once, and no other: a partial cluster proves nothing.
+/// Before anything else (even the WAL sources): the backup's nodes are exactly `given`.
+pub fn check_names(sidecar_dirs: &[std::path::PathBuf], backup_id: &str, given: &[&str]) -> Result<()> {
+    check_given(given, &rt::load_manifest(sidecar_dirs, backup_id)?)
+}
+
 fn check_nodes(reqs: &[Request], m: &Manifest) -> Result<()> {
     let given: Vec<&str> = reqs.iter().filter_map(|r| r.prep.node.as_deref()).collect();
+    check_given(&given, m)
+}
+
+/// Every node of the backup given once, and no other: a partial cluster proves nothing.
+fn check_given(given: &[&str], m: &Manifest) -> Result<()> {
     let all: Vec<&str> = m.nodes.iter().map(|n| n.name.as_str()).collect();
     let unknown: Vec<&str> = given.iter().copied().filter(|g| !all.contains(g)).collect();
     if !unknown.is_empty() {
