@@ -132,8 +132,22 @@ fn prepare_all(reqs: &[Request], reps: &mut [Report]) -> Option<Vec<restore::Pla
         return None;
     }
     let mut plans = Vec::new();
+    let mut failed: Option<String> = None;
     for (i, (rep, p)) in reps.iter_mut().zip(planned).enumerate() {
-        plans.push(rt::apply_step(p, since(i), rep)?);
+        if let Some(f) = &failed {
+            rep.skip(
+                "restore-prep",
+                format!("not applied: restore-prep's writes failed on node {}; no server was started", f),
+            );
+            continue;
+        }
+        match rt::apply_step(p, since(i), rep) {
+            Some(plan) => plans.push(plan),
+            None => failed = Some(rep.node.clone().unwrap_or_default()),
+        }
+    }
+    if failed.is_some() {
+        return None;
     }
     Some(plans)
 }
