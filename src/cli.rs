@@ -501,8 +501,8 @@ pub struct RestoreTestArgs {
     /// The scratch directory the backup program restored the copy into (never a production data directory); not with --node NAME=DIR
     #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
-    /// Which node of the backup --pgdata is (may be omitted for a one-node backup); or NAME=DIR, once per node of a multi-node backup, each node restored into its own DIR: every node is tested and checked across nodes
-    #[arg(long = "node", env = "PGBH_NODE", value_name = "NAME[=DIR]")]
+    /// Which node of the backup --pgdata is (may be omitted for a one-node backup); or NAME=DIR, once per node of a multi-node backup, each node restored into its own DIR: every node is tested and checked across nodes (several separated by ';')
+    #[arg(long = "node", env = "PGBH_NODE", value_name = "NAME[=DIR]", value_delimiter = ';')]
     pub nodes: Vec<String>,
     /// A plain directory of archived WAL, for every node, or NAME=DIR for one node (repeatable); restore_command becomes `pg-backup-hooks wal-restore`
     #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "[NAME=]DIR")]

@@ -499,6 +499,13 @@ fn a_node_left_out_is_refused_before_anything_starts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("has no node x (its nodes: a, b, c)"), "{stderr}");
+    // Two nodes in one directory (through another spelling of its path) are refused.
+    let same =
+        vec![copies[0].clone(), ("b".to_string(), copies[0].1.join("../data")), ("c".to_string(), b.dir.mkdir("c"))];
+    let out = b.run(&b.args(&same, &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is node a's too"), "{stderr}");
     // Mixing the two forms is refused, saying what to do.
     let mut mixed = b.args(&copies, &[]);
     mixed.extend(["--pgdata".to_string(), copies[0].1.display().to_string()]);

@@ -31,6 +31,14 @@ pub fn run(a: RestoreTestArgs) -> Result<i32> {
     for n in &list {
         let source = source(&a, n, &common, &per_node, list.len() > 1)?;
         let pgdata = std::fs::canonicalize(&n.pgdata).map_err(|e| err!("--pgdata {}: {}", n.pgdata.display(), e))?;
+        if let Some(other) = reqs.iter().find(|r: &&Request| r.prep.pgdata == pgdata) {
+            return Err(Error::usage(format!(
+                "--node {}: the directory {} is node {}'s too: each node needs its own scratch copy",
+                n.name.as_deref().unwrap_or("?"),
+                pgdata.display(),
+                other.prep.node.as_deref().unwrap_or("?")
+            )));
+        }
         reqs.push(request(&a, n.name.clone(), pgdata, source, exe.clone()));
     }
     if reqs.len() > 1 {
@@ -67,9 +75,6 @@ fn node_list(a: &RestoreTestArgs) -> Result<Vec<Node>> {
         }
         if out.iter().any(|n| n.name.as_deref() == Some(name)) {
             return Err(Error::usage(format!("--node {} is given twice", name)));
-        }
-        if out.iter().any(|n| n.pgdata == std::path::Path::new(dir)) {
-            return Err(Error::usage(format!("--node {}: the directory {} is another node's too", name, dir)));
         }
         out.push(Node { name: Some(name.to_string()), pgdata: PathBuf::from(dir) });
     }
