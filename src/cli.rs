@@ -498,19 +498,19 @@ pub struct RestoreTestArgs {
     /// Where post stored the sidecar (several, separated by ':', are tried in order)
     #[arg(long, env = "PGBH_SIDECAR_DIR", value_name = "DIR", required = true, value_delimiter = ':')]
     pub sidecar_dir: Vec<PathBuf>,
-    /// The scratch directory the backup program restored the copy into (never a production data directory)
+    /// The scratch directory the backup program restored the copy into (never a production data directory); not with --node NAME=DIR
     #[arg(long, env = "PGBH_PGDATA", value_name = "DIR")]
-    pub pgdata: PathBuf,
-    /// Which node of the backup this data directory is (may be omitted for a one-node backup)
-    #[arg(long, env = "PGBH_NODE", value_name = "NAME")]
-    pub node: Option<String>,
-    /// A plain directory of archived WAL; restore_command becomes `pg-backup-hooks wal-restore`
-    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "DIR")]
-    pub archive_dir: Option<PathBuf>,
-    /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket)
+    pub pgdata: Option<PathBuf>,
+    /// Which node of the backup --pgdata is (may be omitted for a one-node backup); or NAME=DIR, once per node of a multi-node backup, each node restored into its own DIR: every node is tested and checked across nodes (several separated by ';')
+    #[arg(long = "node", env = "PGBH_NODE", value_name = "NAME[=DIR]", value_delimiter = ';')]
+    pub nodes: Vec<String>,
+    /// A plain directory of archived WAL, for every node, or NAME=DIR for one node (repeatable); restore_command becomes `pg-backup-hooks wal-restore`
+    #[arg(long, env = "PGBH_ARCHIVE_DIR", value_name = "[NAME=]DIR")]
+    pub archive_dir: Vec<String>,
+    /// Any restore_command, with %f and %p (e.g. for pgBackRest, WAL-G or a cloud bucket); with several nodes the same command serves every node, so it must find each node's own WAL
     #[arg(long, env = "PGBH_RESTORE_COMMAND", value_name = "CMD", hide_env_values = true)]
     pub restore_command: Option<String>,
-    /// Where recovery stops, as restore-prep's --target [default: latest for one node, restore-point for several]
+    /// Where recovery stops, as restore-prep's --target [default: latest for a one-node backup, restore-point for several nodes]
     #[arg(long, env = "PGBH_TARGET", value_name = "T")]
     pub target: Option<String>,
     /// Restore a tablespace somewhere else: OLD=NEW (OLD the path in the backup, or its OID); repeatable. A test restore on the production host needs it for every tablespace

@@ -10,6 +10,7 @@
 //! private socket and the report says how to connect and how to stop it.
 
 pub mod checks;
+pub mod nodes;
 pub mod report;
 pub mod server;
 pub mod settings;
@@ -89,18 +90,33 @@ fn candidates(p: &settings::Private, owner: u32, node: &NodeEntry) -> Vec<ConnIn
 /// returned; everything after is a step in the report.
 pub fn run(mut r: Request) -> Result<Report> {
     server::catch_signals()?;
-    r.prep.archive_mode = recovery::ArchiveMode::Off;
-    r.prep.target_action = recovery::TargetAction::Promote;
+    force_test_settings(&mut r);
     let t0 = Instant::now();
     let m = load_manifest(&r.prep.sidecar_dirs, &r.prep.backup_id)?;
     let target = recovery::parse_target(r.prep.target.as_deref(), &m)?;
-    let mut rep = Report {
+    let mut rep = new_report(&r);
+    body(&r, &m, &target, &mut rep);
+    conclude(&mut rep, t0);
+    Ok(rep)
+}
+
+/// What a test restore always has: archive_mode off, promotion at the target.
+fn force_test_settings(r: &mut Request) {
+    r.prep.archive_mode = recovery::ArchiveMode::Off;
+    r.prep.target_action = recovery::TargetAction::Promote;
+}
+
+fn new_report(r: &Request) -> Report {
+    Report {
         backup_id: r.prep.backup_id.clone(),
         node: r.prep.node.clone(),
         pgdata: r.prep.pgdata.clone(),
         ..Report::default()
-    };
-    body(&r, &m, &target, &mut rep);
+    }
+}
+
+/// The total time, an interruption, the verdict and the log's problems.
+fn conclude(rep: &mut Report, t0: Instant) {
     rep.total_seconds = t0.elapsed().as_secs_f64();
     if let Some(sig) = server::interrupted() {
         rep.skip("interrupted", format!("restore-test was interrupted by {}: the test server was stopped", sig));
@@ -114,14 +130,20 @@ pub fn run(mut r: Request) -> Result<Report> {
             rep.log_problems = log_problems(l);
         }
     }
-    Ok(rep)
 }
 
 fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) {
     let t0 = Instant::now();
-    // 1. restore-prep.
     let t = Instant::now();
-    let plan = match restore::prepare(&r.prep).and_then(|plan| restore::apply(&plan).map(|w| (plan, w))) {
+    let prepared = restore::prepare(&r.prep);
+    let Some(plan) = apply_step(prepared, t, rep) else { return };
+    let Some(run) = start_step(r, m, &plan, rep) else { return };
+    finish(r, m, target, run, t0, rep);
+}
+
+/// restore-prep's writes for a plan (or its refusal), as the report's first step.
+fn apply_step(prepared: Result<restore::Plan>, t: Instant, rep: &mut Report) -> Option<restore::Plan> {
+    match prepared.and_then(|plan| restore::apply(&plan).map(|w| (plan, w))) {
         Ok((plan, written)) => {
             let mut lines = plan.checks.clone();
             lines.extend(plan.warnings.iter().map(|w| format!("warning: {}", w)));
@@ -132,27 +154,39 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
                 plan.target
             ));
             rep.step("restore-prep", t, true, lines);
-            plan
+            rep.node = Some(plan.node.clone());
+            rep.server_major = Some(plan.server_major);
+            Some(plan)
         }
         Err(e) => {
             rep.step("restore-prep", t, false, vec![e.msg]);
-            return;
+            None
         }
-    };
-    rep.node = Some(plan.node.clone());
-    rep.server_major = Some(plan.server_major);
+    }
+}
+
+/// A started test server and what its checks need. Dropping it stops the server.
+pub(crate) struct Running {
+    srv: server::Server,
+    private: settings::Private,
+    owner: (u32, u32),
+    bindir: PathBuf,
+    node: NodeEntry,
+    server_major: u32,
+}
+
+/// Start the node's test server (the "start" step).
+fn start_step(r: &Request, m: &Manifest, plan: &restore::Plan, rep: &mut Report) -> Option<Running> {
     let Some(node) = m.nodes.iter().find(|n| n.name == plan.node) else {
         rep.step("start", Instant::now(), false, vec![format!("the manifest has no node {}", plan.node)]);
-        return;
+        return None;
     };
-    // 2. Start.
     let t = Instant::now();
-    let started = start(r, &plan, rep);
-    let (mut srv, private, owner, bindir) = match started {
+    let (srv, private, owner, bindir) = match start(r, plan, rep) {
         Ok(s) => s,
         Err(e) => {
             rep.step("start", t, false, vec![e.msg]);
-            return;
+            return None;
         }
     };
     rep.step(
@@ -167,6 +201,13 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
             private.port
         )],
     );
+    Some(Running { srv, private, owner, bindir, node: node.clone(), server_major: plan.server_major })
+}
+
+/// Replay, the checks and the stop of a started server; `t0` is when its restore began.
+fn finish(r: &Request, m: &Manifest, target: &recovery::Target, run: Running, t0: Instant, rep: &mut Report) {
+    let Running { mut srv, private, owner, bindir, node, server_major } = run;
+    let node = &node;
     let infos = candidates(&private, owner.0, node);
     // 3. Replay.
     let t = Instant::now();
@@ -198,6 +239,10 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
     // 4. Checks.
     let tc = Instant::now();
     let (proven, lines, observed) = checks::restore_check(&mut c, v, m, node, target);
+    if let Some(o) = &observed {
+        rep.timeline = Some(o.timeline);
+        rep.stop_reason = o.reason.clone();
+    }
     let end = observed.as_ref().and_then(|o| o.switchpoint.or(o.replay_lsn));
     if let Some(end) = end {
         rep.wal_replayed_bytes = Some(end.0.saturating_sub(node.start_lsn.0));
@@ -261,7 +306,7 @@ fn body(r: &Request, m: &Manifest, target: &recovery::Target, rep: &mut Report) 
         let stopped = stop(r, &mut srv, &private, rep, true);
         let t = Instant::now();
         match (&inv, stopped) {
-            (Some(inv), true) => match checks::checksums(&bindir, &r.prep.pgdata, owner, plan.server_major, inv) {
+            (Some(inv), true) => match checks::checksums(&bindir, &r.prep.pgdata, owner, server_major, inv) {
                 Ok((ok, lines)) => rep.step("checksums", t, ok, lines),
                 Err(why) => rep.skip("checksums", why),
             },

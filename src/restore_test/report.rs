@@ -43,6 +43,9 @@ pub struct Report {
     pub wal_replayed_bytes: Option<u64>,
     pub replay_from: Option<String>,
     pub replay_to: Option<String>,
+    /// The timeline recovery ended on, and the reason its history file gives (where it stopped).
+    pub timeline: Option<u32>,
+    pub stop_reason: Option<String>,
     /// restore-prep, start and replay: the time to a usable server.
     pub rto_seconds: Option<f64>,
     /// restore-check, relations, amcheck, stop and checksums together.
