@@ -2,6 +2,8 @@
 //! becomes a directory in the sidecar) and the list without duplicates. Messages never quote
 //! the connection string itself, and what they quote has its passwords redacted.
 
+use std::path::PathBuf;
+
 use crate::error::{Error, Result};
 use crate::pg::conninfo::{redact_text, ConnInfo};
 
@@ -28,6 +30,20 @@ pub fn parse(spec: &str) -> Result<(String, String)> {
     }
     ConnInfo::parse(conninfo).map_err(|e| Error::usage(format!("--node {}: {}", name, redact_text(&e.msg))))?;
     Ok((name.to_string(), conninfo.to_string()))
+}
+
+/// `--archive-dir` values split into DIR (for every node) and NAME=DIR (for node NAME), as
+/// check and restore-test take them: a value is NAME=DIR only when NAME is a node name, so a
+/// directory with `=` in its path stays a directory.
+pub fn split_archive_dirs(values: &[String]) -> (Vec<PathBuf>, Vec<(String, PathBuf)>) {
+    let (mut every, mut per_node) = (Vec::new(), Vec::new());
+    for d in values.iter().filter(|d| !d.trim().is_empty()) {
+        match d.split_once('=') {
+            Some((node, dir)) if valid_name(node) => per_node.push((node.to_string(), PathBuf::from(dir))),
+            _ => every.push(PathBuf::from(d)),
+        }
+    }
+    (every, per_node)
 }
 
 /// Every non-empty `--node` value parsed, in order; a name given twice is a usage error.
@@ -58,5 +74,13 @@ mod tests {
         let e = parse("n=password=hunter2 host='unterminated").unwrap_err();
         assert!(!e.msg.contains("hunter2"), "{}", e.msg);
         assert!(!valid_name("") && !valid_name(&"a".repeat(64)) && valid_name(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn archive_dirs_for_every_node_and_for_one() {
+        let v: Vec<String> = ["/a", "n1=/b", "", "/c=d/e", "n2=/f"].iter().map(|s| s.to_string()).collect();
+        let (every, per_node) = split_archive_dirs(&v);
+        assert_eq!(every, [PathBuf::from("/a"), PathBuf::from("/c=d/e")]);
+        assert_eq!(per_node, [("n1".to_string(), PathBuf::from("/b")), ("n2".to_string(), PathBuf::from("/f"))]);
     }
 }

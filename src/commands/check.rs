@@ -1,8 +1,6 @@
 //! `check`: whether every node can be restored now, for Nagios/Icinga, Prometheus and cron;
 //! the work is in src/check/.
 
-use std::path::PathBuf;
-
 use crate::check::{self, Config, Format, Thresholds};
 use crate::cli::CheckArgs;
 use crate::error::{Error, Result};
@@ -38,15 +36,7 @@ fn config(a: &CheckArgs) -> Result<Config> {
     if a.discover.is_some() && nodes.len() > 1 {
         return Err(Error::usage("--discover citus takes at most one --node: the coordinator"));
     }
-    let (mut archive_dirs, mut archive_of) = (Vec::new(), Vec::new());
-    for d in a.archive_dir.iter().filter(|d| !d.trim().is_empty()) {
-        match d.split_once('=') {
-            Some((node, dir)) if crate::nodes::valid_name(node) => {
-                archive_of.push((node.to_string(), PathBuf::from(dir)))
-            }
-            _ => archive_dirs.push(PathBuf::from(d)),
-        }
-    }
+    let (archive_dirs, archive_of) = crate::nodes::split_archive_dirs(&a.archive_dir);
     Ok(Config {
         nodes,
         discover_citus: a.discover.is_some(),

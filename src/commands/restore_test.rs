@@ -21,7 +21,9 @@ struct Node {
 pub fn run(a: RestoreTestArgs) -> Result<i32> {
     ids::validate(&a.backup_id)?;
     let list = node_list(&a)?;
-    let (common, per_node) = archive_dirs(&a.archive_dir);
+    // DIR given several times: the last one counts.
+    let (mut every, per_node) = crate::nodes::split_archive_dirs(&a.archive_dir);
+    let common = every.pop();
     let exe = std::env::current_exe().map_err(|e| err!("cannot find this program's own path: {}", e))?;
     if list.len() > 1 {
         let names: Vec<&str> = list.iter().filter_map(|n| n.name.as_deref()).collect();
@@ -79,20 +81,6 @@ fn node_list(a: &RestoreTestArgs) -> Result<Vec<Node>> {
         out.push(Node { name: Some(name.to_string()), pgdata: PathBuf::from(dir) });
     }
     Ok(out)
-}
-
-/// `--archive-dir` split into DIR (every node) and NAME=DIR (one node), as check takes it.
-fn archive_dirs(values: &[String]) -> (Option<PathBuf>, Vec<(String, PathBuf)>) {
-    let (mut common, mut per_node) = (None, Vec::new());
-    for d in values.iter().filter(|d| !d.trim().is_empty()) {
-        match d.split_once('=') {
-            Some((node, dir)) if crate::nodes::valid_name(node) => {
-                per_node.push((node.to_string(), PathBuf::from(dir)))
-            }
-            _ => common = Some(PathBuf::from(d)),
-        }
-    }
-    (common, per_node)
 }
 
 /// Where the node's WAL comes from: its own --archive-dir NAME=DIR, the common one, or
