@@ -125,14 +125,7 @@ pub fn remove_at(dir: &mut Dir, name: &OsStr) -> nix::Result<()> {
 
 /// The names in an open directory, without "." and "..".
 pub fn dir_names(dir: &mut Dir) -> nix::Result<Vec<OsString>> {
-    let mut out = Vec::new();
-    for e in dir.iter() {
-        let b = e?.file_name().to_bytes().to_vec();
-        if b != b"." && b != b".." {
-            out.push(OsString::from_vec(b));
-        }
-    }
-    Ok(out)
+    Ok(dir_entries(dir)?.into_iter().map(|(name, _)| name).collect())
 }
 
 /// The names in `dir` (but `.` and `..`) with the type readdir reports (None when the file

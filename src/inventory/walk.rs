@@ -92,6 +92,12 @@ fn visit_typed(
         Some(_) => return Ok(None),
     };
     out.push(Entry { path: rel.to_string(), kind, size: 0, mtime: 0 });
+    descend(dir, name, kind, rel, root)
+}
+
+/// The directory below a listed entry when the walk goes on there: a directory (never through
+/// a link) whose contents a copy holds.
+fn descend(dir: &Dir, name: &OsStr, kind: Kind, rel: &str, root: &Path) -> Result<Option<Dir>> {
     if kind != Kind::Dir || contents_left_out(rel) {
         return Ok(None);
     }
@@ -116,10 +122,7 @@ fn visit(dir: &Dir, name: &OsStr, rel: &str, root: &Path, out: &mut Vec<Entry>) 
         _ => return Ok(None),
     };
     out.push(entry(rel, kind, &st));
-    if kind != Kind::Dir || contents_left_out(rel) {
-        return Ok(None);
-    }
-    open_below(dir, name, OPEN.union(OFlag::O_NOFOLLOW), rel, root)
+    descend(dir, name, kind, rel, root)
 }
 
 /// A tablespace link, followed as the server follows it: listed as the directory it names.
