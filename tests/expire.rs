@@ -55,25 +55,11 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// restore-prep of `id` over `pg`'s data directory from `archive`, archiving off, to `target`.
-fn restore_prep(t: &Tool, id: &str, sidecar: &Path, pg: &Cluster, archive: &Path, target: &str) -> Ran {
+/// restore-prep of `id` over `pg`'s data directory from its archive, archiving off, to
+/// `target`, as root over the server user's tree.
+fn restore_prep(t: &Tool, id: &str, sidecar: &Path, pg: &Cluster, target: &str) -> Ran {
     crate::common::chown_to_server_user(&pg.datadir);
-    let (s, d, a) = (sidecar.display().to_string(), pg.datadir.display().to_string(), archive.display().to_string());
-    let r = t.run(&[
-        "restore-prep",
-        "--backup-id",
-        id,
-        "--sidecar-dir",
-        &s,
-        "--pgdata",
-        &d,
-        "--archive-dir",
-        &a,
-        "--archive-mode",
-        "off",
-        "--target",
-        target,
-    ]);
+    let r = t.restore_prep_with(id, sidecar, pg, &["--target", target]);
     crate::common::chown_to_server_user(&pg.datadir);
     r
 }
@@ -228,7 +214,7 @@ fn six_backups_on_two_timelines_days_faked_by_libfaketime_keep_3_restores_the_ne
     for (i, id) in [(3, "b4"), (4, "b5"), (5, "b6")] {
         for target in ["latest", "backup-end"] {
             restore_copy(&pg, &tars[i]);
-            restore_prep(&t, id, &t.sidecar, &pg, &archive, target).ok();
+            restore_prep(&t, id, &t.sidecar, &pg, target).ok();
             start_and_wait_promoted(&pg);
             t.restore_check_proves(id, &t.sidecar, &pg);
             if target == "latest" {
@@ -244,7 +230,7 @@ fn six_backups_on_two_timelines_days_faked_by_libfaketime_keep_3_restores_the_ne
     for (i, id) in [(0, "b1"), (1, "b2"), (2, "b3")] {
         fs::remove_dir_all(&pg.datadir).unwrap();
         tar_extract(&tars[i], &pg.root);
-        let r = restore_prep(&t, id, &program, &pg, &archive, "latest");
+        let r = restore_prep(&t, id, &program, &pg, "latest");
         assert_eq!(r.code, 1, "{id} is refused\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
         assert!(r.stderr.contains(&format!("backup {id} has expired")), "{id}: {}", r.stderr);
         assert!(!pg.datadir.join("backup_label").exists(), "a refusal writes nothing");
@@ -399,25 +385,7 @@ fn two_nodes_each_with_its_archive_are_expired_together_and_their_kept_backup_re
     // (the default for several nodes): the two ticks written before it, not the one after.
     for (pg, tar, node) in [(&a, &tars[2].0, "a"), (&b, &tars[2].1, "b")] {
         restore_copy(pg, tar);
-        crate::common::chown_to_server_user(&pg.datadir);
-        let (s, d, ar) = (side.clone(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
-        t.run(&[
-            "restore-prep",
-            "--backup-id",
-            "n3",
-            "--sidecar-dir",
-            &s,
-            "--pgdata",
-            &d,
-            "--node",
-            node,
-            "--archive-dir",
-            &ar,
-            "--archive-mode",
-            "off",
-        ])
-        .ok();
-        crate::common::chown_to_server_user(&pg.datadir);
+        t.restore_prep_ok_with("n3", &t.sidecar, pg, &["--node", node]);
         start_and_wait_promoted(pg);
         assert_eq!(pg.query_scalar("select count(*) from tick"), "2", "node {node} at n3's restore point");
     }

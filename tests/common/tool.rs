@@ -55,8 +55,13 @@ impl Tool {
     /// restore-prep of the restored single-node copy `pg` from the plain archive, with archiving
     /// off (a test restore), run as root over the server user's tree; it must succeed.
     pub fn restore_prep_ok(&self, id: &str, sidecar: &Path, pg: &super::Cluster) {
+        self.restore_prep_ok_with(id, sidecar, pg, &[])
+    }
+
+    /// [`Tool::restore_prep_ok`] with `extra` flags.
+    pub fn restore_prep_ok_with(&self, id: &str, sidecar: &Path, pg: &super::Cluster, extra: &[&str]) {
         super::chown_to_server_user(&pg.datadir);
-        let prep = self.restore_prep(id, sidecar, pg);
+        let prep = self.restore_prep_with(id, sidecar, pg, extra);
         assert_eq!(prep.code, 0, "restore-prep failed\nstdout: {}\nstderr: {}", prep.stdout, prep.stderr);
         super::chown_to_server_user(&pg.datadir);
     }
@@ -64,9 +69,14 @@ impl Tool {
     /// restore-prep of backup `id` over the copy `pg` in place, from its plain archive, with
     /// archiving off; whatever it does (for refusals).
     pub fn restore_prep(&self, id: &str, sidecar: &Path, pg: &super::Cluster) -> Ran {
+        self.restore_prep_with(id, sidecar, pg, &[])
+    }
+
+    /// [`Tool::restore_prep`] with `extra` flags (`--target T`, `--node NAME`).
+    pub fn restore_prep_with(&self, id: &str, sidecar: &Path, pg: &super::Cluster, extra: &[&str]) -> Ran {
         let (sidecar, pgdata, archive) =
             (sidecar.display().to_string(), pg.datadir.display().to_string(), pg.archive_dir.display().to_string());
-        self.run(&[
+        let args = [
             "restore-prep",
             "--backup-id",
             id,
@@ -78,7 +88,8 @@ impl Tool {
             &archive,
             "--archive-mode",
             "off",
-        ])
+        ];
+        self.run(&[&args[..], extra].concat())
     }
 
     /// The last step of every restore: `restore-check` proves that the restored single-node
